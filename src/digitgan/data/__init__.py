@@ -1,0 +1,41 @@
+"""The data layer: datasets by spec, IDX and .npz files, the registry and downloads.
+
+``load_dataset("mnist20k")`` returns the bundled offline sample; ``"mnist"`` and
+``"fashion-mnist"`` are fetched on first use into :func:`default_data_dir`;
+``"idx:FOLDER"`` and ``"npz:FILE"`` load a user's own files. See
+:mod:`digitgan.data.registry` for how to point a named dataset at other mirrors or folders.
+"""
+
+from digitgan.data.datasets import (
+    IDX_NAMES,
+    MAX_CLASSES,
+    Dataset,
+    Split,
+    dataset_info,
+    default_data_dir,
+    list_datasets,
+    load_dataset,
+    verify_dataset,
+)
+from digitgan.data.fetch import FileCheck
+from digitgan.data.idx import read_idx, write_idx
+from digitgan.data.registry import DEFAULT_DATASET, REGISTRY, DataFile, DatasetEntry
+
+__all__ = [
+    "DEFAULT_DATASET",
+    "IDX_NAMES",
+    "MAX_CLASSES",
+    "REGISTRY",
+    "DataFile",
+    "Dataset",
+    "DatasetEntry",
+    "FileCheck",
+    "Split",
+    "dataset_info",
+    "default_data_dir",
+    "list_datasets",
+    "load_dataset",
+    "read_idx",
+    "verify_dataset",
+    "write_idx",
+]

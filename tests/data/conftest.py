@@ -1,0 +1,179 @@
+"""Fixtures for the data-layer tests: small fake IDX datasets, registry stand-ins, local mirrors."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import gzip
+import hashlib
+import http.server
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import strategies as st
+
+from digitgan.data import REGISTRY, DataFile, DatasetEntry, write_idx
+from digitgan.data.datasets import IDX_NAMES
+
+
+@pytest.fixture(autouse=True)
+def _private_data_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep every test away from the user's real download folder."""
+    monkeypatch.setenv("DIGITGAN_DATA", str(tmp_path / "data-home"))
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder for fuzz tests (hypothesis runs many examples per test, so not tmp_path)."""
+    return tmp_path_factory.mktemp("fuzz")
+
+
+@pytest.fixture(scope="session")
+def mutate() -> Callable[[st.DataObject, bytes], bytes]:
+    """Return a function that damages bytes with a few random edits, drawn with hypothesis."""
+
+    def mutate(data: st.DataObject, original: bytes) -> bytes:
+        content = bytearray(original)
+        for _ in range(data.draw(st.integers(1, 4))):
+            where = data.draw(st.integers(0, max(len(content) - 1, 0)))
+            operation = data.draw(st.sampled_from(["set", "insert", "delete", "truncate"]))
+            if operation == "set" and content:
+                content[where] = data.draw(st.integers(0, 255))
+            elif operation == "insert":
+                content[where:where] = data.draw(st.binary(min_size=1, max_size=8))
+            elif operation == "delete":
+                del content[where : where + data.draw(st.integers(1, 8))]
+            else:
+                del content[where:]
+        return bytes(content)
+
+    return mutate
+
+
+@pytest.fixture
+def make_idx_folder() -> Callable[..., dict[str, np.ndarray]]:
+    """Return a function that writes a small fake MNIST-like IDX dataset into a folder."""
+
+    def make(
+        folder: Path,
+        *,
+        n_train: int = 12,
+        n_test: int = 6,
+        shape: tuple[int, int] = (4, 5),
+        num_classes: int = 10,
+        gz: bool = True,
+        test: bool = True,
+        seed: int = 0,
+    ) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng(seed)
+        arrays = {
+            IDX_NAMES[0]: rng.integers(0, 256, (n_train, *shape), dtype=np.uint8),
+            IDX_NAMES[1]: (np.arange(n_train) % num_classes).astype(np.uint8),
+            IDX_NAMES[2]: rng.integers(0, 256, (n_test, *shape), dtype=np.uint8),
+            IDX_NAMES[3]: (np.arange(n_test) % num_classes).astype(np.uint8),
+        }
+        if not test:
+            del arrays[IDX_NAMES[2]], arrays[IDX_NAMES[3]]
+        folder.mkdir(parents=True, exist_ok=True)
+        for stem, array in arrays.items():
+            write_idx(folder / (f"{stem}.gz" if gz else stem), array)
+        return arrays
+
+    return make
+
+
+@pytest.fixture
+def register(monkeypatch: pytest.MonkeyPatch) -> Callable[..., DatasetEntry]:
+    """Return a function that swaps a registry entry for one pinned to the .gz files in a folder.
+
+    ``pin`` chooses the checksums: "md5" (of the .gz) and/or "sha256-gunzip" (of the content).
+    """
+
+    def register(
+        name: str,
+        folder: Path,
+        *,
+        pin: tuple[str, ...] = ("md5",),
+        mirrors: tuple[str, ...] = (),
+        local_dir: Path | None = None,
+    ) -> DatasetEntry:
+        files = []
+        for stem in IDX_NAMES:
+            packed = (folder / f"{stem}.gz").read_bytes()
+            raw = gzip.decompress(packed)
+            files.append(
+                DataFile(
+                    f"{stem}.gz",
+                    len(raw),
+                    md5_gz=hashlib.md5(packed).hexdigest() if "md5" in pin else None,
+                    sha256_raw=hashlib.sha256(raw).hexdigest() if "sha256-gunzip" in pin else None,
+                )
+            )
+        entry = dataclasses.replace(
+            REGISTRY[name], files=tuple(files), mirrors=mirrors, local_dir=local_dir
+        )
+        monkeypatch.setitem(REGISTRY, name, entry)
+        return entry
+
+    return register
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves a folder; no log lines; omits Content-Length when the server says so."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def send_header(self, keyword: str, value: str) -> None:
+        if keyword.lower() == "content-length" and not self.server.send_length:
+            return
+        super().send_header(keyword, value)
+
+
+@dataclasses.dataclass
+class Mirror:
+    """A local HTTP server on 127.0.0.1 serving the files in ``root`` at ``url``."""
+
+    root: Path
+    url: str
+    server: http.server.ThreadingHTTPServer
+
+    def omit_content_length(self) -> None:
+        """Send bodies without a Content-Length header (the client must cap the stream)."""
+        self.server.send_length = False
+
+
+@pytest.fixture
+def make_mirror(tmp_path: Path) -> Iterator[Callable[[], Mirror]]:
+    """Return a function that starts a local HTTP mirror serving an empty temporary folder."""
+    started: list[tuple[http.server.ThreadingHTTPServer, threading.Thread]] = []
+
+    def make() -> Mirror:
+        root = tmp_path / f"mirror{len(started)}"
+        root.mkdir()
+        handler = functools.partial(_QuietHandler, directory=str(root))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.send_length = True
+        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+        thread.start()
+        started.append((server, thread))
+        return Mirror(root, f"http://127.0.0.1:{server.server_address[1]}/", server)
+
+    yield make
+    for server, thread in started:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.fixture
+def dead_url() -> str:
+    """A URL on 127.0.0.1 where nothing listens (connections are refused)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"

@@ -1,0 +1,142 @@
+"""``npz:FILE`` datasets (the Keras mnist.npz layout) and the safe .npz reader."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from digitgan.data import load_dataset
+from digitgan.errors import DataError
+
+
+def keras_arrays(n_train: int = 8, n_test: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
+    """Arrays in the Keras mnist.npz layout, small."""
+    rng = np.random.default_rng(seed)
+    return {
+        "x_train": rng.integers(0, 256, (n_train, 6, 5), dtype=np.uint8),
+        "y_train": (np.arange(n_train) % 10).astype(np.uint8),
+        "x_test": rng.integers(0, 256, (n_test, 6, 5), dtype=np.uint8),
+        "y_test": (np.arange(n_test) % 3).astype(np.uint8),
+    }
+
+
+def save(path: Path, **arrays: np.ndarray) -> str:
+    """Write an .npz and return its spec."""
+    np.savez(path, **arrays)
+    return f"npz:{path}"
+
+
+def test_keras_layout_loads(tmp_path: Path) -> None:
+    arrays = keras_arrays()
+    dataset = load_dataset(save(tmp_path / "mnist.npz", **arrays))
+    assert dataset.name == f"npz:{tmp_path / 'mnist.npz'}"
+    assert dataset.image_shape == (1, 6, 5)
+    assert dataset.train.images.shape == (8, 1, 6, 5) and dataset.train.images.dtype == np.uint8
+    assert np.array_equal(dataset.train.images[:, 0], arrays["x_train"])
+    assert dataset.train.labels.dtype == np.int64
+    assert np.array_equal(dataset.test.labels, arrays["y_test"])
+    assert dataset.num_classes == 8 and dataset.class_names == tuple("01234567")
+
+
+def test_compressed_channels_last_and_wide_labels(tmp_path: Path) -> None:
+    x = np.random.default_rng(1).integers(0, 256, (5, 4, 3, 3), dtype=np.uint8)
+    path = tmp_path / "rgb.npz"
+    np.savez_compressed(path, x_train=x, y_train=np.array([0, 1, 2, 1, 0], dtype=np.int64))
+    dataset = load_dataset(f"npz:{path}")
+    assert dataset.image_shape == (3, 4, 3) and dataset.test is None
+    assert np.array_equal(dataset.train.images, x.transpose(0, 3, 1, 2))
+    assert dataset.train.images.flags.c_contiguous
+    assert dataset.num_classes == 3
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"x_train": None}, "lacks the array.s. x_train"),
+        ({"y_train": None, "x_test": None, "y_test": None}, "lacks .* y_train"),
+        ({"y_test": None}, "lacks the array.s. y_test"),
+        ({"x_train": np.zeros((8, 6, 5), np.float32)}, r"\[x_train\]: expected uint8 images"),
+        ({"x_train": np.zeros((8, 30), np.uint8)}, r"\[x_train\]: expected uint8 images"),
+        ({"x_train": np.zeros((8, 6, 5, 7), np.uint8)}, "7 channels in the last axis"),
+        ({"y_train": np.zeros(8, np.float64)}, r"\[y_train\]: expected integer labels"),
+        ({"y_train": np.zeros((8, 1), np.uint8)}, r"\[y_train\]: expected integer labels"),
+        ({"y_train": np.zeros(7, np.uint8)}, r"holds 8 images but .*\[y_train\] holds 7 labels"),
+        ({"y_test": np.array([0, 1, -1, 0], np.int8)}, r"\[y_test\]: label -1 out of range"),
+        ({"y_test": np.array([0, 300, 1, 0], np.int16)}, "label 300 out of range 0..255"),
+        ({"x_test": np.zeros((4, 5, 6), np.uint8)}, r"test images are \(1, 5, 6\)"),
+        ({"x_train": np.zeros((0, 6, 5), np.uint8), "y_train": np.zeros(0, np.uint8)}, "no images"),
+    ],
+)
+def test_bad_arrays_are_refused(tmp_path: Path, change: dict, message: str) -> None:
+    arrays = keras_arrays() | change
+    spec = save(tmp_path / "bad.npz", **{k: v for k, v in arrays.items() if v is not None})
+    with pytest.raises(DataError, match=message):
+        load_dataset(spec)
+
+
+def test_pickled_object_array_is_refused(tmp_path: Path) -> None:
+    arrays = keras_arrays() | {"y_train": np.array([{"evil": 1}] * 8, dtype=object)}
+    with pytest.raises(DataError, match=r"y_train holds Python objects.*refused"):
+        load_dataset(save(tmp_path / "pickled.npz", **arrays))
+
+
+def test_not_an_npz(tmp_path: Path) -> None:
+    np.save(tmp_path / "plain.npy", np.zeros(3))
+    for path in (tmp_path / "plain.npy", tmp_path / "empty.npz"):
+        path.touch()
+        with pytest.raises(DataError, match=f"{path}: not an .npz archive"):
+            load_dataset(f"npz:{path}")
+    with pytest.raises(DataError, match=f"not found: {tmp_path / 'absent.npz'}"):
+        load_dataset(f"npz:{tmp_path / 'absent.npz'}")
+
+
+def test_header_claiming_more_than_the_member_holds(tmp_path: Path) -> None:
+    member = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        member, {"descr": "|u1", "fortran_order": False, "shape": (10**9, 28, 28)}
+    )
+    path = tmp_path / "liar.npz"
+    np.savez(path, y_train=np.zeros(3, np.uint8))
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("x_train.npy", member.getvalue() + bytes(100))
+    with pytest.raises(DataError, match=r"x_train claims shape \(1000000000, 28, 28\)"):
+        load_dataset(f"npz:{path}")
+
+
+@pytest.fixture(scope="module")
+def valid_npz(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """The bytes of a plain and a compressed valid .npz."""
+    folder = tmp_path_factory.mktemp("npz")
+    np.savez(folder / "plain.npz", **keras_arrays(4, 2))
+    np.savez_compressed(folder / "packed.npz", **keras_arrays(4, 2))
+    return {name: (folder / f"{name}.npz").read_bytes() for name in ("plain", "packed")}
+
+
+def load_or_data_error(path: Path) -> None:
+    """Load ``npz:path``; DataError is the only acceptable failure."""
+    try:
+        load_dataset(f"npz:{path}")
+    except DataError:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(kind=st.sampled_from(["plain", "packed"]), data=st.data())
+def test_fuzz_mutated_npz(scratch: Path, valid_npz: dict, mutate, kind: str, data) -> None:
+    path = scratch / "mutated.npz"
+    path.write_bytes(mutate(data, valid_npz[kind]))
+    load_or_data_error(path)
+
+
+@settings(max_examples=200, deadline=None)
+@given(content=st.binary(max_size=300), zip_magic=st.booleans())
+def test_fuzz_random_bytes(scratch: Path, content: bytes, zip_magic: bool) -> None:
+    path = scratch / "random.npz"
+    path.write_bytes((b"PK\x03\x04" if zip_magic else b"") + content)
+    load_or_data_error(path)
