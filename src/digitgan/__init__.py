@@ -1,3 +1,40 @@
-"""digitgan: generative adversarial networks for small images."""
+"""digitgan: generative adversarial networks for small images.
+
+The library API (the command line is a thin layer over it)::
+
+    import digitgan
+
+    cfg = digitgan.preset("seed").replace(train__iters=2000)
+    result = digitgan.train(cfg, out="runs/demo")      # -> TrainResult(run_dir, step, ...)
+    gan = digitgan.load("runs/demo")                   # run directory or checkpoint file
+    images = gan.generate(16, seed=0)                  # float tensor (16, 1, 28, 28) in [0, 1]
+    digits = gan.sample(16, seed=0)                    # uint8 array (16, 1, 28, 28)
+"""
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "Config": "config",
+    "preset": "config",
+    "build_config": "config",
+    "PRESETS": "config",
+    "train": "training.loop",
+    "resume": "training.loop",
+    "TrainResult": "training.loop",
+    "GANTrainer": "training.loop",
+    "load": "api",
+    "GAN": "api",
+    "load_dataset": "data",
+    "DigitganError": "errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    # Imported on first use, so `digitgan --help` does not wait for PyTorch.
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'digitgan' has no attribute {name!r}")

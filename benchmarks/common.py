@@ -1,0 +1,47 @@
+"""Shared helpers for the benchmarks: machine facts and recording results in RESULTS.md."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def machine() -> str:
+    """One line describing this machine: CPU model, cores, torch build and threads."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return (
+        f"{cpu}, {os.cpu_count()} cores{gpu}; torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads); Python {platform.python_version()}"
+    )
+
+
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def record(title: str, body: str) -> None:
+    """Append a dated section with the machine and the exact command to RESULTS.md."""
+    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    section = f"\n## {title} ({stamp})\n\nMachine: {machine()}  \nCommand: `{command}`\n\n{body}\n"
+    with RESULTS.open("a") as f:
+        f.write(section)
+    print(f"recorded in {RESULTS}")

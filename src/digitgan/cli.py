@@ -1,0 +1,223 @@
+"""The ``digitgan`` command line: a thin layer that parses options and calls the library.
+
+Every user mistake is a DigitganError: printed as one line, exit status 2, and no
+traceback unless ``--debug`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import __version__
+from .errors import ConfigError, DigitganError
+
+# train flags that map onto a config field
+FIELD_FLAGS = {
+    "iters": "train.iters",
+    "batch_size": "data.batch_size",
+    "seed": "train.seed",
+    "dataset": "data.dataset",
+    "data_dir": "data.data_dir",
+    "device": "train.device",
+}
+
+
+def _train(args) -> int:
+    from .config import build_config
+    from .training.loop import resume, train
+
+    progress = None if args.progress is None else args.progress
+    if args.resume:
+        changed = [
+            f"--{k.replace('_', '-')}"
+            for k in ("preset", "config", "batch_size", "seed", "dataset", "data_dir", "out")
+            if getattr(args, k)
+        ] + (["--set"] if args.set else [])
+        changed += [f for f, on in (("--dry-run", args.dry_run), ("--force", args.force)) if on]
+        if changed:
+            raise ConfigError(
+                f"--resume continues a run with its own config; {', '.join(changed)} cannot be "
+                "given with it (only --iters and --device can)"
+            )
+        result = resume(args.resume, iters=args.iters, device=args.device, progress=progress)
+    else:
+        overrides = {
+            f: getattr(args, k) for k, f in FIELD_FLAGS.items() if getattr(args, k) is not None
+        }
+        if args.dry_run:
+            overrides.setdefault("train.iters", 2)
+            for key in ("sample_every", "print_every", "tb_every", "ckpt_every"):
+                overrides[f"log.{key}"] = 1
+        cfg = build_config(args.preset, args.config, args.set or (), overrides)
+        result = train(cfg, args.out, force=args.force, progress=progress)
+    state = "interrupted at" if result.interrupted else "finished"
+    print(
+        f"{state} iteration {result.step} in {result.seconds:.1f} s; run directory: "
+        f"{result.run_dir}"
+    )
+    return 130 if result.interrupted else 0
+
+
+def _sample(args) -> int:
+    from .api import load
+
+    gan = load(args.source, device=_device(args.device))
+    path = gan.save_samples(args.out, args.n, args.seed)
+    print(f"wrote {args.n} samples to {path}")
+    return 0
+
+
+def _device(name: str):
+    from .training.loop import resolve_device
+
+    return resolve_device(name)
+
+
+def _data(args) -> int:
+    from . import data
+
+    if args.data_cmd == "list":
+        rows = [(e.name, e.description) for e in data.list_datasets()]
+        width = max(len(r[0]) for r in rows)
+        for name, desc in rows:
+            print(f"{name:<{width}}  {desc}")
+        print(f"{'idx:DIR':<{width}}  a folder with the four MNIST-style IDX files (.gz or not)")
+        print(f"{'npz:FILE':<{width}}  a Keras-style mnist.npz (x_train, y_train, x_test, y_test)")
+        return 0
+    if args.data_cmd == "info":
+        info = data.dataset_info(args.name, args.data_dir)
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    checks = data.verify_dataset(args.name, args.data_dir)
+    for c in checks:
+        print(f"{c.status:<8}  {c.path}")
+    bad = [c for c in checks if c.status != "ok"]
+    if bad:
+        print(f"{len(bad)} of {len(checks)} files missing or not matching their checksums")
+        return 1
+    print(f"all {len(checks)} files match their checksums")
+    return 0
+
+
+def _presets(args) -> int:
+    from .config import PRESETS
+
+    width = max(map(len, PRESETS))
+    for name, (doc, _) in PRESETS.items():
+        print(f"{name:<{width}}  {doc}")
+    return 0
+
+
+def _config(args) -> int:
+    from .config import build_config, describe
+
+    cfg = build_config(args.preset, args.config, args.set or ())
+    if args.explain:
+        for key, tname, default, help_text in describe():
+            print(f"{key:<20} {tname:<9} default {default!r}\n    {help_text}")
+        return 0
+    print(cfg.to_toml(), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="digitgan",
+        description="Train, sample and inspect generative adversarial networks on small images.",
+    )
+    p.add_argument("--version", action="version", version=f"digitgan {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser(
+        "train",
+        help="train a GAN (default: the seed preset on mnist20k)",
+        description="Train a GAN. With no options: the seed preset on mnist20k.",
+    )
+    t.add_argument("--preset", help="named configuration (see `digitgan presets`; default seed)")
+    t.add_argument("--config", metavar="FILE", help="TOML file with config sections")
+    t.add_argument(
+        "--set",
+        action="append",
+        metavar="SECTION.KEY=VALUE",
+        help="set any config field (repeatable), e.g. --set optim.lr_g=2e-4",
+    )
+    t.add_argument("--iters", type=int, help="total iterations (train.iters)")
+    t.add_argument("--batch-size", type=int, help="batch size (data.batch_size)")
+    t.add_argument("--seed", type=int, help="random seed (train.seed)")
+    t.add_argument("--dataset", help="dataset spec (data.dataset): name, idx:DIR or npz:FILE")
+    t.add_argument("--data-dir", help="download cache (data.data_dir; env DIGITGAN_DATA)")
+    t.add_argument("--device", help="auto, cpu, cuda or cuda:N (train.device)")
+    t.add_argument("--out", metavar="DIR", help="run directory (default runs/<preset>-<time>)")
+    t.add_argument("--force", action="store_true", help="replace an existing run directory")
+    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint")
+    t.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="smoke test: 2 iterations (unless --iters), every output written",
+    )
+    t.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar (default: when the terminal is interactive)",
+    )
+    t.set_defaults(func=_train)
+
+    s = sub.add_parser("sample", help="draw samples from a trained run or checkpoint")
+    s.add_argument("source", metavar="RUN_OR_CHECKPOINT")
+    s.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
+    s.add_argument(
+        "--out",
+        required=True,
+        metavar="FILE",
+        help=".png for a grid, .npy for a uint8 array (N, 28, 28)",
+    )
+    s.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    s.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    s.set_defaults(func=_sample)
+
+    d = sub.add_parser("data", help="list, describe and verify datasets")
+    dsub = d.add_subparsers(dest="data_cmd", required=True, metavar="ACTION")
+    dsub.add_parser("list", help="the known datasets")
+    for name, helptext in (
+        ("info", "sizes, shape, location of a dataset"),
+        ("verify", "check a dataset's files against their checksums"),
+    ):
+        x = dsub.add_parser(name, help=helptext)
+        x.add_argument("name", nargs="?", default="mnist20k", help="dataset (default mnist20k)")
+        x.add_argument("--data-dir", help="download cache (env DIGITGAN_DATA)")
+    d.set_defaults(func=_data)
+
+    pr = sub.add_parser("presets", help="list the named configurations")
+    pr.set_defaults(func=_presets)
+
+    c = sub.add_parser("config", help="print a resolved configuration as TOML")
+    c.add_argument("--preset")
+    c.add_argument("--config", metavar="FILE")
+    c.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE")
+    c.add_argument("--explain", action="store_true", help="list every field with its help")
+    c.set_defaults(func=_config)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except DigitganError as e:
+        if args.debug:
+            raise
+        print(f"digitgan: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("digitgan: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

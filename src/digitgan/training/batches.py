@@ -1,0 +1,76 @@
+"""Mini-batches drawn from shuffled epochs of a dataset held on the training device.
+
+The images stay uint8 on the device; each batch is an index into them, taken
+from a stream of shuffled epochs (every image once per epoch; a batch that
+crosses an epoch boundary takes the rest of one epoch and the start of the
+next). No per-item loader, no host round trip. The state (current permutation,
+position, generator state) is saved in checkpoints so that a resumed run sees
+exactly the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class EpochBatches:
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        generator: torch.Generator,
+        out_range: tuple[float, float] = (0.0, 1.0),
+    ):
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError("images must be a uint8 tensor of shape (N, C, H, W)")
+        self.images = images
+        self.labels = labels
+        self.batch_size = batch_size
+        self.generator = generator
+        lo, hi = out_range
+        self._scale = (hi - lo) / 255.0
+        self._shift = lo
+        self.perm = self._new_epoch()
+        self.pos = 0
+
+    def _new_epoch(self) -> torch.Tensor:
+        n = self.images.shape[0]
+        return torch.randperm(n, generator=self.generator, device=self.images.device)
+
+    def next_indices(self) -> torch.Tensor:
+        """Indices of the next batch in the epoch stream."""
+        parts, need = [], self.batch_size
+        while need > 0:
+            if self.pos == self.perm.numel():
+                self.perm, self.pos = self._new_epoch(), 0
+            take = min(need, self.perm.numel() - self.pos)
+            parts.append(self.perm[self.pos : self.pos + take])
+            self.pos += take
+            need -= take
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next (images as float in the model's range, labels) batch."""
+        idx = self.next_indices()
+        x = self.images.index_select(0, idx).float()
+        x = x.mul_(self._scale).add_(self._shift) if self._shift else x.mul_(self._scale)
+        return x, self.labels.index_select(0, idx)
+
+    def state_dict(self) -> dict:
+        return {
+            "perm": self.perm.cpu(),
+            "pos": self.pos,
+            "rng": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        perm = state["perm"]
+        if perm.shape != (self.images.shape[0],):
+            raise ValueError(
+                f"saved data order covers {perm.numel()} images, the dataset has "
+                f"{self.images.shape[0]}"
+            )
+        self.perm = perm.to(self.images.device)
+        self.pos = int(state["pos"])
+        self.generator.set_state(state["rng"])

@@ -1,0 +1,72 @@
+"""TensorBoard summaries and metrics.jsonl for a run.
+
+Tags: scalars ``D_loss``, ``G_loss``, ``D_real`` (mean D(x) on the real batch) and
+``D_fake`` (mean D(G(z)) on the fake batch) of the discriminator step, plus
+``it_per_s``; histograms ``G/<param>`` and ``D/<param>`` of every weight and
+bias; the image ``samples`` (the fixed-noise grid); and the graph of one
+discriminator evaluation on real and generated images.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+from .rundir import RunDir
+
+
+class _GraphView(nn.Module):
+    """G and D together, so the logged graph shows z -> G -> D and x -> D."""
+
+    def __init__(self, G: nn.Module, D: nn.Module):
+        super().__init__()
+        self.generator, self.discriminator = G, D
+
+    def forward(self, z, x):
+        return self.discriminator(x), self.discriminator(self.generator(z))
+
+
+class RunLogger:
+    def __init__(self, run: RunDir, purge_step: int | None = None):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.run = run
+        self.writer = SummaryWriter(log_dir=str(run.tb), purge_step=purge_step, flush_secs=30)
+        self.t0 = time.time()
+
+    def scalars(self, step: int, stats: dict[str, float], it_per_s: float) -> None:
+        for tag, value in stats.items():
+            self.writer.add_scalar(tag, value, step)
+        self.writer.add_scalar("it_per_s", it_per_s, step)
+        self.run.append_metrics(
+            {
+                "step": step,
+                **stats,
+                "it_per_s": round(it_per_s, 2),
+                "wall_s": round(time.time() - self.t0, 3),
+            }
+        )
+
+    def histograms(self, step: int, G: nn.Module, D: nn.Module) -> None:
+        for prefix, module in (("G", G), ("D", D)):
+            for name, p in module.named_parameters():
+                self.writer.add_histogram(f"{prefix}/{name}", p.detach().float().cpu(), step)
+
+    def image(self, step: int, grid: np.ndarray) -> None:
+        fmt = "HW" if grid.ndim == 2 else "HWC"
+        self.writer.add_image("samples", grid, step, dataformats=fmt)
+
+    def graph(self, trainer) -> None:
+        """The model graph, traced once on a zero batch (uses no random numbers)."""
+        z = torch.zeros(2, trainer.cfg.model.z_dim, device=trainer.device)
+        x = torch.zeros(2, *trainer.image_shape, device=trainer.device)
+        with warnings.catch_warnings():  # TensorBoard's graph export still goes through jit
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch.jit")
+            self.writer.add_graph(_GraphView(trainer.G, trainer.D), (z, x))
+
+    def close(self) -> None:
+        self.writer.close()

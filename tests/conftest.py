@@ -1,0 +1,40 @@
+import numpy as np
+import pytest
+
+from digitgan.config import preset
+from digitgan.data import Dataset, Split, load_dataset
+
+
+@pytest.fixture(scope="session")
+def mnist20k() -> Dataset:
+    return load_dataset("mnist20k")
+
+
+@pytest.fixture(scope="session")
+def small_data(mnist20k) -> Dataset:
+    """600 real training digits and 200 test digits: enough for fast end-to-end runs."""
+    t, v = mnist20k.train, mnist20k.test
+    return Dataset(
+        name="mnist20k",
+        train=Split(np.ascontiguousarray(t.images[:600]), t.labels[:600].copy()),
+        test=Split(np.ascontiguousarray(v.images[:200]), v.labels[:200].copy()),
+        num_classes=10,
+        class_names=mnist20k.class_names,
+    )
+
+
+@pytest.fixture
+def tiny_cfg():
+    """The seed model, shrunk: a few iterations with every output written."""
+    return preset("seed").replace(
+        data__batch_size=16,
+        model__g_hidden=[32],
+        model__d_hidden=[32],
+        train__iters=6,
+        train__device="cpu",
+        log__sample_every=2,
+        log__print_every=3,
+        log__tb_every=2,
+        log__ckpt_every=3,
+        log__grid_rows=2,
+    )

@@ -1,0 +1,117 @@
+"""The seed preset matches DESIGN.md section 1: shapes, init, noise, optimiser, step order."""
+
+import math
+
+import pytest
+import torch
+
+from digitgan.config import preset
+from digitgan.training.loop import GANTrainer
+
+
+@pytest.fixture(scope="module")
+def trainer(mnist20k):
+    return GANTrainer(preset("seed").replace(train__device="cpu"), mnist20k, "cpu")
+
+
+def _params(module):
+    return {k: tuple(v.shape) for k, v in module.named_parameters()}
+
+
+def test_layer_shapes(trainer):
+    # torch stores Linear weights as (out, in): 100 -> 128 -> 784 and 784 -> 128 -> 1
+    assert _params(trainer.G) == {
+        "net.fc1.weight": (128, 100),
+        "net.fc1.bias": (128,),
+        "net.fc2.weight": (784, 128),
+        "net.fc2.bias": (784,),
+    }
+    assert _params(trainer.D) == {
+        "net.fc1.weight": (128, 784),
+        "net.fc1.bias": (128,),
+        "net.fc2.weight": (1, 128),
+        "net.fc2.bias": (1,),
+    }
+    z = trainer.noise(5)
+    x = trainer.G(z)
+    assert x.shape == (5, 1, 28, 28) and x.min() >= 0 and x.max() <= 1  # sigmoid output
+    assert trainer.D(x).shape == (5,)  # one logit per image
+
+
+def test_init_statistics(trainer):
+    for module in (trainer.G, trainer.D):
+        for name, p in module.named_parameters():
+            if name.endswith("bias"):
+                assert torch.count_nonzero(p) == 0, name
+            else:
+                fan_in = p.shape[1]
+                expected = 1 / math.sqrt(fan_in / 2)
+                # the sample std of n normals is within a few sigma/sqrt(2n) of the true one
+                tol = 5 * expected / math.sqrt(2 * p.numel())
+                assert abs(p.std().item() - expected) < tol, name
+                assert abs(p.mean().item()) < 5 * expected / math.sqrt(p.numel()), name
+
+
+def test_noise_is_uniform_minus_one_to_one(trainer):
+    z = trainer.noise(20_000)
+    assert z.shape == (20_000, 100)
+    assert z.min() >= -1 and z.max() < 1
+    assert z.min() < -0.999 and z.max() > 0.999
+    assert abs(z.mean().item()) < 0.01
+    assert z.var().item() == pytest.approx(1 / 3, rel=0.01)
+
+
+def test_optimisers_are_adam_with_tensorflow_defaults(trainer):
+    for opt, module in ((trainer.opt_g, trainer.G), (trainer.opt_d, trainer.D)):
+        assert isinstance(opt, torch.optim.Adam)
+        (group,) = opt.param_groups
+        assert group["lr"] == 1e-3 and group["betas"] == (0.9, 0.999) and group["eps"] == 1e-8
+        assert {id(p) for p in group["params"]} == {id(p) for p in module.parameters()}
+
+
+def test_step_order_d_then_g_on_fresh_noise(mnist20k):
+    """One iteration: G(z1) without grad, D on real and fake, D update; then D(G(z2)) with the
+    updated D, G update. z1 and z2 are different draws."""
+    tr = GANTrainer(preset("seed").replace(train__device="cpu", data__batch_size=8), mnist20k)
+    calls = []
+
+    def hook(name):
+        def record(module, inputs, output):
+            calls.append(
+                (
+                    name,
+                    torch.is_grad_enabled(),
+                    inputs[0].detach().clone(),
+                    tr.D.net.fc1.weight.detach().clone(),
+                    tr.G.net.fc1.weight.detach().clone(),
+                )
+            )
+
+        return record
+
+    tr.G.register_forward_hook(hook("G"))
+    tr.D.register_forward_hook(hook("D"))
+    d0, g0 = tr.D.net.fc1.weight.detach().clone(), tr.G.net.fc1.weight.detach().clone()
+    tr.step()
+    assert [c[0] for c in calls] == ["G", "D", "D", "G", "D"]
+    g1, d_real, d_fake, g2, d_g = calls
+    assert not g1[1]  # the D step's fake batch carries no generator gradient
+    assert torch.equal(d_real[3], d0) and torch.equal(d_fake[3], d0)  # D step sees old D
+    assert not torch.equal(d_g[3], d0)  # the G step sees the updated D
+    assert torch.equal(g2[4], g0)  # G was not updated during the D step
+    assert not torch.equal(tr.G.net.fc1.weight, g0)  # ... and is updated by the G step
+    assert not torch.equal(g1[2], g2[2])  # fresh noise for the G step
+    assert d_real[2].shape == (8, 1, 28, 28)  # a real batch in [0, 1]
+    assert d_real[2].min() >= 0 and d_real[2].max() <= 1
+    # the real batch is real data: it matches rows of the dataset exactly
+    real = torch.from_numpy(mnist20k.train.images).float() / 255
+    assert any(torch.allclose(d_real[2][0], real[i], atol=1e-6) for i in range(real.shape[0]))
+
+
+def test_epoch_stream_visits_every_image_once_per_epoch(mnist20k):
+    tr = GANTrainer(preset("seed").replace(train__device="cpu", data__batch_size=128), mnist20k)
+    n = mnist20k.train.images.shape[0]
+    seen = torch.cat([tr.batches.next_indices() for _ in range(math.ceil(2 * n / 128))])
+    assert torch.equal(seen[:n].sort().values, torch.arange(n))
+    assert torch.equal(seen[n : 2 * n].sort().values, torch.arange(n))
+    assert not torch.equal(seen[:n], seen[n : 2 * n])  # reshuffled each epoch
