@@ -88,7 +88,15 @@ def _data(args) -> int:
         return 0
     if args.data_cmd == "info":
         info = data.dataset_info(args.name, args.data_dir)
-        print(json.dumps(info, indent=2, default=str))
+        if args.json:
+            print(json.dumps(info, indent=2, default=str))
+            return 0
+        for key, value in info.items():
+            if isinstance(value, dict):  # label counts per split
+                value = "; ".join(f"{k} {v}" for k, v in value.items())
+            elif isinstance(value, (list, tuple)):
+                value = " ".join(map(str, value))
+            print(f"{key:<13} {value}")
         return 0
     checks = data.verify_dataset(args.name, args.data_dir)
     for c in checks:
@@ -189,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
         x = dsub.add_parser(name, help=helptext)
         x.add_argument("name", nargs="?", default="mnist20k", help="dataset (default mnist20k)")
         x.add_argument("--data-dir", help="download cache (env DIGITGAN_DATA)")
+        if name == "info":
+            x.add_argument("--json", action="store_true", help="print JSON")
     d.set_defaults(func=_data)
 
     pr = sub.add_parser("presets", help="list the named configurations")
