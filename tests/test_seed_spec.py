@@ -21,16 +21,16 @@ def _params(module):
 def test_layer_shapes(trainer):
     # torch stores Linear weights as (out, in): 100 -> 128 -> 784 and 784 -> 128 -> 1
     assert _params(trainer.G) == {
-        "net.fc1.weight": (128, 100),
-        "net.fc1.bias": (128,),
-        "net.fc2.weight": (784, 128),
-        "net.fc2.bias": (784,),
+        "body.fc1.weight": (128, 100),
+        "body.fc1.bias": (128,),
+        "body.fc2.weight": (784, 128),
+        "body.fc2.bias": (784,),
     }
     assert _params(trainer.D) == {
-        "net.fc1.weight": (128, 784),
-        "net.fc1.bias": (128,),
-        "net.fc2.weight": (1, 128),
-        "net.fc2.bias": (1,),
+        "features.fc1.weight": (128, 784),
+        "features.fc1.bias": (128,),
+        "head.weight": (1, 128),
+        "head.bias": (1,),
     }
     z = trainer.noise(5)
     x = trainer.G(z)
@@ -82,8 +82,8 @@ def test_step_order_d_then_g_on_fresh_noise(mnist20k):
                     name,
                     torch.is_grad_enabled(),
                     inputs[0].detach().clone(),
-                    tr.D.net.fc1.weight.detach().clone(),
-                    tr.G.net.fc1.weight.detach().clone(),
+                    tr.D.features.fc1.weight.detach().clone(),
+                    tr.G.body.fc1.weight.detach().clone(),
                 )
             )
 
@@ -91,7 +91,7 @@ def test_step_order_d_then_g_on_fresh_noise(mnist20k):
 
     tr.G.register_forward_hook(hook("G"))
     tr.D.register_forward_hook(hook("D"))
-    d0, g0 = tr.D.net.fc1.weight.detach().clone(), tr.G.net.fc1.weight.detach().clone()
+    d0, g0 = tr.D.features.fc1.weight.detach().clone(), tr.G.body.fc1.weight.detach().clone()
     tr.step()
     assert [c[0] for c in calls] == ["G", "D", "D", "G", "D"]
     g1, d_real, d_fake, g2, d_g = calls
@@ -99,7 +99,7 @@ def test_step_order_d_then_g_on_fresh_noise(mnist20k):
     assert torch.equal(d_real[3], d0) and torch.equal(d_fake[3], d0)  # D step sees old D
     assert not torch.equal(d_g[3], d0)  # the G step sees the updated D
     assert torch.equal(g2[4], g0)  # G was not updated during the D step
-    assert not torch.equal(tr.G.net.fc1.weight, g0)  # ... and is updated by the G step
+    assert not torch.equal(tr.G.body.fc1.weight, g0)  # ... and is updated by the G step
     assert not torch.equal(g1[2], g2[2])  # fresh noise for the G step
     assert d_real[2].shape == (8, 1, 28, 28)  # a real batch in [0, 1]
     assert d_real[2].min() >= 0 and d_real[2].max() <= 1

@@ -58,9 +58,9 @@ def test_short_run_writes_every_output(tmp_path, tiny_cfg, small_data):
     assert acc.Scalars("G_loss")[0].value == pytest.approx(lines[0]["G_loss"], rel=1e-6)
     hist = set(tags["histograms"])
     assert hist == {
-        f"{m}/net.{layer}.{kind}"
-        for m in "GD"
-        for layer in ("fc1", "fc2")
+        f"{m}/{layer}.{kind}"
+        for m, layers in (("G", ("body.fc1", "body.fc2")), ("D", ("features.fc1", "head")))
+        for layer in layers
         for kind in ("weight", "bias")
     }
     assert "samples" in tags["images"]
@@ -161,6 +161,8 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path):
             "log.tb_every=0",
             "--set",
             "log.sample_every=0",
+            "--set",
+            "log.ckpt_every=20",
             "--no-progress",
         ],
         stdout=subprocess.PIPE,
@@ -168,10 +170,10 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path):
         text=True,
         env=env,
     )
+    latest = out / "checkpoints" / "latest.safetensors"
     deadline = time.time() + 120
-    while not (out / "config.toml").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.5)  # let it train a little
+    while not latest.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)  # training is under way once the first checkpoint is written
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr

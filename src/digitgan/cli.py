@@ -61,11 +61,29 @@ def _train(args) -> int:
 
 
 def _sample(args) -> int:
-    from .api import load
+    from .api import load, save_image_rows
 
     gan = load(args.source, device=_device(args.device))
-    path = gan.save_samples(args.out, args.n, args.seed)
-    print(f"wrote {args.n} samples to {path}")
+    if args.class_grid:
+        path = save_image_rows(gan.class_grid(args.n, args.seed), args.n, args.out)
+        what = f"{gan.num_classes} classes x {args.n} samples"
+    elif args.walk is not None:
+        path = save_image_rows(
+            gan.interpolate(args.seed, args.walk, args.n, args.label), args.n, args.out
+        )
+        what = f"a {args.n}-step walk from seed {args.seed} to seed {args.walk}"
+    else:
+        path = gan.save_samples(args.out, args.n, args.seed, args.label)
+        what = f"{args.n} samples"
+    print(f"wrote {what} to {path}")
+    return 0
+
+
+def _plot(args) -> int:
+    from .viz import plot_metrics, progress_gif
+
+    for path in (plot_metrics(args.run), progress_gif(args.run)):
+        print(f"wrote {path}")
     return 0
 
 
@@ -184,6 +202,23 @@ def build_parser() -> argparse.ArgumentParser:
         help=".png for a grid, .npy for a uint8 array (N, 28, 28)",
     )
     s.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    s.add_argument(
+        "--label",
+        type=int,
+        help="conditional models: draw this class (default: all classes in turn)",
+    )
+    mode = s.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--class-grid",
+        action="store_true",
+        help="conditional models: one row per class, --n samples each (.png)",
+    )
+    mode.add_argument(
+        "--walk",
+        type=int,
+        metavar="SEED_B",
+        help="latent walk from --seed to SEED_B in --n steps (.png)",
+    )
     s.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     s.set_defaults(func=_sample)
 
@@ -200,6 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "info":
             x.add_argument("--json", action="store_true", help="print JSON")
     d.set_defaults(func=_data)
+
+    pl = sub.add_parser("plot", help="draw a run's curves (PNG) and a GIF of its sample grids")
+    pl.add_argument("run", metavar="RUN_DIR")
+    pl.set_defaults(func=_plot)
 
     pr = sub.add_parser("presets", help="list the named configurations")
     pr.set_defaults(func=_presets)

@@ -44,6 +44,12 @@ def _model_names() -> tuple[str, ...]:
     return tuple(MODELS)
 
 
+def _init_names() -> tuple[str, ...]:
+    from .models import INITS
+
+    return tuple(INITS)
+
+
 def _objective_names() -> tuple[str, ...]:
     from .losses import OBJECTIVES
 
@@ -63,26 +69,58 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    arch: str = opt("mlp", "generator/discriminator architecture", choices=_model_names)
+    arch: str = opt(
+        "mlp", "generator/discriminator architecture (mlp, dcgan)", choices=_model_names
+    )
     z_dim: int = opt(100, "dimension of the noise vector z", min=1)
     noise: str = opt(
         "uniform",
         "noise distribution: uniform(-1, 1) or normal(0, 1)",
         choices=("uniform", "normal"),
     )
-    g_hidden: list[int] = opt([128], "widths of the generator's hidden dense layers", min=1)
-    d_hidden: list[int] = opt([128], "widths of the discriminator's hidden dense layers", min=1)
+    g_hidden: list[int] = opt([128], "mlp: widths of the generator's hidden dense layers", min=1)
+    d_hidden: list[int] = opt([128], "mlp: widths of the discriminator's hidden layers", min=1)
+    g_channels: int = opt(64, "dcgan: generator base channels (2g, then g)", min=1)
+    d_channels: int = opt(64, "dcgan: discriminator base channels (d, then 2d)", min=1)
+    d_norm: str = opt(
+        "none",
+        "dcgan: discriminator normalisation (none for WGAN-GP and R1)",
+        choices=("none", "batch", "layer"),
+    )
+    spectral_norm: bool = opt(False, "spectral normalisation on every discriminator layer")
+    conditional: bool = opt(False, "class-conditional G and D (labels from the dataset)")
+    embed_dim: int = opt(32, "conditional: size of the generator's label embedding", min=1)
+    cond_d: str = opt(
+        "projection",
+        "conditional: how D sees the label (projection or concat)",
+        choices=("projection", "concat"),
+    )
     init: str = opt(
         "seed",
-        "weight init: 'seed' = Normal(0, 1/sqrt(fan_in/2)) weights and zero biases, "
-        "'torch' = PyTorch's layer defaults",
-        choices=("seed", "torch"),
+        "weight init: 'seed' = Normal(0, 1/sqrt(fan_in/2)) dense weights and zero biases, "
+        "'dcgan' = Normal(0, 0.02), 'torch' = PyTorch's layer defaults",
+        choices=_init_names,
     )
 
 
 @dataclass
 class LossConfig:
-    objective: str = opt("ns", "adversarial objective", choices=_objective_names)
+    objective: str = opt(
+        "ns",
+        "adversarial objective: ns (non-saturating), minimax, lsgan (least squares), "
+        "wgan (Wasserstein), hinge",
+        choices=_objective_names,
+    )
+    label_smoothing: float = opt(
+        0.0, "one-sided label smoothing: real target 1 - s (ns, minimax, lsgan)", min=0.0, max=0.5
+    )
+    gp_weight: float = opt(0.0, "gradient penalty weight (WGAN-GP uses 10; 0 = off)", min=0.0)
+    r1_gamma: float = opt(0.0, "R1 penalty gamma on real data (0 = off)", min=0.0)
+    instance_noise: float = opt(
+        0.0,
+        "std of Gaussian noise added to D's inputs, annealed linearly to 0 (0 = off)",
+        min=0.0,
+    )
 
 
 @dataclass
@@ -100,6 +138,13 @@ class TrainConfig:
         10_000, "total training iterations (one iteration = D step(s) + G step)", min=0
     )
     d_steps: int = opt(1, "discriminator steps per generator step", min=1)
+    ema_decay: float = opt(
+        0.0,
+        "exponential moving average of G's weights with this decay, used for samples and "
+        "evaluation (0 = off; 0.999 is typical)",
+        min=0.0,
+        max=1.0,
+    )
     seed: int = opt(0, "random seed for init, data order and noise", min=0)
     device: str = opt("auto", "auto (cuda if available), cpu or cuda[:N]")
 
@@ -161,11 +206,62 @@ class Config:
 
 # --- presets --------------------------------------------------------------------------------
 
+# The convolutional presets share DCGAN's recipe (Radford et al. 2016): normal noise,
+# Adam(2e-4, beta1 0.5), batch 64, N(0, 0.02) init, sized to train on a CPU in minutes.
+_CONV = {
+    "model": {
+        "arch": "dcgan",
+        "noise": "normal",
+        "z_dim": 64,
+        "init": "dcgan",
+        "g_channels": 32,
+        "d_channels": 32,
+    },
+    "data": {"batch_size": 64},
+    "optim": {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999},
+    "train": {"iters": 5000, "ema_decay": 0.999},
+    "log": {"sample_every": 500, "ckpt_every": 1000},
+}
+
+
+def _conv(**sections: dict[str, Any]) -> dict[str, Any]:
+    """The shared convolutional recipe with some sections' fields changed."""
+    return {name: {**_CONV.get(name, {}), **sections.get(name, {})} for name in {*_CONV, *sections}}
+
+
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "seed": (
         "the seed article's vanilla GAN: 128-unit MLPs, uniform noise, Adam, batch 128, "
         "10,000 iterations",
         {},
+    ),
+    "dcgan": (
+        "convolutional G and D (DCGAN), non-saturating loss, BatchNorm in D, EMA of G: "
+        "smooth digits in minutes on a CPU",
+        _conv(model={"d_norm": "batch"}),
+    ),
+    "cdcgan": (
+        "class-conditional DCGAN (label embedding in G, projection D with spectral norm, "
+        "hinge loss): choose the digit with --label",
+        _conv(model={"conditional": True, "spectral_norm": True}, loss={"objective": "hinge"}),
+    ),
+    "wgan-gp": (
+        "Wasserstein critic with gradient penalty 10, 5 critic steps per G step, no norm "
+        "in D (Gulrajani et al. 2017)",
+        _conv(
+            loss={"objective": "wgan", "gp_weight": 10.0},
+            optim={"lr_g": 1e-4, "lr_d": 1e-4, "beta1": 0.0, "beta2": 0.9},
+            train={"d_steps": 5, "iters": 2000},
+        ),
+    ),
+    "hinge-sn": (
+        "hinge loss with spectral normalisation on every D layer (Miyato et al. 2018), "
+        "no other norm in D",
+        _conv(
+            model={"spectral_norm": True},
+            loss={"objective": "hinge"},
+            optim={"beta1": 0.0, "beta2": 0.999},
+        ),
     ),
 }
 
@@ -341,9 +437,32 @@ def validate(cfg: Config) -> None:
                     raise ConfigError(f"{where}: {v!r} is below the minimum {meta['min']}")
                 if meta["max"] is not None and v > meta["max"]:
                     raise ConfigError(f"{where}: {v!r} is above the maximum {meta['max']}")
+    _check_combinations(cfg)
     dev = cfg.train.device
     if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         raise ConfigError(f"train.device: {dev!r} is not one of auto, cpu, cuda, cuda:N")
+
+
+def _check_combinations(cfg: Config) -> None:
+    """Options that are valid alone but not together."""
+    from .losses import OBJECTIVES
+
+    loss = cfg.loss
+    if loss.label_smoothing and not OBJECTIVES[loss.objective].real_target:
+        with_target = [name for name, o in OBJECTIVES.items() if o.real_target]
+        raise ConfigError(
+            f"loss.label_smoothing: applies to the {', '.join(with_target)} objectives, "
+            f"not {loss.objective}"
+        )
+    if (
+        (loss.gp_weight or loss.r1_gamma)
+        and cfg.model.arch == "dcgan"
+        and (cfg.model.d_norm == "batch")
+    ):
+        raise ConfigError(
+            "model.d_norm: batch norm mixes samples, which breaks the per-sample gradient "
+            "penalty (loss.gp_weight / loss.r1_gamma); use model.d_norm=none or layer"
+        )
 
 
 def describe() -> list[tuple[str, str, Any, str]]:

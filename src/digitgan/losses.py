@@ -1,9 +1,14 @@
-"""Adversarial objectives: small pure functions of the discriminator's logits.
+"""Adversarial objectives and discriminator penalties: small pure functions.
 
 Each objective is one :class:`Objective` registered once in :data:`OBJECTIVES`;
 the training loop looks it up by name (``loss.objective``) and never branches on
 it. ``d_loss(real_logits, fake_logits)`` is minimised by the discriminator and
-``g_loss(fake_logits)`` by the generator; both return scalar tensors.
+``g_loss(fake_logits)`` by the generator; both return scalar tensors. Objectives
+with ``real_target`` take one-sided label smoothing (``d_loss(..., real_target=0.9)``).
+
+Penalties (:data:`PENALTIES`) regularise the discriminator; each is
+``penalty(D, real, fake, labels, generator) -> scalar`` and is added to the D loss
+times its weight from the config (``loss.gp_weight``, ``loss.r1_gamma``).
 """
 
 from __future__ import annotations
@@ -20,18 +25,23 @@ Tensor = torch.Tensor
 @dataclass(frozen=True)
 class Objective:
     name: str
-    d_loss: Callable[[Tensor, Tensor], Tensor]
+    d_loss: Callable[..., Tensor]
     g_loss: Callable[[Tensor], Tensor]
     doc: str
+    real_target: bool = False  # whether d_loss takes real_target (label smoothing)
 
 
-def bce_d_loss(real: Tensor, fake: Tensor) -> Tensor:
-    """Sigmoid cross-entropy with real labelled 1 and fake labelled 0, the two means added.
+def bce_d_loss(real: Tensor, fake: Tensor, real_target: float = 1.0) -> Tensor:
+    """Sigmoid cross-entropy with real labelled ``real_target`` (1) and fake 0, means added.
 
-    This is the seed's ``D_loss_real + D_loss_fake``: -mean log D(x) - mean log(1 - D(G(z))),
-    computed stably from logits (softplus(-l) = -log sigmoid(l)).
+    With target 1 this is the seed's ``D_loss_real + D_loss_fake``:
+    -mean log D(x) - mean log(1 - D(G(z))), computed stably from logits
+    (softplus(-l) = -log sigmoid(l)).
     """
-    return F.softplus(-real).mean() + F.softplus(fake).mean()
+    real_term = F.softplus(-real)
+    if real_target != 1.0:  # target t: t (-log D(x)) + (1 - t) (-log(1 - D(x)))
+        real_term = real_target * real_term + (1.0 - real_target) * F.softplus(real)
+    return real_term.mean() + F.softplus(fake).mean()
 
 
 def ns_g_loss(fake: Tensor) -> Tensor:
@@ -44,17 +54,106 @@ def minimax_g_loss(fake: Tensor) -> Tensor:
     return -F.softplus(fake).mean()
 
 
+def lsgan_d_loss(real: Tensor, fake: Tensor, real_target: float = 1.0) -> Tensor:
+    """Least squares (Mao et al. 2017): 1/2 mean (D(x) - 1)^2 + 1/2 mean D(G(z))^2."""
+    return 0.5 * (real - real_target).square().mean() + 0.5 * fake.square().mean()
+
+
+def lsgan_g_loss(fake: Tensor) -> Tensor:
+    """Least squares generator loss: 1/2 mean (D(G(z)) - 1)^2."""
+    return 0.5 * (fake - 1.0).square().mean()
+
+
+def wgan_d_loss(real: Tensor, fake: Tensor) -> Tensor:
+    """Wasserstein critic loss (Arjovsky et al. 2017): mean D(G(z)) - mean D(x)."""
+    return fake.mean() - real.mean()
+
+
+def wgan_g_loss(fake: Tensor) -> Tensor:
+    """Wasserstein (and hinge) generator loss: -mean D(G(z))."""
+    return -fake.mean()
+
+
+def hinge_d_loss(real: Tensor, fake: Tensor) -> Tensor:
+    """Hinge loss (Lim & Ye 2017; Miyato et al. 2018): mean relu(1 - D(x)) + mean relu(1 +
+    D(G(z)))."""
+    return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
+
+
 OBJECTIVES: dict[str, Objective] = {
     o.name: o
     for o in (
         Objective(
-            "ns", bce_d_loss, ns_g_loss, "non-saturating (the seed's): G maximises log D(G(z))"
+            "ns",
+            bce_d_loss,
+            ns_g_loss,
+            "non-saturating (the seed's): G maximises log D(G(z))",
+            real_target=True,
         ),
         Objective(
             "minimax",
             bce_d_loss,
             minimax_g_loss,
             "minimax (Goodfellow et al. 2014): G minimises log(1 - D(G(z)))",
+            real_target=True,
+        ),
+        Objective(
+            "lsgan", lsgan_d_loss, lsgan_g_loss, "least squares (Mao et al. 2017)", real_target=True
+        ),
+        Objective(
+            "wgan",
+            wgan_d_loss,
+            wgan_g_loss,
+            "Wasserstein critic (Arjovsky et al. 2017); pair with loss.gp_weight",
+        ),
+        Objective(
+            "hinge", hinge_d_loss, wgan_g_loss, "hinge (Lim & Ye 2017), as in SN-GAN and BigGAN"
         ),
     )
+}
+
+
+def _input_grad(D, x: Tensor, labels: Tensor | None) -> Tensor:
+    """d sum(D(x)) / dx, kept in the graph so the penalty can be minimised."""
+    x = x.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(D(x, labels).sum(), x, create_graph=True)
+    return grad.flatten(1)
+
+
+def gradient_penalty(
+    D, real: Tensor, fake: Tensor, labels: Tensor | None, generator: torch.Generator | None = None
+) -> Tensor:
+    """WGAN-GP (Gulrajani et al. 2017): mean over samples of (||grad D(x_hat)|| - 1)^2.
+
+    x_hat = alpha x + (1 - alpha) G(z) with one alpha ~ Uniform[0, 1) per sample (not per
+    pixel, not per batch). The norm is sqrt(sum g^2 + 1e-12), so its gradient stays finite
+    when the input gradient is exactly zero.
+    """
+    alpha = torch.rand(
+        real.shape[0],
+        *([1] * (real.dim() - 1)),
+        generator=generator,
+        device=real.device,
+        dtype=real.dtype,
+    )
+    x_hat = alpha * real.detach() + (1.0 - alpha) * fake.detach()
+    grad = _input_grad(D, x_hat, labels)
+    norm = (grad.square().sum(dim=1) + 1e-12).sqrt()
+    return (norm - 1.0).square().mean()
+
+
+def r1_penalty(
+    D, real: Tensor, fake: Tensor, labels: Tensor | None, generator: torch.Generator | None = None
+) -> Tensor:
+    """R1 (Mescheder et al. 2018): 1/2 mean over real samples of ||grad D(x)||^2.
+
+    ``loss.r1_gamma`` is the gamma of the paper, so the D loss gains gamma/2 ||grad||^2.
+    """
+    return 0.5 * _input_grad(D, real, labels).square().sum(dim=1).mean()
+
+
+# config field (in the loss section) holding each penalty's weight -> the penalty
+PENALTIES: dict[str, Callable[..., Tensor]] = {
+    "gp_weight": gradient_penalty,
+    "r1_gamma": r1_penalty,
 }

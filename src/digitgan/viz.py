@@ -50,3 +50,86 @@ def png_bytes(grid: np.ndarray, scale: int = 1) -> bytes:
 def save_png(path: str | Path, grid: np.ndarray, scale: int = 1) -> None:
     """Write a grid as a PNG file, atomically."""
     atomic_write_bytes(Path(path), png_bytes(grid, scale))
+
+
+def progress_gif(
+    run_dir: str | Path, out: str | Path | None = None, scale: int = 3, ms_per_frame: int = 400
+) -> Path:
+    """An animated GIF of a run's saved sample grids (samples/000.png, 001.png, ...), in order.
+
+    Written to ``out`` (default ``RUN/plots/progress.gif``); frames are upscaled ``scale``
+    times with nearest-neighbour so single pixels stay sharp.
+    """
+    from PIL import Image
+
+    from .errors import RunDirError
+    from .fileio import atomic_write
+
+    run_dir = Path(run_dir)
+    frames = sorted(p for p in (run_dir / "samples").glob("[0-9][0-9][0-9]*.png"))
+    if not frames:
+        raise RunDirError(f"{run_dir}: no sample grids in {run_dir / 'samples'} to animate")
+    images = []
+    for p in frames:
+        with Image.open(p) as im:
+            images.append(
+                im.convert("L").resize((im.width * scale, im.height * scale), Image.NEAREST)
+            )
+    out = Path(out) if out else run_dir / "plots" / "progress.gif"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out) as f:
+        images[0].save(
+            f, format="GIF", save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0
+        )
+    return out
+
+
+def plot_metrics(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """A PNG of a run's logged curves (from metrics.jsonl): losses, D outputs, and any
+    evaluation metrics, one panel each, against the iteration."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .errors import RunDirError
+    from .fileio import atomic_write
+
+    run_dir = Path(run_dir)
+    records = []
+    path = run_dir / "metrics.jsonl"
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue  # a line cut short by a crash
+    if not records:
+        raise RunDirError(f"{run_dir}: no logged metrics in {path} to plot")
+    panels = [("losses", ["D_loss", "G_loss"]), ("discriminator outputs", ["D_real", "D_fake"])]
+    skip = {"step", "wall_s", "it_per_s", "D_loss", "G_loss", "D_real", "D_fake"}
+    extra = sorted(
+        {k for r in records for k, v in r.items() if k not in skip and isinstance(v, (int, float))}
+    )
+    panels += [(k, [k]) for k in extra]
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(7, 2.4 * len(panels)), sharex=True, squeeze=False
+    )
+    for ax, (title, keys) in zip(axes[:, 0], panels, strict=True):
+        for k in keys:
+            pts = [(r["step"], r[k]) for r in records if isinstance(r.get(k), (int, float))]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), label=k, linewidth=1)
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="upper right")
+    axes[-1, 0].set_xlabel("iteration")
+    fig.tight_layout()
+    out = Path(out) if out else run_dir / "plots" / "curves.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out) as f:
+        fig.savefig(f, format="png", dpi=100)
+    plt.close(fig)
+    return out

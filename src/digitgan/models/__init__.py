@@ -1,10 +1,11 @@
 """Generators and discriminators, built by name from the ``model`` config section.
 
 An architecture is one entry in :data:`MODELS`: a function
-``build(cfg: ModelConfig, image_shape, num_classes) -> (generator, discriminator)``.
-Every generator maps noise ``z`` of shape (N, z_dim) to images (N, C, H, W) in
-the range ``generator.out_range``; every discriminator maps such images to
-logits of shape (N,). Image shape is a property of the dataset, passed in.
+``build(cfg: ModelConfig, image_shape, num_classes, wrap) -> (generator, discriminator)``
+that returns a :class:`~.base.Generator` and a :class:`~.base.Discriminator` (see
+base.py for the calling convention and class conditioning). ``wrap`` is applied to
+every weight layer of the discriminator (spectral normalisation, when enabled).
+Image shape is a property of the dataset, passed in.
 """
 
 from __future__ import annotations
@@ -13,23 +14,40 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import spectral_norm
 
+from .base import Discriminator, Generator
+from .dcgan import build_dcgan
 from .mlp import build_mlp
 
-Builder = Callable[..., tuple[nn.Module, nn.Module]]
+Builder = Callable[..., tuple[Generator, Discriminator]]
 
 MODELS: dict[str, Builder] = {
     "mlp": build_mlp,
+    "dcgan": build_dcgan,
 }
 
 
 def build_models(cfg, image_shape: tuple[int, int, int], num_classes: int = 0):
-    """Build (generator, discriminator) for ``cfg`` (a ModelConfig) and an image shape."""
-    g, d = MODELS[cfg.arch](cfg, tuple(image_shape), num_classes)
-    if cfg.init == "seed":
-        for module in (g, d):
-            seed_init_(module)
+    """Build (generator, discriminator) for ``cfg`` (a ModelConfig) and an image shape.
+
+    ``num_classes`` > 0 makes both class-conditional when ``cfg.conditional`` is set.
+    Weights are initialised by ``cfg.init`` from the global torch RNG.
+    """
+    wrap = spectral_norm if cfg.spectral_norm else (lambda m: m)
+    classes = num_classes if cfg.conditional else 0
+    g, d = MODELS[cfg.arch](cfg, tuple(image_shape), classes, wrap)
+    for module in (g, d):
+        INITS[cfg.init](module)
     return g, d
+
+
+def _weight(m: nn.Module) -> torch.Tensor:
+    """The trainable weight tensor of a layer (the original one under spectral norm)."""
+    if parametrize.is_parametrized(m, "weight"):
+        return m.parametrizations.weight.original
+    return m.weight
 
 
 @torch.no_grad()
@@ -37,13 +55,33 @@ def seed_init_(module: nn.Module) -> None:
     """The seed's init: weights ~ Normal(0, 1/sqrt(fan_in/2)), biases 0, for every Linear.
 
     The article calls this ``xavier_init``, but its std sqrt(2/fan_in) is He et al.'s.
-    Uses the global torch RNG (seeded by the trainer before building).
     """
     for m in module.modules():
         if isinstance(m, nn.Linear):
-            m.weight.normal_(0.0, (m.in_features / 2.0) ** -0.5)
+            _weight(m).normal_(0.0, (m.in_features / 2.0) ** -0.5)
             if m.bias is not None:
                 m.bias.zero_()
+
+
+@torch.no_grad()
+def dcgan_init_(module: nn.Module) -> None:
+    """Radford et al. 2016: conv/linear weights ~ Normal(0, 0.02), norm scales ~ Normal(1,
+    0.02), biases 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Embedding)):
+            _weight(m).normal_(0.0, 0.02)
+            if getattr(m, "bias", None) is not None:
+                m.bias.zero_()
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm)):
+            m.weight.normal_(1.0, 0.02)
+            m.bias.zero_()
+
+
+INITS: dict[str, Callable[[nn.Module], None]] = {
+    "seed": seed_init_,
+    "dcgan": dcgan_init_,
+    "torch": lambda module: None,  # keep PyTorch's layer defaults
+}
 
 
 def sample_noise(

@@ -26,8 +26,8 @@ class _GraphView(nn.Module):
         super().__init__()
         self.generator, self.discriminator = G, D
 
-    def forward(self, z, x):
-        return self.discriminator(x), self.discriminator(self.generator(z))
+    def forward(self, z, x, labels=None):
+        return self.discriminator(x, labels), self.discriminator(self.generator(z, labels), labels)
 
 
 class RunLogger:
@@ -61,12 +61,21 @@ class RunLogger:
         self.writer.add_image("samples", grid, step, dataformats=fmt)
 
     def graph(self, trainer) -> None:
-        """The model graph, traced once on a zero batch (uses no random numbers)."""
+        """The model graph, traced once on a zero batch in eval mode, so that tracing neither
+        draws random numbers nor moves BatchNorm statistics or spectral-norm vectors."""
         z = torch.zeros(2, trainer.cfg.model.z_dim, device=trainer.device)
         x = torch.zeros(2, *trainer.image_shape, device=trainer.device)
-        with warnings.catch_warnings():  # TensorBoard's graph export still goes through jit
-            warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch.jit")
-            self.writer.add_graph(_GraphView(trainer.G, trainer.D), (z, x))
+        inputs = (z, x)
+        if trainer.conditional:
+            inputs += (torch.zeros(2, dtype=torch.long, device=trainer.device),)
+        view = _GraphView(trainer.G, trainer.D).eval()
+        try:
+            with warnings.catch_warnings():  # TensorBoard's graph export still goes through jit
+                warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch.jit")
+                warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+                self.writer.add_graph(view, inputs)
+        finally:
+            view.train()
 
     def close(self) -> None:
         self.writer.close()

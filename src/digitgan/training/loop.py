@@ -25,7 +25,7 @@ from .. import __version__
 from ..config import Config
 from ..data import Dataset, load_dataset
 from ..errors import CheckpointError, ConfigError
-from ..losses import OBJECTIVES
+from ..losses import OBJECTIVES, PENALTIES
 from ..models import build_models, sample_noise
 from ..viz import make_grid, save_png, to_uint8
 from .batches import EpochBatches
@@ -39,6 +39,7 @@ from .checkpoint import (
     resolve_checkpoint,
     save_checkpoint,
 )
+from .ema import EMA
 from .logger import RunLogger
 from .rundir import RunDir
 
@@ -68,13 +69,22 @@ class GANTrainer:
         self.image_shape = dataset.image_shape
         self.num_classes = dataset.num_classes
         self.dataset_name = dataset.name
+        self.class_names = list(dataset.class_names)
         seed = cfg.train.seed
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.G, self.D = build_models(cfg.model, self.image_shape, self.num_classes)
         self.G.to(self.device)
         self.D.to(self.device)
+        self.conditional = self.G.num_classes > 0
         self.objective = OBJECTIVES[cfg.loss.objective]
+        smoothing = cfg.loss.label_smoothing
+        self.d_loss_kw = {"real_target": 1.0 - smoothing} if smoothing else {}
+        self.penalties = [
+            (getattr(cfg.loss, field), fn)
+            for field, fn in PENALTIES.items()
+            if getattr(cfg.loss, field) > 0
+        ]
         o = cfg.optim
         self.opt_g = torch.optim.Adam(
             self.G.parameters(), lr=o.lr_g, betas=(o.beta1, o.beta2), eps=o.eps
@@ -82,6 +92,7 @@ class GANTrainer:
         self.opt_d = torch.optim.Adam(
             self.D.parameters(), lr=o.lr_d, betas=(o.beta1, o.beta2), eps=o.eps
         )
+        self.ema = EMA(self.G, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
         self.batches = EpochBatches(
             torch.from_numpy(dataset.train.images).to(self.device),
             torch.from_numpy(dataset.train.labels).to(self.device),
@@ -90,10 +101,21 @@ class GANTrainer:
             self.G.out_range,
         )
         self.noise_gen = _stream(self.device, seed, _NOISE_STREAM)
-        n_fixed = cfg.log.grid_rows**2
-        self.fixed_z = self.noise(n_fixed, _stream(torch.device("cpu"), seed, _FIXED_STREAM))
+        rows = cfg.log.grid_rows
+        self.fixed_z = self.noise(rows * rows, _stream(torch.device("cpu"), seed, _FIXED_STREAM))
+        # conditional grids: row r draws class r mod num_classes
+        self.fixed_labels = (
+            (torch.arange(rows * rows, device=self.device) // rows) % self.G.num_classes
+            if self.conditional
+            else None
+        )
         self.step_count = 0
         self.last: dict[str, torch.Tensor] = {}
+
+    @property
+    def sampler(self) -> torch.nn.Module:
+        """The generator used for samples and evaluation: the EMA one when enabled."""
+        return self.ema.model if self.ema else self.G
 
     def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` noise vectors on the training device, from the run's noise stream by default."""
@@ -101,26 +123,53 @@ class GANTrainer:
         m = self.cfg.model
         return sample_noise(n, m.z_dim, m.noise, gen, gen.device).to(self.device)
 
+    def fake_labels(self, n: int) -> torch.Tensor | None:
+        """Uniformly drawn class labels for generated images (None for unconditional models)."""
+        if not self.conditional:
+            return None
+        return torch.randint(
+            0, self.G.num_classes, (n,), generator=self.noise_gen, device=self.device
+        )
+
+    def perturb(self, x: torch.Tensor) -> torch.Tensor:
+        """Instance noise (Sonderby et al. 2016): Gaussian noise on D's inputs, its std
+        annealed linearly from ``loss.instance_noise`` to 0 over the run."""
+        sigma = self.cfg.loss.instance_noise * max(
+            0.0, 1.0 - self.step_count / max(1, self.cfg.train.iters)
+        )
+        if sigma == 0.0:
+            return x
+        noise = torch.randn(x.shape, generator=self.noise_gen, device=x.device, dtype=x.dtype)
+        return x + sigma * noise
+
     def step(self) -> None:
         """One iteration: ``d_steps`` discriminator steps on real batches and fresh noise, then
         one generator step on fresh noise. Results stay on the device in ``self.last``."""
         G, D, obj = self.G, self.D, self.objective
         bs = self.cfg.data.batch_size
         for _ in range(self.cfg.train.d_steps):
-            x, _labels = self.batches.next()
+            x, labels = self.batches.next()
+            y = labels if self.conditional else None
+            fake_y = self.fake_labels(bs)
             with torch.no_grad():
-                fake = G(self.noise(bs))
-            real_logits, fake_logits = D(x), D(fake)
-            d_loss = obj.d_loss(real_logits, fake_logits)
+                fake = G(self.noise(bs), fake_y)
+            real_logits = D(self.perturb(x), y)
+            fake_logits = D(self.perturb(fake), fake_y)
+            d_loss = obj.d_loss(real_logits, fake_logits, **self.d_loss_kw)
+            for weight, penalty in self.penalties:
+                d_loss = d_loss + weight * penalty(D, x, fake, y, self.noise_gen)
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             self.opt_d.step()
         D.requires_grad_(False)
-        g_loss = obj.g_loss(D(G(self.noise(bs))))
+        fake_y = self.fake_labels(bs)
+        g_loss = obj.g_loss(D(self.perturb(G(self.noise(bs), fake_y)), fake_y))
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         self.opt_g.step()
         D.requires_grad_(True)
+        if self.ema:
+            self.ema.update(G)
         self.step_count += 1
         self.last = {
             "D_loss": d_loss.detach(),
@@ -145,11 +194,12 @@ class GANTrainer:
     @torch.no_grad()
     def sample_grid(self):
         """The fixed-noise sample grid as a uint8 image (rows x rows digits)."""
-        was_training = self.G.training
-        self.G.eval()
-        images = self.G(self.fixed_z)
-        self.G.train(was_training)
-        return make_grid(to_uint8(images, self.G.out_range), nrow=self.cfg.log.grid_rows)
+        G = self.sampler
+        was_training = G.training
+        G.eval()
+        images = G(self.fixed_z, self.fixed_labels)
+        G.train(was_training)
+        return make_grid(to_uint8(images, G.out_range), nrow=self.cfg.log.grid_rows)
 
     # --- checkpoint state -----------------------------------------------------------------
 
@@ -157,6 +207,8 @@ class GANTrainer:
         """(tensors, metadata) that restore this trainer exactly."""
         tensors = {f"G.{k}": v for k, v in self.G.state_dict().items()}
         tensors |= {f"D.{k}": v for k, v in self.D.state_dict().items()}
+        if self.ema:
+            tensors |= {f"G_ema.{k}": v for k, v in self.ema.model.state_dict().items()}
         tg, mg = optimizer_tensors(self.opt_g, "opt_g")
         td, md = optimizer_tensors(self.opt_d, "opt_d")
         b = self.batches.state_dict()
@@ -174,6 +226,7 @@ class GANTrainer:
             "config": self.cfg.to_dict(),
             "image_shape": list(self.image_shape),
             "num_classes": self.num_classes,
+            "class_names": self.class_names,
             "dataset": self.dataset_name,
             "out_range": list(self.G.out_range),
             "data_pos": b["pos"],
@@ -194,6 +247,8 @@ class GANTrainer:
             )
         load_module_state(self.G, tensors, "G", source)
         load_module_state(self.D, tensors, "D", source)
+        if self.ema:
+            load_module_state(self.ema.model, tensors, "G_ema", source)
         load_optimizer(self.opt_g, tensors, meta["opt_g"], "opt_g", source)
         load_optimizer(self.opt_d, tensors, meta["opt_d"], "opt_d", source)
         try:
