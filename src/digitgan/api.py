@@ -51,11 +51,21 @@ class GAN:
         """
         if n < 0:
             raise ConfigError(f"--n: cannot draw {n} samples")
-        z = self.noise(n, seed)
+        return self.decode(self.noise(n, seed), batch_size=batch_size)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, labels=None, batch_size: int = 1000) -> torch.Tensor:
+        """The images for noise vectors ``z`` (N, z_dim): float (N, C, H, W) in [0, 1].
+
+        Runs the generator in batches without gradients. ``labels`` is for class-conditional
+        models; this model is unconditional and takes none.
+        """
+        if labels is not None:
+            raise ConfigError("labels: this model is unconditional (trained without labels)")
         lo, hi = self.generator.out_range
         out = [
             ((self.generator(z[i : i + batch_size].to(self.device)) - lo) / (hi - lo)).cpu()
-            for i in range(0, n, batch_size)
+            for i in range(0, len(z), batch_size)
         ]
         return torch.cat(out) if out else torch.empty(0, *self.image_shape)
 
