@@ -16,7 +16,7 @@ from PIL import Image
 from starlette.testclient import TestClient
 
 from digitgan.serve import create_app
-from digitgan.serve.app import MAX_BODY, MAX_N, MAX_SEED, MAX_STEPS
+from digitgan.serve.app import MAX_BODY, MAX_N
 from digitgan.viz import make_grid, to_uint8
 
 
@@ -75,12 +75,7 @@ def test_info_describes_the_model_and_limits(client, gan):
     assert info["z_dim"] == 100 and info["noise"] == "uniform" and info["num_classes"] == 0
     assert info["saved_at"] == gan.meta["saved_at"]
     assert info["metrics"] is None and info["floor"] is None  # no eval.json in the run
-    assert info["limits"] == {
-        "max_n": MAX_N,
-        "max_steps": MAX_STEPS,
-        "max_seed": MAX_SEED,
-        "max_scale": 8,
-    }
+    assert info["limits"] == {"max_n": 256, "max_steps": 64, "max_seed": 2**32 - 1, "max_scale": 8}
 
 
 def test_info_reports_a_conditional_model(cond_client):

@@ -46,6 +46,7 @@ MAX_STEPS = 64  # frames of a latent walk
 MAX_SEED = 2**32 - 1  # seeds are 0 .. MAX_SEED (exact in JavaScript numbers)
 MAX_SCALE = 8  # PNG upscaling factor
 MAX_BODY = 16 * 1024  # bytes of a request body
+LIMITS = {"max_n": MAX_N, "max_steps": MAX_STEPS, "max_seed": MAX_SEED, "max_scale": MAX_SCALE}
 FORMATS = ("png", "json")
 STATIC = Path(__file__).with_name("static")
 
@@ -146,8 +147,7 @@ def create_app(gan) -> Starlette:
         return await run_in_threadpool(locked, work)
 
     def info(request: Request) -> JSONResponse:  # sync: Starlette runs it in a worker thread
-        limits = {"max_n": MAX_N, "max_steps": MAX_STEPS, "max_seed": MAX_SEED}
-        return JSONResponse({**model_info(gan), "limits": {**limits, "max_scale": MAX_SCALE}})
+        return JSONResponse({**model_info(gan), "limits": LIMITS})
 
     async def samples_endpoint(request: Request) -> Response:
         body = await _json_body(request, ("n", "seed", "label", "format", "scale"))

@@ -158,6 +158,8 @@ async function loadWalk() {
     const data = await (await api("/api/interpolate", body)).json();
     if (token !== walkToken) return;
     frames = data.images.map(toCanvas);
+    const view = $("walk-frame");
+    [view.width, view.height] = [7 * frames[0].width, 7 * frames[0].height]; // 196 for 28
     const strip = $("walk-strip");
     strip.width = Math.min(frames.length, STRIP_COLUMNS) * frames[0].width;
     strip.height = Math.ceil(frames.length / STRIP_COLUMNS) * frames[0].height;
