@@ -74,7 +74,7 @@ def main() -> None:
             times = sorted(ask(url, body) for _ in range(args.requests))
             t0 = time.perf_counter()
             with ThreadPoolExecutor(CLIENTS) as pool:
-                list(pool.map(lambda _: ask(url, body), range(args.requests)))
+                list(pool.map(ask, [url] * args.requests, [body] * args.requests))
             rate = args.requests / (time.perf_counter() - t0)
             p90 = times[int(0.9 * (len(times) - 1))]
             rows.append(
