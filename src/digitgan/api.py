@@ -10,7 +10,7 @@ import torch
 
 from .config import Config
 from .errors import CheckpointError, ConfigError
-from .models import build_models, sample_noise
+from .models import build_models, interpolate_noise, sample_noise
 from .models.base import check_label_values
 from .training.checkpoint import load_module_state, read_checkpoint, resolve_checkpoint
 from .viz import make_grid, save_png, to_uint8
@@ -85,9 +85,11 @@ class GAN:
 
     @torch.no_grad()
     def decode(
-        self, z: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 1000
+        self, z: torch.Tensor, labels: Labels = None, batch_size: int = 1000
     ) -> torch.Tensor:
-        """Images (n, C, H, W) in [0, 1] for noise ``z`` (and labels), in batches, no gradients."""
+        """Images (n, C, H, W) in [0, 1] for noise ``z`` (and labels, see :meth:`labels`), in
+        batches, without gradients."""
+        labels = self.labels(z.shape[0], labels)
         lo, hi = self.generator.out_range
         out = []
         for i in range(0, z.shape[0], batch_size):
@@ -106,7 +108,7 @@ class GAN:
         """
         if n < 0:
             raise ConfigError(f"--n: cannot draw {n} samples")
-        return self.decode(self.noise(n, seed), self.labels(n, labels), batch_size)
+        return self.decode(self.noise(n, seed), labels, batch_size)
 
     def sample(self, n: int, seed: int = 0, labels: Labels = None) -> np.ndarray:
         """``n`` images as a uint8 array (n, C, H, W), reproducible for ``seed``."""
@@ -124,24 +126,15 @@ class GAN:
     def interpolate(
         self, seed_a: int, seed_b: int, steps: int = 10, label: int | None = None
     ) -> torch.Tensor:
-        """``steps`` images walking from seed_a's noise to seed_b's: linear for uniform noise,
-        spherical (slerp, White 2016) for normal noise, which keeps the path at a typical
-        norm."""
+        """``steps`` images walking from seed_a's first sample to seed_b's (both included), along
+        :func:`~digitgan.models.interpolate_noise`: linear for uniform noise, slerp for normal."""
         if steps < 2:
             raise ConfigError(f"--steps: an interpolation needs at least 2 steps, got {steps}")
         za, zb = self.noise(1, seed_a)[0], self.noise(1, seed_b)[0]
-        t = torch.linspace(0, 1, steps)[:, None]
-        if self.config.model.noise == "normal":
-            omega = torch.arccos((za / za.norm()).dot(zb / zb.norm()).clamp(-1, 1))
-            if omega.abs() < 1e-6:
-                z = (1 - t) * za + t * zb
-            else:
-                z = (torch.sin((1 - t) * omega) * za + torch.sin(t * omega) * zb) / torch.sin(omega)
-        else:
-            z = (1 - t) * za + t * zb
+        z = interpolate_noise(za, zb, steps, self.config.model.noise)
         if label is None and self.num_classes:
             label = 0  # a conditional walk stays within one class
-        return self.decode(z, self.labels(steps, label))
+        return self.decode(z, label)
 
     def save_samples(self, path: str | Path, n: int, seed: int = 0, labels: Labels = None) -> Path:
         """Write ``n`` samples to ``.png`` (a grid) or ``.npy`` (uint8, (n, H, W) for grey,

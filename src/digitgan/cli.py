@@ -87,6 +87,13 @@ def _plot(args) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    from .serve import serve
+
+    serve(args.source, host=args.host, port=args.port, device=_device(args.device))
+    return 0
+
+
 def _device(name: str):
     from .training.loop import resolve_device
 
@@ -221,6 +228,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     s.set_defaults(func=_sample)
+
+    v = sub.add_parser(
+        "serve",
+        help="a web page (and JSON/PNG API) for drawing digits with a trained model",
+        description="Serve a page for drawing samples, class grids and latent walks with a "
+        "trained model, and the HTTP API behind it (see README). Stop it with Ctrl-C.",
+    )
+    v.add_argument("source", metavar="RUN_OR_CHECKPOINT")
+    v.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 for all)",
+    )
+    v.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free)")
+    v.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    v.set_defaults(func=_serve)
 
     d = sub.add_parser("data", help="list, describe and verify datasets")
     dsub = d.add_subparsers(dest="data_cmd", required=True, metavar="ACTION")

@@ -94,3 +94,23 @@ def sample_noise(
     if kind == "normal":
         return torch.randn(n, z_dim, generator=generator, device=device)
     raise ValueError(f"unknown noise kind {kind!r}")
+
+
+def interpolate_noise(z0: torch.Tensor, z1: torch.Tensor, steps: int, kind: str) -> torch.Tensor:
+    """``steps`` noise vectors (steps, z_dim) on the way from ``z0`` to ``z1``, both included.
+
+    Uniform noise is walked in a straight line, which stays inside its cube [-1, 1]^d.
+    Normal noise is walked by spherical interpolation (slerp, White 2016 "Sampling
+    generative networks"): a straight line between two normal vectors passes through
+    vectors much shorter than any the generator saw in training, where samples fade.
+    Where the two vectors are (anti)parallel slerp is undefined and the straight line is used.
+    """
+    t = torch.linspace(0.0, 1.0, steps, dtype=z0.dtype).unsqueeze(1)
+    if kind == "normal":
+        cos = torch.nn.functional.cosine_similarity(z0, z1, dim=0).clamp(-1.0, 1.0)
+        omega = torch.arccos(cos)
+        if torch.sin(omega) > 1e-6:
+            return (torch.sin((1 - t) * omega) * z0 + torch.sin(t * omega) * z1) / torch.sin(omega)
+    elif kind != "uniform":
+        raise ValueError(f"unknown noise kind {kind!r}")
+    return (1 - t) * z0 + t * z1

@@ -1,0 +1,11 @@
+"""A local web page and JSON/PNG API for drawing digits with a trained model.
+
+from digitgan.serve import create_app, serve
+
+serve("runs/demo", host="127.0.0.1", port=8000)   # what `digitgan serve` runs
+app = create_app(digitgan.load("runs/demo"))       # a Starlette app, e.g. for TestClient
+"""
+
+from .app import create_app, serve
+
+__all__ = ["create_app", "serve"]

@@ -1,0 +1,269 @@
+"""The web server: a Starlette app over one trained model, with a page and a JSON/PNG API.
+
+Routes (README-serve.md documents them with examples):
+
+    GET  /                  the page (static/index.html, app.js, style.css; no build step)
+    GET  /api/info          the model's facts and the request limits, as JSON
+    POST /api/samples       a grid of samples (PNG) or the images themselves (JSON)
+    POST /api/interpolate   a latent walk between two seeds, as a PNG strip or JSON frames
+
+Request bodies are JSON objects (an empty body means all defaults). Every error is a JSON
+object ``{"error": "..."}`` with a 4xx status that says whose fault it is: 400 for a body that
+is not a JSON object, 413 for asking too much (a body over 16 KiB, more than MAX_N images or
+MAX_STEPS frames), 422 for a field of the wrong type or range, 404/405 for a wrong path or
+method; an unexpected failure is a 500 with a JSON body, and the server keeps serving.
+
+Concurrency: the server is asynchronous, and generation (CPU-bound PyTorch) runs in a worker
+thread so that the page and the API stay responsive while a grid is drawn. One lock lets one
+generation run at a time: a single batch already uses every core, so running two at once
+would only make both slower and hold the memory of both; further requests wait their turn.
+The generator is in eval mode and every call runs under ``torch.no_grad`` (per thread), so
+the lock guards against contention, not against shared mutable state.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+import threading
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from ..errors import ConfigError
+from ..viz import make_grid, png_bytes, to_uint8
+from .model import class_grid, model_info, num_classes, samples, walk
+
+MAX_N = 256  # images per request (for a class grid: classes x per-class count)
+MAX_STEPS = 64  # frames of a latent walk
+MAX_SEED = 2**32 - 1  # seeds are 0 .. MAX_SEED (exact in JavaScript numbers)
+MAX_SCALE = 8  # PNG upscaling factor
+MAX_BODY = 16 * 1024  # bytes of a request body
+LIMITS = {"max_n": MAX_N, "max_steps": MAX_STEPS, "max_seed": MAX_SEED, "max_scale": MAX_SCALE}
+FORMATS = ("png", "json")
+STATIC = Path(__file__).with_name("static")
+
+
+class BadRequest(Exception):
+    """A request the client must change; answered as ``{"error": message}`` with ``status``."""
+
+    def __init__(self, message: str, status: int = 422):
+        super().__init__(message)
+        self.status = status
+
+
+# --- reading request bodies ----------------------------------------------------------------
+
+
+async def _json_body(request: Request, fields: tuple[str, ...]) -> dict:
+    """The request's JSON object, at most MAX_BODY bytes, with no field outside ``fields``."""
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY:
+            raise BadRequest(f"request body is over the limit of {MAX_BODY} bytes", 413)
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(bytes(raw))
+    except ValueError as e:
+        raise BadRequest(f"request body is not valid JSON: {e}", 400) from None
+    if not isinstance(body, dict):
+        raise BadRequest('request body must be a JSON object, e.g. {"n": 16}', 400)
+    unknown = sorted(set(body) - set(fields))
+    if unknown:
+        raise BadRequest(f"unknown field {unknown[0]!r}; this endpoint takes {', '.join(fields)}")
+    return body
+
+
+def _int(body: dict, name: str, default: int, lo: int, hi: int, over: int = 422) -> int:
+    """Field ``name`` as an integer in [lo, hi]; a value above ``hi`` is answered with ``over``."""
+    value = body.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest(f"{name}: expected an integer, got {json.dumps(value)}")
+    if value < lo:
+        raise BadRequest(f"{name}: {value} is below the minimum {lo}")
+    if value > hi:
+        raise BadRequest(f"{name}: {value} is above the maximum {hi}", over)
+    return value
+
+
+def _choice(body: dict, name: str, choices: tuple[str, ...]) -> str:
+    value = body.get(name, choices[0])
+    if value not in choices:
+        raise BadRequest(f"{name}: expected one of {', '.join(choices)}, got {json.dumps(value)}")
+    return value
+
+
+def _label(body: dict, classes: int, allow_all: bool) -> int | str | None:
+    """The optional ``label``: a class index (or "all" where allowed); None when absent."""
+    value = body.get("label")
+    if value is None:
+        return None
+    if classes == 0:
+        raise BadRequest("label: this model is unconditional (trained without labels)")
+    if allow_all and value == "all":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < classes:
+        also = ' or "all"' if allow_all else ""
+        raise BadRequest(
+            f"label: expected an integer from 0 to {classes - 1}{also}, got {json.dumps(value)}"
+        )
+    return value
+
+
+# --- answers -------------------------------------------------------------------------------
+
+
+def _encode(images, fmt: str, scale: int, nrow: int | None, echo: dict) -> Response:
+    """Images (N, C, H, W) in [0, 1] as one PNG grid, or as JSON uint8 arrays."""
+    pixels = to_uint8(images)
+    if fmt == "png":
+        return Response(png_bytes(make_grid(pixels, nrow), scale), media_type="image/png")
+    return JSONResponse({**echo, "shape": list(pixels.shape), "images": pixels.tolist()})
+
+
+def _error(status: int, message: str, headers=None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def create_app(gan) -> Starlette:
+    """The Starlette app serving ``gan`` (a :class:`digitgan.api.GAN` or the same interface)."""
+    lock = threading.Lock()
+    classes = num_classes(gan)
+
+    def locked(work):
+        with lock:
+            return work()
+
+    async def generate(work) -> Response:
+        return await run_in_threadpool(locked, work)
+
+    def info(request: Request) -> JSONResponse:  # sync: Starlette runs it in a worker thread
+        return JSONResponse({**model_info(gan), "limits": LIMITS})
+
+    async def samples_endpoint(request: Request) -> Response:
+        body = await _json_body(request, ("n", "seed", "label", "format", "scale"))
+        label = _label(body, classes, allow_all=True)
+        n = _int(body, "n", 16, 1, MAX_N, over=413)
+        if label == "all" and n * classes > MAX_N:
+            raise BadRequest(
+                f"n: {n} per class x {classes} classes = {n * classes} images is above the "
+                f"maximum {MAX_N}",
+                413,
+            )
+        seed = _int(body, "seed", 0, 0, MAX_SEED)
+        fmt = _choice(body, "format", FORMATS)
+        scale = _int(body, "scale", 1, 1, MAX_SCALE)
+        echo = {"n": n, "seed": seed, "label": label}
+        if label == "all":
+            return await generate(lambda: _encode(class_grid(gan, n, seed), fmt, scale, n, echo))
+        return await generate(lambda: _encode(samples(gan, n, seed, label), fmt, scale, None, echo))
+
+    async def interpolate_endpoint(request: Request) -> Response:
+        body = await _json_body(request, ("seed_a", "seed_b", "steps", "label", "format", "scale"))
+        label = _label(body, classes, allow_all=False)
+        seed_a = _int(body, "seed_a", 0, 0, MAX_SEED)
+        seed_b = _int(body, "seed_b", 1, 0, MAX_SEED)
+        steps = _int(body, "steps", 16, 2, MAX_STEPS, over=413)
+        fmt = _choice(body, "format", FORMATS)
+        scale = _int(body, "scale", 1, 1, MAX_SCALE)
+        echo = {"seed_a": seed_a, "seed_b": seed_b, "steps": steps, "label": label}
+        return await generate(
+            lambda: _encode(walk(gan, seed_a, seed_b, steps, label), fmt, scale, steps, echo)
+        )
+
+    def index(request: Request) -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    async def bad_request(request: Request, exc: BadRequest) -> JSONResponse:
+        return _error(exc.status, str(exc))
+
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return _error(
+            exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", exc.headers
+        )
+
+    async def server_error(request: Request, exc: Exception) -> JSONResponse:
+        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+    return Starlette(
+        routes=[
+            Route("/", index),
+            Route("/api/info", info, methods=["GET"]),
+            Route("/api/samples", samples_endpoint, methods=["POST"]),
+            Route("/api/interpolate", interpolate_endpoint, methods=["POST"]),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        ],
+        exception_handlers={
+            BadRequest: bad_request,
+            HTTPException: http_error,
+            Exception: server_error,
+        },
+    )
+
+
+# --- running it ----------------------------------------------------------------------------
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0: any free port), or a ConfigError."""
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port {port}: must be from 0 to 65535 (0 = any free port)")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except OSError as e:
+        raise ConfigError(f"--host {host}: not an address of this machine ({e.strerror})") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        raise ConfigError(
+            f"--host {host} --port {port}: cannot listen there ({e.strerror}); "
+            "choose another --port"
+        ) from None
+    return sock
+
+
+def serve(path, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu") -> None:
+    """Serve the model of a run directory or checkpoint on http://host:port/ until Ctrl-C.
+
+    Prints the address (the real port when ``port`` is 0) as soon as it accepts connections.
+    """
+    import uvicorn
+
+    from ..api import load
+
+    gan = load(path, device=device)
+    sock = _listen(host, port)
+    addr, real_port = sock.getsockname()[:2]
+    shown = f"[{addr}]" if ":" in addr else addr
+    try:  # a Ctrl-C at any point from here on stops the server quietly
+        print(
+            f"serving {gan.path} ({gan.config.preset} preset, {gan.step} iterations) "
+            f"at http://{shown}:{real_port}/ (Ctrl-C to stop)",
+            flush=True,
+        )
+        if not ipaddress.ip_address(addr.split("%")[0]).is_loopback:
+            print(
+                f"note: {addr} is reachable from other machines, and the server has no "
+                "authentication",
+                flush=True,
+            )
+        server = uvicorn.Server(uvicorn.Config(create_app(gan), log_level="warning"))
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn shuts down cleanly, then re-raises the Ctrl-C
+        pass
+    finally:
+        sock.close()
+    print("stopped", flush=True)

@@ -1,0 +1,288 @@
+// The digitgan page: draws sample grids and latent walks through the server's JSON/PNG API.
+// Plain browser JavaScript, no build step and nothing fetched from elsewhere.
+"use strict";
+
+const WALK_STEPS = 24;
+const STRIP_COLUMNS = 12; // the walk's overview shows its frames in rows of 12
+const GRID_MAX_HEIGHT = 640; // pixels
+const COUNTS = [16, 25, 36, 64, 100, 144, 256];
+const PER_CLASS = [2, 4, 6, 8, 10, 12, 16, 20, 25];
+
+const $ = (id) => document.getElementById(id);
+let info = null;
+let gridToken = 0;
+let walkToken = 0;
+let gridUrl = null;
+let frames = []; // the walk's frames, as canvases of the image size
+let playing = null;
+
+// --- talking to the server ---------------------------------------------------------------
+
+async function api(path, body) {
+  const options = body === undefined ? {} : {
+    method: "POST",
+    headers: {"Content-Type": "application/json"},
+    body: JSON.stringify(body),
+  };
+  const res = await fetch(path, options);
+  if (!res.ok) {
+    let message = `${res.status} ${res.statusText}`;
+    try { message = (await res.json()).error || message; } catch (_) { /* not JSON */ }
+    throw new Error(message);
+  }
+  return res;
+}
+
+// A whole number typed in a field, or the text as typed (the server says what is wrong).
+function seedOf(input) {
+  const text = input.value.trim();
+  const n = Number(text);
+  return text !== "" && Number.isInteger(n) ? n : text;
+}
+
+function showError(id, message) {
+  const el = $(id);
+  el.textContent = message || "";
+  el.hidden = !message;
+}
+
+const randomSeed = () => Math.floor(Math.random() * 1000000);
+
+// --- the sample grid ---------------------------------------------------------------------
+
+function fillCounts() {
+  const all = $("digit").value === "all";
+  const select = $("count");
+  const old = Number(select.value) || 16;
+  const options = all
+    ? PER_CLASS.filter((k) => k * info.num_classes <= info.limits.max_n)
+    : COUNTS.filter((k) => k <= info.limits.max_n);
+  select.replaceChildren(...options.map((k) => new Option(String(k), String(k))));
+  select.value = String(options.includes(old) ? old : all ? Math.min(8, options.at(-1)) : 16);
+  select.parentElement.firstChild.textContent = all ? "Per digit " : "How many ";
+}
+
+// The largest whole upscaling at which the grid fits its box, so that every pixel of every
+// digit is shown as a square of the same size (and downloaded that way). The grid's layout
+// is the server's (digitgan.viz.make_grid): a square-ish grid, or one row per class, with
+// 2-pixel gaps.
+function gridScale(n, label) {
+  const [, h, w] = info.image_shape;
+  const cols = label === "all" ? n : Math.ceil(Math.sqrt(n));
+  const rows = label === "all" ? info.num_classes : Math.ceil(n / cols);
+  const box = $("grid").parentElement;
+  const room = box.clientWidth - parseFloat(getComputedStyle(box).paddingLeft) * 2;
+  const fit = Math.min(room / (2 + cols * (w + 2)), GRID_MAX_HEIGHT / (2 + rows * (h + 2)));
+  return Math.max(1, Math.min(info.limits.max_scale, Math.floor(fit)));
+}
+
+async function drawGrid() {
+  const token = ++gridToken;
+  const body = {n: Number($("count").value), seed: seedOf($("seed"))};
+  const digit = $("digit").value;
+  if (info.num_classes > 0 && digit !== "any") body.label = digit === "all" ? "all" : Number(digit);
+  body.scale = gridScale(body.n, body.label);
+  $("samples-card").classList.add("busy");
+  try {
+    const blob = await (await api("/api/samples", body)).blob();
+    if (token !== gridToken) return; // a newer request has been made
+    const url = URL.createObjectURL(blob);
+    const img = $("grid");
+    img.src = url;
+    await img.decode();
+    if (gridUrl) URL.revokeObjectURL(gridUrl);
+    gridUrl = url;
+    const link = $("download");
+    link.href = url;
+    const what = body.label === undefined ? "" : `-digit-${body.label}`;
+    link.download = `digitgan-seed${body.seed}-n${body.n}${what}.png`;
+    link.setAttribute("aria-disabled", "false");
+    img.dataset.scale = String(body.scale);
+    img.dataset.seed = String(body.seed);
+    img.dataset.n = String(body.n);
+    img.dataset.label = body.label === undefined ? "" : String(body.label);
+    showError("samples-error", "");
+  } catch (e) {
+    if (token === gridToken) showError("samples-error", e.message);
+  } finally {
+    if (token === gridToken) $("samples-card").classList.remove("busy");
+  }
+}
+
+// --- the latent walk ---------------------------------------------------------------------
+
+// One image, nested [channel][row][column] uint8, as a canvas of its own size.
+function toCanvas(image) {
+  const [c, h, w] = [image.length, image[0].length, image[0][0].length];
+  const canvas = document.createElement("canvas");
+  canvas.width = w;
+  canvas.height = h;
+  const ctx = canvas.getContext("2d");
+  const data = ctx.createImageData(w, h);
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      const i = 4 * (y * w + x);
+      for (let k = 0; k < 3; k++) data.data[i + k] = image[c === 1 ? 0 : k][y][x];
+      data.data[i + 3] = 255;
+    }
+  }
+  ctx.putImageData(data, 0, 0);
+  return canvas;
+}
+
+function showFrame(i) {
+  if (!frames.length) return;
+  const view = $("walk-frame");
+  const ctx = view.getContext("2d");
+  ctx.imageSmoothingEnabled = false;
+  ctx.drawImage(frames[i], 0, 0, view.width, view.height);
+  view.dataset.frame = String(i);
+  $("walk-position").textContent = `frame ${i + 1} of ${frames.length}`;
+
+  const [w, h] = [frames[0].width, frames[0].height];
+  const at = (k) => [(k % STRIP_COLUMNS) * w, Math.floor(k / STRIP_COLUMNS) * h];
+  const sctx = $("walk-strip").getContext("2d");
+  frames.forEach((f, k) => sctx.drawImage(f, ...at(k)));
+  const [x, y] = at(i);
+  sctx.strokeStyle = "#8c9eff";
+  sctx.lineWidth = 2;
+  sctx.strokeRect(x + 1, y + 1, w - 2, h - 2);
+}
+
+async function loadWalk() {
+  const token = ++walkToken;
+  const body = {seed_a: seedOf($("seed-a")), seed_b: seedOf($("seed-b")), steps: WALK_STEPS,
+                format: "json"};
+  if (info.num_classes > 0) body.label = Number($("walk-digit").value);
+  try {
+    const data = await (await api("/api/interpolate", body)).json();
+    if (token !== walkToken) return;
+    frames = data.images.map(toCanvas);
+    const view = $("walk-frame");
+    [view.width, view.height] = [7 * frames[0].width, 7 * frames[0].height]; // 196 for 28
+    const strip = $("walk-strip");
+    strip.width = Math.min(frames.length, STRIP_COLUMNS) * frames[0].width;
+    strip.height = Math.ceil(frames.length / STRIP_COLUMNS) * frames[0].height;
+    const zoom = Math.max(1, Math.floor(strip.parentElement.clientWidth * 0.9 / strip.width));
+    strip.style.width = `${zoom * strip.width}px`;
+    const slider = $("walk-slider");
+    slider.max = String(frames.length - 1);
+    showFrame(Number(slider.value));
+    $("walk-frame").dataset.seeds = `${body.seed_a}-${body.seed_b}`;
+    showError("walk-error", "");
+  } catch (e) {
+    if (token === walkToken) showError("walk-error", e.message);
+  }
+}
+
+function stopPlaying() {
+  clearInterval(playing);
+  playing = null;
+  $("walk-play").textContent = "Play";
+}
+
+function togglePlay() {
+  if (playing) return stopPlaying();
+  const slider = $("walk-slider");
+  let direction = 1;
+  $("walk-play").textContent = "Pause";
+  playing = setInterval(() => {
+    let i = Number(slider.value) + direction;
+    if (i < 0 || i > Number(slider.max)) {
+      direction = -direction;
+      i += 2 * direction;
+    }
+    slider.value = String(i);
+    showFrame(i);
+  }, 70);
+}
+
+// --- the model's facts -------------------------------------------------------------------
+
+function showFacts() {
+  const [c, h, w] = info.image_shape;
+  const file = info.checkpoint.split(/[\\/]/).pop();
+  const facts = [
+    ["Checkpoint", file, info.checkpoint],
+    ["Preset", info.preset],
+    ["Iterations trained", info.step.toLocaleString("en")],
+    ["Architecture", info.arch],
+    ["Dataset", info.dataset],
+    ["Noise", `${info.noise}, ${info.z_dim} dimensions`],
+    ["Images", `${w}\u00d7${h}, ${c === 1 ? "grey" : `${c} channels`}`],
+    ["Classes", info.num_classes > 0 ? `${info.num_classes} (conditional)` : "unconditional"],
+  ];
+  if (info.saved_at) facts.push(["Saved", info.saved_at.replace("T", " ")]);
+  $("facts").replaceChildren(...facts.flatMap(([name, value, title]) => {
+    const dt = document.createElement("dt");
+    const dd = document.createElement("dd");
+    dt.textContent = name;
+    dd.textContent = value;
+    if (title) dd.title = title;
+    return [dt, dd];
+  }));
+  $("summary").textContent =
+    `${info.preset} preset \u00b7 ${info.step.toLocaleString("en")} iterations \u00b7 ` +
+    `${info.arch} on ${info.dataset}`;
+
+  const metrics = info.metrics || {};
+  const names = Object.keys(metrics);
+  const fmt = (v) => (typeof v === "number" ? Number(v.toPrecision(4)).toString() : "\u2013");
+  $("metrics").querySelector("tbody").replaceChildren(...names.map((name) => {
+    const row = document.createElement("tr");
+    for (const [text, num] of [[name, false], [fmt(metrics[name]), true],
+                               [fmt((info.floor || {})[name]), true]]) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      if (num) td.className = "num";
+      row.append(td);
+    }
+    return row;
+  }));
+  $("metrics").hidden = names.length === 0;
+  $("no-metrics").hidden = names.length > 0;
+}
+
+function setUpDigits() {
+  const k = info.num_classes;
+  if (k === 0) return;
+  const digits = Array.from({length: k}, (_, i) => new Option(String(i), String(i)));
+  $("digit").replaceChildren(new Option("any", "any"), ...digits.map((o) => o.cloneNode(true)),
+                             new Option("all, one row each", "all"));
+  $("walk-digit").replaceChildren(...digits);
+  $("digit-field").hidden = false;
+  $("walk-digit-field").hidden = false;
+}
+
+// --- wiring ------------------------------------------------------------------------------
+
+async function start() {
+  try {
+    info = await (await api("/api/info")).json();
+  } catch (e) {
+    $("summary").textContent = `cannot reach the server: ${e.message}`;
+    return;
+  }
+  for (const id of ["seed", "seed-a", "seed-b"]) $(id).max = String(info.limits.max_seed);
+  showFacts();
+  setUpDigits();
+  fillCounts();
+
+  $("again").addEventListener("click", () => { $("seed").value = String(randomSeed()); drawGrid(); });
+  $("count").addEventListener("change", drawGrid);
+  $("seed").addEventListener("change", drawGrid);
+  $("digit").addEventListener("change", () => { fillCounts(); drawGrid(); });
+
+  $("walk-slider").addEventListener("input", (e) => { stopPlaying(); showFrame(Number(e.target.value)); });
+  $("walk-play").addEventListener("click", togglePlay);
+  $("walk-random").addEventListener("click", () => {
+    $("seed-a").value = String(randomSeed());
+    $("seed-b").value = String(randomSeed());
+    loadWalk();
+  });
+  for (const id of ["seed-a", "seed-b", "walk-digit"]) $(id).addEventListener("change", loadWalk);
+
+  await Promise.all([drawGrid(), loadWalk()]);
+}
+
+start();

@@ -1,0 +1,295 @@
+"""The HTTP API, through Starlette's TestClient (no socket): every endpoint, every kind of bad
+request, errors that leave the server serving, and generation under concurrent requests."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from starlette.testclient import TestClient
+
+from digitgan.serve import create_app
+from digitgan.serve.app import MAX_BODY, MAX_N
+from digitgan.viz import make_grid, to_uint8
+
+
+@pytest.fixture(scope="module")
+def client(gan):
+    with TestClient(create_app(gan)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def cond_client(cond_gan):
+    with TestClient(create_app(cond_gan)) as c:
+        yield c
+
+
+def png(response) -> np.ndarray:
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png"
+    return np.asarray(Image.open(io.BytesIO(response.content)))
+
+
+def same(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal images, up to one grey level: batches of different sizes round differently."""
+    return a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+def images(response) -> np.ndarray:
+    assert response.status_code == 200, response.text
+    body = response.json()
+    arr = np.array(body["images"], dtype=np.uint8)
+    assert list(arr.shape) == body["shape"]
+    return arr
+
+
+# --- the page and its files ----------------------------------------------------------------
+
+
+def test_page_and_static_files_are_served(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    for ref in ("/static/app.js", "/static/style.css"):
+        assert ref in page.text  # served locally: no CDN, no build step
+        r = client.get(ref)
+        assert r.status_code == 200 and len(r.content) > 500
+    assert "http" not in page.text.replace("http-equiv", "")  # nothing fetched from elsewhere
+
+
+# --- /api/info -----------------------------------------------------------------------------
+
+
+def test_info_describes_the_model_and_limits(client, gan):
+    info = client.get("/api/info").json()
+    assert info["checkpoint"] == str(gan.path)
+    assert info["preset"] == "seed" and info["step"] == 3 and info["arch"] == "mlp"
+    assert info["dataset"] == "mnist20k" and info["image_shape"] == [1, 28, 28]
+    assert info["z_dim"] == 100 and info["noise"] == "uniform" and info["num_classes"] == 0
+    assert info["saved_at"] == gan.meta["saved_at"]
+    assert info["metrics"] is None and info["floor"] is None  # no eval.json in the run
+    assert info["limits"] == {"max_n": 256, "max_steps": 64, "max_seed": 2**32 - 1, "max_scale": 8}
+
+
+def test_info_reports_a_conditional_model(cond_client):
+    assert cond_client.get("/api/info").json()["num_classes"] == 10
+
+
+def test_info_reads_metrics_and_floor_from_eval_json(tmp_path, gan):
+    from digitgan.api import GAN
+
+    ckpt = tmp_path / "checkpoints" / "latest.safetensors"
+    moved = GAN(gan.generator, gan.config, gan.meta, ckpt)  # a run dir we can write to
+    (tmp_path / "eval.json").write_text(
+        json.dumps({"metrics": {"fid": 41.5, "kid": 0.03}, "floor": {"fid": 1.25}})
+    )
+    with TestClient(create_app(moved)) as c:
+        info = c.get("/api/info").json()
+    assert info["metrics"] == {"fid": 41.5, "kid": 0.03}
+    assert info["floor"] == {"fid": 1.25}
+
+
+# --- /api/samples --------------------------------------------------------------------------
+
+
+def test_samples_png_is_the_grid_of_generate(client, gan):
+    grid = png(client.post("/api/samples", json={"n": 10, "seed": 7}))
+    assert np.array_equal(grid, make_grid(to_uint8(gan.generate(10, seed=7))))
+    assert grid.shape == (2 + 3 * 30, 2 + 4 * 30)  # 10 images: 3 rows of ceil(sqrt(10)) = 4
+    big = png(client.post("/api/samples", json={"n": 10, "seed": 7, "scale": 3}))
+    assert np.array_equal(big, grid.repeat(3, 0).repeat(3, 1))
+
+
+def test_samples_defaults_and_seeds(client, gan):
+    default = png(client.post("/api/samples"))  # empty body: 16 samples of seed 0
+    assert np.array_equal(default, make_grid(to_uint8(gan.generate(16, seed=0))))
+    assert np.array_equal(default, png(client.post("/api/samples", json={})))
+    assert not np.array_equal(default, png(client.post("/api/samples", json={"seed": 1})))
+
+
+def test_samples_json_are_the_images_of_generate(client, gan):
+    r = client.post("/api/samples", json={"n": 5, "seed": 3, "format": "json"})
+    arr = images(r)
+    assert arr.shape == (5, 1, 28, 28)
+    assert np.array_equal(arr, to_uint8(gan.generate(5, seed=3)))
+    assert r.json()["n"] == 5 and r.json()["seed"] == 3 and r.json()["label"] is None
+    assert (
+        images(client.post("/api/samples", json={"n": MAX_N, "format": "json"})).shape[0] == MAX_N
+    )
+
+
+def test_samples_of_one_class(cond_client, cond_gan):
+    arr = images(
+        cond_client.post("/api/samples", json={"n": 6, "seed": 2, "label": 3, "format": "json"})
+    )
+    want = cond_gan.generate(6, seed=2, labels=torch.full((6,), 3))
+    assert np.array_equal(arr, to_uint8(want))
+    other = images(
+        cond_client.post("/api/samples", json={"n": 6, "seed": 2, "label": 8, "format": "json"})
+    )
+    assert not np.array_equal(arr, other)
+
+
+def test_class_by_sample_grid(cond_client):
+    r = cond_client.post("/api/samples", json={"n": 4, "seed": 5, "label": "all", "format": "json"})
+    arr = images(r)
+    assert arr.shape == (40, 1, 28, 28) and r.json()["label"] == "all"
+    for k in (0, 7):  # row k is the 4 samples of class k for the same seed
+        row = images(
+            cond_client.post("/api/samples", json={"n": 4, "seed": 5, "label": k, "format": "json"})
+        )
+        assert same(arr[4 * k : 4 * k + 4], row)
+    grid = png(cond_client.post("/api/samples", json={"n": 4, "seed": 5, "label": "all"}))
+    assert grid.shape == (2 + 10 * 30, 2 + 4 * 30)  # one row per class
+
+
+# --- /api/interpolate ----------------------------------------------------------------------
+
+
+def test_interpolation_runs_from_one_seed_to_the_other(client, gan):
+    r = client.post(
+        "/api/interpolate", json={"seed_a": 4, "seed_b": 9, "steps": 7, "format": "json"}
+    )
+    arr = images(r)
+    assert arr.shape == (7, 1, 28, 28)
+    assert r.json() == {**r.json(), "seed_a": 4, "seed_b": 9, "steps": 7, "label": None}
+    assert same(arr[0], to_uint8(gan.generate(1, seed=4))[0])
+    assert same(arr[-1], to_uint8(gan.generate(1, seed=9))[0])
+    assert len({a.tobytes() for a in arr}) == 7  # every frame differs
+    strip = png(client.post("/api/interpolate", json={"seed_a": 4, "seed_b": 9, "steps": 7}))
+    assert strip.shape == (2 + 30, 2 + 7 * 30)  # one row
+    defaults = images(client.post("/api/interpolate", json={"format": "json"}))
+    assert defaults.shape[0] == 16
+
+
+def test_interpolation_of_one_class(cond_client, cond_gan):
+    arr = images(
+        cond_client.post("/api/interpolate", json={"steps": 5, "label": 6, "format": "json"})
+    )
+    want = cond_gan.generate(1, seed=0, labels=torch.tensor([6]))
+    assert same(arr[0], to_uint8(want)[0])
+
+
+# --- bad requests --------------------------------------------------------------------------
+
+BAD = [
+    # (endpoint, raw body, status, words in the message)
+    ("/api/samples", b'{"n": 16', 400, "not valid JSON"),
+    ("/api/samples", b"\xff\xfe{", 400, "not valid JSON"),
+    ("/api/samples", b"[16]", 400, "must be a JSON object"),
+    ("/api/samples", b'"n=16"', 400, "must be a JSON object"),
+    ("/api/samples", b'{"count": 16}', 422, "unknown field 'count'"),
+    ("/api/samples", b'{"n": 257}', 413, "n: 257 is above the maximum 256"),
+    ("/api/samples", b'{"n": 0}', 422, "n: 0 is below the minimum 1"),
+    ("/api/samples", b'{"n": "16"}', 422, 'n: expected an integer, got "16"'),
+    ("/api/samples", b'{"n": 16.5}', 422, "n: expected an integer"),
+    ("/api/samples", b'{"n": true}', 422, "n: expected an integer, got true"),
+    ("/api/samples", b'{"seed": -1}', 422, "seed: -1 is below the minimum 0"),
+    ("/api/samples", b'{"seed": 4294967296}', 422, "seed: 4294967296 is above the maximum"),
+    ("/api/samples", b'{"label": 3}', 422, "label: this model is unconditional"),
+    ("/api/samples", b'{"format": "gif"}', 422, "format: expected one of png, json"),
+    ("/api/samples", b'{"scale": 9}', 422, "scale: 9 is above the maximum 8"),
+    ("/api/interpolate", b'{"steps": 1}', 422, "steps: 1 is below the minimum 2"),
+    ("/api/interpolate", b'{"steps": 65}', 413, "steps: 65 is above the maximum 64"),
+    ("/api/interpolate", b'{"seed_b": "x"}', 422, "seed_b: expected an integer"),
+    ("/api/interpolate", b'{"n": 3}', 422, "unknown field 'n'"),
+    ("/api/samples", b'{"seed": ' + b"1" * MAX_BODY + b"}", 413, "over the limit"),
+]
+
+
+@pytest.mark.parametrize("path, body, status, message", BAD)
+def test_bad_requests_get_a_4xx_with_a_clear_message(client, path, body, status, message):
+    r = client.post(path, content=body)
+    assert r.status_code == status, r.text
+    assert message in r.json()["error"]
+    assert client.get("/api/info").status_code == 200  # and the server keeps serving
+
+
+COND_BAD = [
+    ("/api/samples", {"label": 10}, 422, 'label: expected an integer from 0 to 9 or "all", got 10'),
+    ("/api/samples", {"label": -1}, 422, "label: expected an integer from 0 to 9"),
+    ("/api/samples", {"label": "3"}, 422, 'got "3"'),
+    ("/api/samples", {"label": "all", "n": 26}, 413, "26 per class x 10 classes = 260 images"),
+    ("/api/interpolate", {"label": "all"}, 422, "label: expected an integer from 0 to 9, got"),
+]
+
+
+@pytest.mark.parametrize("path, body, status, message", COND_BAD)
+def test_bad_labels_for_a_conditional_model(cond_client, path, body, status, message):
+    r = cond_client.post(path, json=body)
+    assert r.status_code == status, r.text
+    assert message in r.json()["error"]
+
+
+def test_wrong_paths_and_methods_answer_in_json(client):
+    r = client.get("/api/nothing")
+    assert r.status_code == 404 and r.json() == {"error": "GET /api/nothing: Not Found"}
+    r = client.get("/api/samples")
+    assert r.status_code == 405 and "POST" in r.headers["allow"]
+    assert r.json()["error"] == "GET /api/samples: Method Not Allowed"
+    assert client.post("/api/info").status_code == 405
+    assert client.get("/static/nothing.js").status_code == 404
+
+
+def test_a_failing_model_gets_a_500_and_the_server_keeps_serving(gan):
+    class Broken:
+        def __getattr__(self, name):
+            return getattr(gan, name)
+
+        def generate(self, n, seed=0, labels=None):
+            raise RuntimeError("out of memory")
+
+    with TestClient(create_app(Broken()), raise_server_exceptions=False) as c:
+        r = c.post("/api/samples", json={"n": 4})
+        assert r.status_code == 500
+        assert r.json() == {"error": "internal error: RuntimeError: out of memory"}
+        assert c.get("/api/info").status_code == 200
+
+
+# --- concurrency ---------------------------------------------------------------------------
+
+
+def test_concurrent_requests_are_served_correctly_one_generation_at_a_time(gan):
+    class Watched:
+        """Delegates to ``gan``, recording how many generations overlap and in which threads."""
+
+        def __init__(self):
+            self.active = self.most = 0
+            self.threads: set[int] = set()
+            self.guard = threading.Lock()
+
+        def __getattr__(self, name):
+            return getattr(gan, name)
+
+        def generate(self, n, seed=0, labels=None):
+            with self.guard:
+                self.active += 1
+                self.most = max(self.most, self.active)
+                self.threads.add(threading.get_ident())
+            time.sleep(0.02)  # long enough for the other requests to arrive meanwhile
+            try:
+                return gan.generate(n, seed, labels)
+            finally:
+                with self.guard:
+                    self.active -= 1
+
+    watched = Watched()
+    with TestClient(create_app(watched)) as c:
+
+        def ask(seed):
+            r = c.post("/api/samples", json={"n": 3, "seed": seed, "format": "json"})
+            return seed, images(r)
+
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(ask, range(16)))
+    for seed, arr in results:  # every answer is the one for its own seed
+        assert np.array_equal(arr, to_uint8(gan.generate(3, seed=seed)))
+    assert len(watched.threads) > 1  # requests were handed to several worker threads ...
+    assert watched.most == 1  # ... and the lock let one generation run at a time

@@ -1,0 +1,70 @@
+"""`digitgan serve` as a user runs it: a real server on 127.0.0.1, stopped with Ctrl-C."""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import socket
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from digitgan.cli import main
+
+
+def http(url: str, body: dict | None = None) -> bytes:
+    data = None if body is None else json.dumps(body).encode()
+    with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=30) as r:
+        return r.read()
+
+
+def test_serve_prints_its_address_and_answers_over_http(cli_server, gan):
+    url = cli_server
+    assert url.startswith("http://127.0.0.1:")  # loopback unless told otherwise
+    info = json.loads(http(f"{url}/api/info"))
+    assert info["step"] == 3 and info["checkpoint"].endswith("latest.safetensors")
+    assert b"<title>digitgan</title>" in http(f"{url}/")
+
+    def grid(seed):
+        return np.asarray(Image.open(io.BytesIO(http(f"{url}/api/samples", {"seed": seed}))))
+
+    with ThreadPoolExecutor(4) as pool:  # concurrent clients each get their own seed's grid
+        grids = list(pool.map(grid, [0, 1, 0, 1, 2, 3]))
+    assert np.array_equal(grids[0], grids[2]) and np.array_equal(grids[1], grids[3])
+    assert not np.array_equal(grids[0], grids[1])
+
+
+def test_ctrl_c_stops_the_server_cleanly(tiny_run, spawn_serve):
+    proc, line = spawn_serve(tiny_run)
+    assert line.startswith("serving ") and "(Ctrl-C to stop)" in line, line
+    url = "http://" + line.split("http://", 1)[1].split("/", 1)[0]
+    assert json.loads(http(f"{url}/api/info"))["step"] == 3  # up and serving
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert out.strip() == "stopped" and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["{run}", "--port", "70000"], "--port 70000: must be from 0 to 65535"),
+        (["{run}", "--port", "{busy}"], "--port {busy}: cannot listen there"),
+        (["{run}", "--host", "no-such-host.invalid"], "--host no-such-host.invalid:"),
+        (["/nonexistent-run"], "no such run directory or checkpoint"),
+    ],
+)
+def test_serve_errors_are_one_line(tiny_run, capsys, args, message):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        assert main(["serve", *(a.format(run=tiny_run, busy=port) for a in args)]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("digitgan: error: "), err
+    assert message.format(busy=port) in err

@@ -1,0 +1,173 @@
+"""The page in a real headless browser (Playwright driving Debian's Chromium) against servers
+started here on 127.0.0.1. Screenshots go to test-artifacts/ at the repository root."""
+
+from __future__ import annotations
+
+import io
+import json
+import urllib.request
+
+import numpy as np
+from PIL import Image
+
+
+def api_png(url: str, body: dict) -> bytes:
+    req = urllib.request.Request(f"{url}/api/samples", data=json.dumps(body).encode())
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return r.read()
+
+
+def shown_png(page) -> bytes:
+    """The bytes of the PNG the page shows as its grid."""
+    return bytes(
+        page.evaluate(
+            "async () => Array.from(new Uint8Array(await (await fetch("
+            "document.getElementById('grid').src)).arrayBuffer()))"
+        )
+    )
+
+
+def shown_request(page) -> dict:
+    """The request the page made for the grid it shows (scale: the whole upscaling that fits)."""
+    data = page.locator("#grid").evaluate("img => ({...img.dataset})")
+    body = {"n": int(data["n"]), "seed": int(data["seed"]), "scale": int(data["scale"])}
+    if data["label"]:
+        body["label"] = data["label"] if data["label"] == "all" else int(data["label"])
+    return body
+
+
+def frame_pixels(page) -> str:
+    return page.evaluate("document.getElementById('walk-frame').toDataURL()")
+
+
+def size(png: bytes) -> tuple[int, int]:
+    return Image.open(io.BytesIO(png)).size
+
+
+def test_page_draws_walks_and_downloads(page, cli_server, tmp_path, artifacts):
+    from playwright.sync_api import expect
+
+    url = cli_server
+    page.goto(url)
+
+    # it loads: the model's facts, and a first grid of 16 digits for seed 0
+    expect(page.locator("#summary")).to_have_text("seed preset · 3 iterations · mlp on mnist20k")
+    expect(page.locator("#facts")).to_contain_text("Iterations trained3")
+    expect(page.locator("#no-metrics")).to_be_visible()
+    expect(page.locator("#digit-field")).to_be_hidden()  # an unconditional model
+    grid = page.locator("#grid")
+    expect(grid).to_have_attribute("data-seed", "0")
+    shown = shown_request(page)
+    assert shown == {"n": 16, "seed": 0, "scale": shown["scale"]}
+    assert shown_png(page) == api_png(url, shown)
+    assert size(shown_png(page)) == (122 * shown["scale"], 122 * shown["scale"])
+    assert shown["scale"] >= 3  # 16 digits are shown large
+
+    # draw again: a new seed, written into the seed field, and its grid
+    page.click("#again")
+    expect(grid).not_to_have_attribute("data-seed", "0")
+    seed = int(page.input_value("#seed"))
+    expect(grid).to_have_attribute("data-seed", str(seed))
+    assert shown_request(page)["seed"] == seed
+    assert shown_png(page) == api_png(url, shown_request(page))
+
+    # how many, and a seed typed in
+    page.select_option("#count", "36")
+    expect(grid).to_have_attribute("data-n", "36")
+    page.fill("#seed", "1234")
+    page.press("#seed", "Enter")
+    expect(grid).to_have_attribute("data-seed", "1234")
+    png = shown_png(page)
+    shown = shown_request(page)
+    assert shown["n"] == 36 and png == api_png(url, shown)
+    assert size(png) == (182 * shown["scale"], 182 * shown["scale"])
+
+    # the latent walk: moving the slider changes the picture
+    frame = page.locator("#walk-frame")
+    expect(frame).to_have_attribute("data-seeds", "0-1")
+    first = frame_pixels(page)
+    page.focus("#walk-slider")
+    page.keyboard.press("End")
+    expect(frame).to_have_attribute("data-frame", "23")
+    expect(page.locator("#walk-position")).to_have_text("frame 24 of 24")
+    assert frame_pixels(page) != first
+    page.keyboard.press("Home")
+    expect(frame).to_have_attribute("data-frame", "0")
+    assert frame_pixels(page) == first
+    # ... and so does the animation, until paused
+    page.click("#walk-play")
+    expect(frame).not_to_have_attribute("data-frame", "0")
+    page.click("#walk-play")
+    expect(page.locator("#walk-play")).to_have_text("Play")
+    # other seeds make another walk
+    page.fill("#seed-b", "77")
+    page.press("#seed-b", "Enter")
+    expect(frame).to_have_attribute("data-seeds", "0-77")
+
+    # download the current grid as PNG
+    with page.expect_download() as dl:
+        page.click("#download")
+    download = dl.value
+    assert download.suggested_filename == "digitgan-seed1234-n36.png"
+    saved = tmp_path / download.suggested_filename
+    download.save_as(saved)
+    assert saved.read_bytes() == png
+    assert np.asarray(Image.open(saved)).shape == (182 * shown["scale"], 182 * shown["scale"])
+
+    page.screenshot(path=artifacts / "serve-page.png", full_page=True)
+
+
+def test_page_shows_the_servers_error_messages(page, page_errors, cli_server):
+    from playwright.sync_api import expect
+
+    url = cli_server
+    page.goto(url)
+    expect(page.locator("#grid")).to_have_attribute("data-seed", "0")
+    page.fill("#seed", "-5")
+    page.press("#seed", "Enter")
+    error = page.locator("#samples-error")
+    expect(error).to_have_text("seed: -5 is below the minimum 0")
+    page.fill("#seed", "5")
+    page.press("#seed", "Enter")
+    expect(error).to_be_hidden()
+    expect(page.locator("#grid")).to_have_attribute("data-seed", "5")
+    # the browser logs the 422 response itself; that one was on purpose
+    page_errors[:] = [e for e in page_errors if "status of 422" not in e]
+
+
+def test_page_for_a_conditional_model(page, cond_url, artifacts):
+    from playwright.sync_api import expect
+
+    page.goto(cond_url)
+    grid = page.locator("#grid")
+    expect(grid).to_have_attribute("data-seed", "0")
+    expect(page.locator("#facts")).to_contain_text("10 (conditional)")
+    options = page.locator("#digit option").all_inner_texts()
+    assert options == ["any", *map(str, range(10)), "all, one row each"]
+
+    # choose a digit: the grid is redrawn as that digit
+    before = shown_png(page)
+    page.select_option("#digit", "3")
+    expect(grid).to_have_attribute("data-label", "3")
+    png = shown_png(page)
+    assert png != before
+    assert shown_request(page)["label"] == 3
+    assert png == api_png(cond_url, shown_request(page))
+
+    # the class-by-sample grid: one row per digit
+    page.select_option("#digit", "all")
+    expect(grid).to_have_attribute("data-label", "all")
+    expect(page.locator("#digit-field")).to_be_visible()
+    expect(page.locator("label", has=page.locator("#count"))).to_contain_text("Per digit")
+    shown = shown_request(page)
+    n, scale = shown["n"], shown["scale"]
+    assert size(shown_png(page)) == ((2 + n * 30) * scale, (2 + 10 * 30) * scale)
+    assert shown_png(page) == api_png(cond_url, shown)
+
+    # the walk draws the digit chosen for it
+    frame = page.locator("#walk-frame")
+    expect(frame).to_have_attribute("data-seeds", "0-1")
+    zero = page.evaluate("document.getElementById('walk-frame').toDataURL()")
+    page.select_option("#walk-digit", "7")
+    page.wait_for_function("z => document.getElementById('walk-frame').toDataURL() !== z", arg=zero)
+    page.screenshot(path=artifacts / "serve-page-conditional.png", full_page=True)
