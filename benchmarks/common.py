@@ -25,9 +25,11 @@ def machine() -> str:
     except OSError:
         pass
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return (
         f"{cpu}, {os.cpu_count()} cores{gpu}; torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads); Python {platform.python_version()}"
+        f"({torch.get_num_threads()} threads); Python {platform.python_version()}; "
+        f"load average at the end {load}"
     )
 
 
