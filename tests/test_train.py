@@ -227,3 +227,18 @@ def test_cli_errors_are_one_line(args, message):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("digitgan: error: ")
     assert message in r.stderr
+
+
+def test_a_model_that_cannot_be_built_leaves_no_run_directory(tmp_path, tiny_cfg, small_data):
+    from digitgan.data import Dataset, Split
+
+    odd = Dataset(
+        "odd",
+        Split(np.zeros((8, 1, 30, 30), np.uint8), np.zeros(8, np.int64)),
+        None,
+        1,
+        ("0",),
+    )
+    with pytest.raises(digitgan.DigitganError, match="divisible by 4"):
+        digitgan.train(tiny_cfg.replace(model__arch="dcgan"), tmp_path / "r", dataset=odd)
+    assert not (tmp_path / "r").exists()

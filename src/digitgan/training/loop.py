@@ -404,9 +404,9 @@ def train(
     """
     device = resolve_device(cfg.train.device)
     dataset = dataset or load_dataset(cfg.data.dataset, cfg.data.data_dir or None)
+    trainer = GANTrainer(cfg, dataset, device)  # before the run dir: a bad model leaves nothing
     run = RunDir.create(out or RunDir.default_path(cfg.preset), force=force)
     run.write_config(cfg.to_toml())
-    trainer = GANTrainer(cfg, dataset, device)
     return _fit(trainer, run, cfg.train.iters, _want_progress(progress), fresh=True)
 
 
