@@ -1,9 +1,12 @@
 """An exponential moving average of the generator's weights (Yazici et al. 2019).
 
 After every generator step, each EMA parameter moves towards the trained one:
-``ema = decay * ema + (1 - decay) * param``; buffers (BatchNorm running statistics)
-are copied as they are. Samples and evaluation use the averaged generator, which is
-usually visibly smoother than the last iterate.
+``ema = d * ema + (1 - d) * param``; buffers (BatchNorm running statistics) are copied
+as they are. The decay warms up as TensorFlow's ExponentialMovingAverage does with
+``num_updates``: d = min(decay, (1 + t) / (10 + t)) at update t, so early averages are
+not dominated by the random initial weights (with a fixed 0.999 the average would still
+be two-thirds initial weights after 400 steps). Samples and evaluation use the averaged
+generator, which is usually visibly smoother than the last iterate.
 """
 
 from __future__ import annotations
@@ -21,9 +24,14 @@ class EMA:
         self._params = list(self.model.parameters())
         self._buffers = list(self.model.buffers())
 
+    def decay_at(self, t: int) -> float:
+        """The decay used for update number ``t`` (0-based)."""
+        return min(self.decay, (1.0 + t) / (10.0 + t))
+
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        """One step of the average towards ``model``'s current weights."""
-        torch._foreach_lerp_(self._params, list(model.parameters()), 1.0 - self.decay)
+    def update(self, model: nn.Module, t: int) -> None:
+        """Update number ``t`` of the average towards ``model``'s current weights."""
+        weight = 1.0 - self.decay_at(t)
+        torch._foreach_lerp_(self._params, list(model.parameters()), weight)
         for mine, theirs in zip(self._buffers, model.buffers(), strict=True):
             mine.copy_(theirs)

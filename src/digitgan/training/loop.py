@@ -169,7 +169,7 @@ class GANTrainer:
         self.opt_g.step()
         D.requires_grad_(True)
         if self.ema:
-            self.ema.update(G)
+            self.ema.update(G, self.step_count)
         self.step_count += 1
         self.last = {
             "D_loss": d_loss.detach(),
