@@ -8,9 +8,15 @@ import numpy as np
 import torch
 
 from .config import Config
-from .errors import CheckpointError, ConfigError
+from .errors import ConfigError
 from .models import build_models, sample_noise
-from .training.checkpoint import load_module_state, read_checkpoint, resolve_checkpoint
+from .training.checkpoint import (
+    check_models,
+    checkpoint_config,
+    load_module_state,
+    read_checkpoint,
+    resolve_checkpoint,
+)
 from .viz import make_grid, save_png, to_uint8
 
 
@@ -87,13 +93,9 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> GAN:
     """Load the generator of a run directory (its latest checkpoint) or a checkpoint file."""
     ckpt = resolve_checkpoint(path)
     tensors, meta = read_checkpoint(ckpt)
-    try:
-        cfg = Config.from_dict(meta["config"], source=f"{ckpt} config")
-        image_shape = tuple(int(v) for v in meta["image_shape"])
-        num_classes = int(meta.get("num_classes", 0))
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{ckpt}: incomplete checkpoint metadata ({e})") from None
+    cfg = checkpoint_config(meta, ckpt)
+    check_models(cfg.model, meta, tensors, "G", ckpt)
     with torch.random.fork_rng(devices=[]):  # building draws an init we then overwrite
-        G, _ = build_models(cfg.model, image_shape, num_classes)
+        G, _ = build_models(cfg.model, meta["image_shape"], meta["num_classes"])
     load_module_state(G, tensors, "G", ckpt)
     return GAN(G.to(device), cfg, meta, ckpt)
