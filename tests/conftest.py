@@ -1,5 +1,8 @@
+from collections.abc import Callable
+
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 from digitgan.config import preset
 from digitgan.data import Dataset, Split, load_dataset
@@ -38,3 +41,25 @@ def tiny_cfg():
         log__ckpt_every=3,
         log__grid_rows=2,
     )
+
+
+@pytest.fixture(scope="session")
+def mutate() -> Callable[[st.DataObject, bytes], bytes]:
+    """Return a function that damages bytes with a few random edits, drawn with hypothesis."""
+
+    def mutate(data: st.DataObject, original: bytes) -> bytes:
+        content = bytearray(original)
+        for _ in range(data.draw(st.integers(1, 4))):
+            where = data.draw(st.integers(0, max(len(content) - 1, 0)))
+            operation = data.draw(st.sampled_from(["set", "insert", "delete", "truncate"]))
+            if operation == "set" and content:
+                content[where] = data.draw(st.integers(0, 255))
+            elif operation == "insert":
+                content[where:where] = data.draw(st.binary(min_size=1, max_size=8))
+            elif operation == "delete":
+                del content[where : where + data.draw(st.integers(1, 8))]
+            else:
+                del content[where:]
+        return bytes(content)
+
+    return mutate

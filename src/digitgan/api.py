@@ -9,10 +9,16 @@ import numpy as np
 import torch
 
 from .config import Config
-from .errors import CheckpointError, ConfigError
+from .errors import ConfigError
 from .models import build_models, interpolate_noise, sample_noise
 from .models.base import check_label_values
-from .training.checkpoint import load_module_state, read_checkpoint, resolve_checkpoint
+from .training.checkpoint import (
+    check_models,
+    checkpoint_config,
+    load_module_state,
+    read_checkpoint,
+    resolve_checkpoint,
+)
 from .viz import make_grid, save_png, to_uint8
 
 Labels = int | Sequence[int] | torch.Tensor | None
@@ -176,14 +182,10 @@ def load(path: str | Path, device: str | torch.device = "cpu", ema: bool = True)
     """
     ckpt = resolve_checkpoint(path)
     tensors, meta = read_checkpoint(ckpt)
-    try:
-        cfg = Config.from_dict(meta["config"], source=f"{ckpt} config")
-        image_shape = tuple(int(v) for v in meta["image_shape"])
-        num_classes = int(meta.get("num_classes", 0))
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{ckpt}: incomplete checkpoint metadata ({e})") from None
+    cfg = checkpoint_config(meta, ckpt)
+    check_models(cfg.model, meta, tensors, "G", ckpt)
     with torch.random.fork_rng(devices=[]):  # building draws an init we then overwrite
-        G, _ = build_models(cfg.model, image_shape, num_classes)
+        G, _ = build_models(cfg.model, meta["image_shape"], meta["num_classes"])
     use_ema = ema and any(k.startswith("G_ema.") for k in tensors)
     load_module_state(G, tensors, "G_ema" if use_ema else "G", ckpt)
     return GAN(G.to(device), cfg, meta, ckpt, ema=use_ema)

@@ -34,14 +34,20 @@ def _train(args) -> int:
             f"--{k.replace('_', '-')}"
             for k in ("preset", "config", "batch_size", "seed", "dataset", "data_dir", "out")
             if getattr(args, k)
-        ] + (["--set"] if args.set else [])
+        ]
         changed += [f for f, on in (("--dry-run", args.dry_run), ("--force", args.force)) if on]
         if changed:
             raise ConfigError(
                 f"--resume continues a run with its own config; {', '.join(changed)} cannot be "
-                "given with it (only --iters and --device can)"
+                "given with it (only --iters, --device and --set can)"
             )
-        result = resume(args.resume, iters=args.iters, device=args.device, progress=progress)
+        result = resume(
+            args.resume,
+            iters=args.iters,
+            sets=args.set or (),
+            device=args.device,
+            progress=progress,
+        )
     else:
         overrides = {
             f: getattr(args, k) for k, f in FIELD_FLAGS.items() if getattr(args, k) is not None
@@ -155,8 +161,15 @@ def _config(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, like every other digitgan error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="digitgan",
         description="Train, sample and inspect generative adversarial networks on small images.",
     )
@@ -185,7 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", help="auto, cpu, cuda or cuda:N (train.device)")
     t.add_argument("--out", metavar="DIR", help="run directory (default runs/<preset>-<time>)")
     t.add_argument("--force", action="store_true", help="replace an existing run directory")
-    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint")
+    t.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the run in DIR from its latest checkpoint (--iters, --device and --set "
+        "may change settings; not the model, dataset or seed)",
+    )
     t.add_argument(
         "--dry-run",
         action="store_true",
@@ -283,6 +301,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"digitgan: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the system refused a file operation the library did not foresee
+        if args.debug:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"digitgan: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if args.debug:

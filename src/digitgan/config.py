@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -164,6 +165,8 @@ class LogConfig:
 
 
 SECTIONS = ("data", "model", "loss", "optim", "train", "log")
+MAX_INT = 2**31 - 1
+"""No integer option may exceed this (a typo, not a size any tensor or loop could have)."""
 
 
 @dataclass
@@ -386,6 +389,15 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
 
 
+def apply_sets(cfg: Config, sets: list[str] | tuple[str, ...]) -> None:
+    """Apply ``--set section.key=value`` strings (values in TOML syntax) onto ``cfg``."""
+    for item in sets:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected section.key=value")
+        key, value = item.split("=", 1)
+        set_value(cfg, key.strip(), value.strip())
+
+
 def build_config(
     preset_name: str | None = None,
     config_file: str | Path | None = None,
@@ -399,11 +411,7 @@ def build_config(
     file_dict = load_toml(config_file) if config_file else {}
     cfg = preset(preset_name or file_dict.get("preset", "seed"))
     apply_dict(cfg, {k: v for k, v in file_dict.items() if k != "preset"}, str(config_file))
-    for item in sets:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected section.key=value")
-        key, value = item.split("=", 1)
-        set_value(cfg, key.strip(), value.strip())
+    apply_sets(cfg, sets)
     for key, value in (overrides or {}).items():
         set_value(cfg, key, value, source=f"--{key.split('.')[-1].replace('_', '-')}")
     validate(cfg)
@@ -433,6 +441,10 @@ def validate(cfg: Config) -> None:
                     raise ConfigError(
                         f"{where}: {v!r} is not one of {', '.join(map(str, choices))}"
                     )
+                if isinstance(v, float) and not math.isfinite(v):
+                    raise ConfigError(f"{where}: {v!r} is not a finite number")
+                if isinstance(v, int) and abs(v) > MAX_INT:
+                    raise ConfigError(f"{where}: {v!r} is too large (the limit is {MAX_INT})")
                 if meta["min"] is not None and v < meta["min"]:
                     raise ConfigError(f"{where}: {v!r} is below the minimum {meta['min']}")
                 if meta["max"] is not None and v > meta["max"]:

@@ -24,3 +24,7 @@ class CheckpointError(DigitganError, ValueError):
 
 class RunDirError(DigitganError):
     """A run directory cannot be used (exists already, locked, not a run)."""
+
+
+class DivergenceError(DigitganError):
+    """Training produced NaN or infinite losses or weights; the message says how to go on."""

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+_TOKEN_BYTES = 6
+_PARTIAL = re.compile(rf"\..+\.[0-9a-f]{{{2 * _TOKEN_BYTES}}}\.part")
 
 
 @contextmanager
@@ -20,7 +24,7 @@ def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
     fsynced too, so the new name survives a power cut.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.part")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(_TOKEN_BYTES)}.part")
     try:
         with open(tmp, "xb") as out:
             yield out
@@ -46,3 +50,18 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write text (UTF-8) atomically."""
     atomic_write_bytes(path, text.encode())
+
+
+def remove_partial_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files of atomic writes into ``folder`` that never finished.
+
+    A process killed in the middle of :func:`atomic_write` (SIGKILL, power cut) leaves its
+    ``.NAME.<random>.part`` file behind; the real file is untouched. Call this only while no
+    other process can be writing into ``folder`` (e.g. while holding its run's lock).
+    """
+    removed = []
+    for p in Path(folder).glob(".*.part"):
+        if _PARTIAL.fullmatch(p.name) and p.is_file():
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import strategies as st
 
 from digitgan.data import REGISTRY, DataFile, DatasetEntry, write_idx
 from digitgan.data.datasets import IDX_NAMES
@@ -30,28 +29,6 @@ def _private_data_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder for fuzz tests (hypothesis runs many examples per test, so not tmp_path)."""
     return tmp_path_factory.mktemp("fuzz")
-
-
-@pytest.fixture(scope="session")
-def mutate() -> Callable[[st.DataObject, bytes], bytes]:
-    """Return a function that damages bytes with a few random edits, drawn with hypothesis."""
-
-    def mutate(data: st.DataObject, original: bytes) -> bytes:
-        content = bytearray(original)
-        for _ in range(data.draw(st.integers(1, 4))):
-            where = data.draw(st.integers(0, max(len(content) - 1, 0)))
-            operation = data.draw(st.sampled_from(["set", "insert", "delete", "truncate"]))
-            if operation == "set" and content:
-                content[where] = data.draw(st.integers(0, 255))
-            elif operation == "insert":
-                content[where:where] = data.draw(st.binary(min_size=1, max_size=8))
-            elif operation == "delete":
-                del content[where : where + data.draw(st.integers(1, 8))]
-            else:
-                del content[where:]
-        return bytes(content)
-
-    return mutate
 
 
 @pytest.fixture

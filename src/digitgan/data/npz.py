@@ -80,6 +80,8 @@ def _read_member(archive: np.lib.npyio.NpzFile, name: str, path: Path) -> np.nda
         raise DataError(
             f"{path}: array {name} holds Python objects, which would need unpickling; refused"
         )
+    if any(d < 0 for d in shape):  # numpy accepts them; the size below would then be wrong
+        raise DataError(f"{path}: array {name} claims an impossible shape {shape}")
     announced = math.prod(shape) * dtype.itemsize
     if announced > min(info.file_size, _max_expanded_size(info), MAX_PAYLOAD_BYTES):
         raise DataError(

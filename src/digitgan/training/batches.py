@@ -65,12 +65,14 @@ class EpochBatches:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        perm = state["perm"]
-        if perm.shape != (self.images.shape[0],):
-            raise ValueError(
-                f"saved data order covers {perm.numel()} images, the dataset has "
-                f"{self.images.shape[0]}"
-            )
-        self.perm = perm.to(self.images.device)
-        self.pos = int(state["pos"])
+        """Restore :meth:`state_dict` output; ValueError if it cannot be this dataset's."""
+        perm, pos, n = state["perm"], state["pos"], self.images.shape[0]
+        if perm.shape != (n,):
+            raise ValueError(f"saved data order covers {perm.numel()} images, the dataset has {n}")
+        if perm.dtype != torch.int64 or not torch.equal(perm.sort().values, torch.arange(n)):
+            raise ValueError("saved data order is not a permutation of the dataset")
+        if type(pos) is not int or not 0 <= pos <= n:
+            raise ValueError(f"saved position {pos!r} is not in 0..{n}")
         self.generator.set_state(state["rng"])
+        self.perm = perm.to(self.images.device)
+        self.pos = pos

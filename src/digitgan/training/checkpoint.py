@@ -16,48 +16,108 @@ new one, never half of one.
 from __future__ import annotations
 
 import json
+import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_write_bytes
 
 FORMAT = "digitgan-checkpoint"
 VERSION = 1
 LATEST = "latest"
 SUFFIX = ".safetensors"
+MAX_HEADER_BYTES = 100_000_000
+"""The largest header accepted (safetensors' own limit): refused before it is read."""
 
 
 def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Write a checkpoint file (and its JSON sidecar) atomically."""
+    """Write a checkpoint file (and its JSON sidecar) atomically.
+
+    A failed write (disk full, file too large, permission denied) raises CheckpointError and
+    leaves the file that was there before untouched.
+    """
     meta = {"format": FORMAT, "version": VERSION, **meta}
     text = json.dumps(meta, indent=2, sort_keys=True)
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    atomic_write_bytes(path, st_save(cpu, metadata={"digitgan": text}))
-    atomic_write_bytes(path.with_suffix(".json"), (text + "\n").encode())
+    try:
+        atomic_write_bytes(path, st_save(cpu, metadata={"digitgan": text}))
+        atomic_write_bytes(path.with_suffix(".json"), (text + "\n").encode())
+    except OSError as e:
+        raise CheckpointError(f"cannot write checkpoint {path}: {e.strerror or e}") from e
 
 
 def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read (tensors, metadata) from a checkpoint file, without pickle, validating the header."""
+    """Read (tensors, metadata) from a checkpoint file, without pickle, validating the header.
+
+    The header is read and checked first, so a file that is not a digitgan checkpoint is
+    refused before its contents are read into memory.
+    """
     path = Path(path)
+    with _open_checkpoint(path) as f:
+        meta = _read_header(f, path)
+        f.seek(0)
+        data = f.read()
     try:
-        data = path.read_bytes()
+        tensors = st_load(data)
+    except SafetensorError as e:
+        raise CheckpointError(f"{path}: damaged checkpoint ({e})") from None
+    return tensors, meta
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    """The metadata of a checkpoint file, read and checked from its header alone."""
+    path = Path(path)
+    with _open_checkpoint(path) as f:
+        return _read_header(f, path)
+
+
+@contextmanager
+def _open_checkpoint(path: Path) -> Iterator[BinaryIO]:
+    """Open a checkpoint for reading; a missing, special or unreadable file is a CheckpointError."""
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO or device would block or never end
+            raise CheckpointError(f"{path}: not a regular file")
+        with path.open("rb") as f:
+            yield f
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint not found: {path}") from None
     except OSError as e:
-        raise CheckpointError(f"{path}: cannot read checkpoint: {e.strerror}") from None
+        raise CheckpointError(f"{path}: cannot read checkpoint: {e.strerror or e}") from None
+
+
+# Checked before anything else is read: (test, what the value must be).
+_META_FIELDS = {
+    "step": (lambda v: type(v) is int and v >= 0, "a non-negative integer"),
+    "config": (lambda v: isinstance(v, dict), "a table of config sections"),
+    "image_shape": (
+        lambda v: isinstance(v, list) and len(v) == 3 and all(type(x) is int and x > 0 for x in v),
+        "[channels, height, width]",
+    ),
+    "num_classes": (lambda v: type(v) is int and v >= 0, "a non-negative integer"),
+}
+
+
+def _read_header(f: BinaryIO, path: Path) -> dict[str, Any]:
+    """Parse the safetensors header at the start of ``f`` and check its digitgan metadata."""
+    size = os.fstat(f.fileno()).st_size
+    prefix = f.read(8)
+    header_len = int.from_bytes(prefix, "little") if len(prefix) == 8 else 0
+    if not 0 < header_len <= min(size - 8, MAX_HEADER_BYTES):
+        raise CheckpointError(f"{path}: not a safetensors checkpoint (no valid header)")
     try:
-        tensors = st_load(data)
-        header_len = int.from_bytes(data[:8], "little")
-        header = json.loads(data[8 : 8 + header_len])
-        meta = json.loads(header.get("__metadata__", {}).get("digitgan", "null"))
-    except (SafetensorError, ValueError, UnicodeDecodeError, AttributeError) as e:
-        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({e})") from None
+        header = json.loads(f.read(header_len))
+        meta = json.loads(header["__metadata__"]["digitgan"])
+    except (ValueError, KeyError, TypeError, RecursionError):
+        raise CheckpointError(f"{path}: not a digitgan checkpoint (no digitgan metadata)") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a digitgan checkpoint (no digitgan metadata)")
     if meta.get("version") != VERSION:
@@ -65,7 +125,10 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
             f"{path}: checkpoint format version {meta.get('version')!r}, this digitgan reads "
             f"version {VERSION}"
         )
-    return tensors, meta
+    for key, (ok, what) in _META_FIELDS.items():
+        if key not in meta or not ok(meta[key]):
+            raise CheckpointError(f"{path}: metadata field {key!r} is missing or not {what}")
+    return meta
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -89,10 +152,11 @@ def split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, tor
     return {k[n:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
 
 
-def load_module_state(
+def check_module_state(
     module: torch.nn.Module, tensors: dict[str, torch.Tensor], prefix: str, source: Path
 ) -> None:
-    """Load ``prefix.*`` tensors into ``module``, checking names and shapes first."""
+    """Check that the ``prefix.*`` tensors have exactly the names, shapes and dtypes of
+    ``module``'s state (which may live on the meta device)."""
     got = split_prefix(tensors, prefix)
     want = module.state_dict()
     missing = sorted(set(want) - set(got))
@@ -109,6 +173,47 @@ def load_module_state(
                 f"{source}: {prefix}.{k} has shape {tuple(got[k].shape)} {got[k].dtype}, the "
                 f"model expects {tuple(v.shape)} {v.dtype}"
             )
+
+
+def checkpoint_config(meta: dict, source: Path):
+    """The validated :class:`~digitgan.config.Config` stored in checkpoint metadata."""
+    from ..config import Config
+
+    try:
+        return Config.from_dict(meta["config"], source="config")
+    except ConfigError as e:
+        raise CheckpointError(f"{source}: the config it holds is invalid: {e}") from None
+
+
+def check_models(
+    model_cfg, meta: dict, tensors: dict[str, torch.Tensor], prefixes: str, source: Path
+) -> None:
+    """Check that the config in ``meta`` describes the models whose tensors are in the file.
+
+    The models are built on the meta device, so a tampered config (say, a billion hidden
+    units) costs no memory; ``prefixes`` is "GD" for a trainer, "G" for sampling.
+    """
+    from ..models import build_models
+
+    try:
+        with torch.device("meta"):
+            G, D = build_models(model_cfg, meta["image_shape"], meta["num_classes"])
+    except (RuntimeError, ValueError) as e:
+        raise CheckpointError(f"{source}: the model in its config cannot be built: {e}") from None
+    models = {"G": G, "D": D}
+    for prefix in prefixes:
+        check_module_state(models[prefix], tensors, prefix, source)
+
+
+def load_module_state(
+    module: torch.nn.Module, tensors: dict[str, torch.Tensor], prefix: str, source: Path
+) -> None:
+    """Load ``prefix.*`` tensors into ``module``, checking names, shapes and finiteness first."""
+    check_module_state(module, tensors, prefix, source)
+    got = split_prefix(tensors, prefix)
+    bad = [k for k, v in got.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        raise CheckpointError(f"{source}: {prefix}.{bad[0]} holds NaN or infinite values")
     module.load_state_dict(got)
 
 
@@ -128,15 +233,43 @@ def optimizer_tensors(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict, di
 def load_optimizer(
     opt: torch.optim.Optimizer, tensors: dict, meta: dict, prefix: str, source: Path
 ) -> None:
-    """Restore an optimizer from :func:`optimizer_tensors` output."""
-    state: dict[int, dict] = {}
-    for key, value in split_prefix(tensors, prefix).items():
-        idx, name = key.split(".", 1)
-        state.setdefault(int(idx), {})[name] = value
-    for key, value in meta.get("scalars", {}).items():
-        idx, name = key.split(".", 1)
-        state.setdefault(int(idx), {})[name] = value
+    """Restore the per-parameter state saved by :func:`optimizer_tensors` into ``opt``.
+
+    The hyper-parameters (learning rate, betas, ...) stay those ``opt`` was built with, from
+    the config; the saved ``param_groups`` are a record for people. Each parameter's state
+    must have the names and shapes that ``opt`` itself would give it, in floating point.
+    """
+    params = [p for group in opt.param_groups for p in group["params"]]
+    expected = _state_layout(opt)
     try:
-        opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    except (KeyError, ValueError, TypeError) as e:
+        state: dict[int, dict] = {}
+        for key, value in split_prefix(tensors, prefix).items():
+            idx, name = key.split(".", 1)
+            state.setdefault(int(idx), {})[name] = value
+        for key, value in meta["scalars"].items():
+            idx, name = key.split(".", 1)
+            state.setdefault(int(idx), {})[name] = value
+        for idx, entries in state.items():
+            if not 0 <= idx < len(params):
+                raise ValueError(f"state for parameter {idx}, the model has {len(params)}")
+            if set(entries) != set(expected):
+                raise ValueError(f"parameter {idx} has state {sorted(entries)}")
+            for name, value in entries.items():
+                shape = () if expected[name] else params[idx].shape
+                if not torch.is_tensor(value) or value.shape != shape:
+                    raise ValueError(f"{idx}.{name} is not a tensor of shape {tuple(shape)}")
+                if not value.is_floating_point():
+                    raise ValueError(f"{idx}.{name} is {value.dtype}, not floating point")
+        opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
+    except (KeyError, ValueError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{source}: optimizer state {prefix} does not match: {e}") from None
+
+
+def _state_layout(opt: torch.optim.Optimizer) -> dict[str, bool]:
+    """The state names an optimizer like ``opt`` keeps per parameter -> whether each is a
+    scalar (else it has the parameter's shape), found by stepping a copy on a probe."""
+    probe = torch.zeros(2, requires_grad=True)
+    twin = type(opt)([probe], **opt.defaults)
+    probe.grad = torch.ones(2)
+    twin.step()
+    return {name: value.dim() == 0 for name, value in twin.state[probe].items()}

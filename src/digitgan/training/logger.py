@@ -52,9 +52,13 @@ class RunLogger:
         )
 
     def histograms(self, step: int, G: nn.Module, D: nn.Module) -> None:
+        # TensorBoard's buckets end at +-1e20: values beyond would be dropped (and a tensor of
+        # only such values make add_histogram fail), so huge weights count in the end buckets.
+        edge = self.writer.default_bins[-1]
         for prefix, module in (("G", G), ("D", D)):
             for name, p in module.named_parameters():
-                self.writer.add_histogram(f"{prefix}/{name}", p.detach().float().cpu(), step)
+                values = p.detach().float().cpu().clamp(-edge, edge)
+                self.writer.add_histogram(f"{prefix}/{name}", values, step)
 
     def image(self, step: int, grid: np.ndarray) -> None:
         fmt = "HW" if grid.ndim == 2 else "HWC"

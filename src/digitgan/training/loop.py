@@ -12,9 +12,11 @@ so training neither reads nor disturbs the caller's global random state.
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +24,9 @@ from pathlib import Path
 import torch
 
 from .. import __version__
-from ..config import Config
+from ..config import SECTIONS, Config, apply_sets
 from ..data import Dataset, load_dataset
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, DivergenceError
 from ..losses import OBJECTIVES, PENALTIES
 from ..models import build_models, sample_noise
 from ..viz import make_grid, save_png, to_uint8
@@ -32,11 +34,13 @@ from .batches import EpochBatches
 from .checkpoint import (
     LATEST,
     SUFFIX,
+    check_models,
+    checkpoint_config,
     load_module_state,
     load_optimizer,
     optimizer_tensors,
     read_checkpoint,
-    resolve_checkpoint,
+    read_metadata,
     save_checkpoint,
 )
 from .ema import EMA
@@ -249,6 +253,12 @@ class GANTrainer:
         load_module_state(self.D, tensors, "D", source)
         if self.ema:
             load_module_state(self.ema.model, tensors, "G_ema", source)
+        missing = [k for k in ("opt_g", "opt_d", "data_pos") if k not in meta]
+        if missing:
+            raise CheckpointError(
+                f"{source}: holds no training state ({', '.join(missing)} missing), so training "
+                "cannot continue from it"
+            )
         load_optimizer(self.opt_g, tensors, meta["opt_g"], "opt_g", source)
         load_optimizer(self.opt_d, tensors, meta["opt_d"], "opt_d", source)
         try:
@@ -256,9 +266,19 @@ class GANTrainer:
                 {"perm": tensors["data.perm"], "pos": meta["data_pos"], "rng": tensors["rng.data"]}
             )
             self.noise_gen.set_state(tensors["rng.noise"])
-        except (KeyError, ValueError, RuntimeError) as e:
+        except (KeyError, ValueError, TypeError, RuntimeError) as e:
             raise CheckpointError(f"{source}: random or data-order state unusable: {e}") from None
         self.step_count = int(meta["step"])
+
+    def check_finite(self) -> None:
+        """Raise DivergenceError if a weight of G or D is NaN or infinite (one host sync)."""
+        for name, module in (("generator", self.G), ("discriminator", self.D)):
+            params = [p.detach() for p in module.parameters() if p.is_floating_point()]
+            if params and not bool(torch.stack([p.isfinite().all() for p in params]).all()):
+                raise DivergenceError(
+                    f"training diverged: the {name}'s weights are NaN or infinite after "
+                    f"iteration {self.step_count}"
+                )
 
 
 # --- runs -----------------------------------------------------------------------------------
@@ -302,10 +322,54 @@ def _sigint_to(flag: _StopFlag):
 
 
 def _save(trainer: GANTrainer, run: RunDir, numbered: bool) -> None:
+    """Checkpoint the trainer, unless its weights have diverged (then the last good one stays)."""
+    _check_finite(trainer, run)
     tensors, meta = trainer.state()
-    if numbered:
-        save_checkpoint(run.checkpoints / f"step-{trainer.step_count:07d}{SUFFIX}", tensors, meta)
-    save_checkpoint(run.checkpoints / f"{LATEST}{SUFFIX}", tensors, meta)
+    try:
+        if numbered:
+            path = run.checkpoints / f"step-{trainer.step_count:07d}{SUFFIX}"
+            save_checkpoint(path, tensors, meta)
+        save_checkpoint(run.checkpoints / f"{LATEST}{SUFFIX}", tensors, meta)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e}; {_where_to_continue(run, 'once that is fixed')}") from e
+
+
+def _check_finite(
+    trainer: GANTrainer, run: RunDir, stats: dict | None = None, i: int = 0, weights: bool = True
+) -> None:
+    """Raise DivergenceError, saying how to go on, if iteration ``i``'s losses in ``stats`` or
+    (with ``weights``) the model weights are NaN or infinite."""
+    try:
+        bad = [
+            f"{k.replace('_', ' ')} {v}"
+            for k, v in (stats or {}).items()
+            if k.endswith("_loss") and not math.isfinite(v)
+        ]
+        if bad:
+            raise DivergenceError(f"training diverged at iteration {i}: {', '.join(bad)}")
+        if weights:
+            trainer.check_finite()
+    except DivergenceError as e:
+        raise DivergenceError(f"{e}; {_divergence_advice(trainer, run)}") from None
+
+
+def _divergence_advice(trainer: GANTrainer, run: RunDir) -> str:
+    o = trainer.cfg.optim
+    lrs = f" --set optim.lr_d={o.lr_d / 2:g} --set optim.lr_g={o.lr_g / 2:g}"
+    return _where_to_continue(run, "to try lower learning rates", lrs)
+
+
+def _where_to_continue(run: RunDir, then: str, options: str = "") -> str:
+    """Which checkpoint the run can continue from, and the command that does it."""
+    path = run.checkpoints / f"{LATEST}{SUFFIX}"
+    try:
+        step = read_metadata(path)["step"]
+    except CheckpointError:
+        return f"no checkpoint was saved yet; {then}, start again with --force{options}"
+    return (
+        f"the last good checkpoint ({path}, iteration {step}) is kept; {then}, continue with "
+        f"`digitgan train --resume {run.root}{options}`"
+    )
 
 
 def _console(progress: bool):
@@ -350,6 +414,8 @@ def _fit(trainer: GANTrainer, run: RunDir, iters: int, progress: bool, fresh: bo
                 print_now = cfg.print_every and i % cfg.print_every == 0
                 if log_now or print_now:
                     stats = trainer.stats()
+                    # (histograms of NaN weights would fail; their check costs no extra sync)
+                    _check_finite(trainer, run, stats, i, weights=log_now and cfg.histograms)
                     elapsed = time.perf_counter() - t0
                     rate = (trainer.step_count - step0) / max(elapsed, 1e-9)
                     if log_now:
@@ -405,15 +471,16 @@ def train(
     device = resolve_device(cfg.train.device)
     dataset = dataset or load_dataset(cfg.data.dataset, cfg.data.data_dir or None)
     trainer = GANTrainer(cfg, dataset, device)  # before the run dir: a bad model leaves nothing
-    run = RunDir.create(out or RunDir.default_path(cfg.preset), force=force)
-    run.write_config(cfg.to_toml())
-    return _fit(trainer, run, cfg.train.iters, _want_progress(progress), fresh=True)
+    with RunDir.create(out or RunDir.default_path(cfg.preset), force=force) as run:
+        run.write_config(cfg.to_toml())
+        return _fit(trainer, run, cfg.train.iters, _want_progress(progress), fresh=True)
 
 
 def resume(
     run_dir: str | Path,
     iters: int | None = None,
     *,
+    sets: Sequence[str] = (),
     progress: bool | None = None,
     device: str | None = None,
     dataset: Dataset | None = None,
@@ -421,27 +488,60 @@ def resume(
     """Continue a run from its latest checkpoint, to ``iters`` (default: its configured total).
 
     Model, optimiser, step, random states and data order are restored, so the result is the
-    same as an uninterrupted run (bit for bit on the CPU).
+    same as an uninterrupted run (bit for bit on the CPU). ``sets`` changes settings from
+    here on, as ``section.key=value`` strings (e.g. ``["optim.lr_d=5e-4"]``); the fields in
+    :data:`FIXED_ON_RESUME` cannot change.
     """
-    run = RunDir.open(run_dir)
-    path = resolve_checkpoint(run.root)
+    with RunDir.open(run_dir) as run:
+        latest = run.checkpoints / f"{LATEST}{SUFFIX}"
+        if not latest.exists():
+            raise CheckpointError(
+                f"--resume {run.root}: the run has no checkpoint yet (it stopped before its "
+                f"first one); start it again with `digitgan train --out {run.root} --force`"
+            )
+        trainer = restore_trainer(latest, iters, sets, device, dataset)
+        run.write_config(trainer.cfg.to_toml())
+        run.truncate_metrics(trainer.step_count)
+        return _fit(trainer, run, trainer.cfg.train.iters, _want_progress(progress), fresh=False)
+
+
+FIXED_ON_RESUME = ("model", "data.dataset", "train.seed", "train.ema_decay")
+"""What a resume cannot change: the models, the data, the seed of the fixed noise, the EMA."""
+
+
+def restore_trainer(
+    path: Path,
+    iters: int | None = None,
+    sets: Sequence[str] = (),
+    device: str | None = None,
+    dataset: Dataset | None = None,
+) -> GANTrainer:
+    """A trainer in the state saved in checkpoint ``path``, with ``sets`` applied to its config.
+
+    Everything in the file is checked before it is used: a damaged, tampered or mismatched
+    checkpoint raises CheckpointError (or ConfigError for its config), never a PyTorch error.
+    """
     tensors, meta = read_checkpoint(path)
-    try:
-        cfg = Config.from_dict(meta["config"], source=f"{path} config")
-    except KeyError:
-        raise CheckpointError(f"{path}: checkpoint has no config") from None
-    overrides = {}
-    if iters is not None:
-        overrides["train__iters"] = iters
-    if device is not None:
-        overrides["train__device"] = device
-    cfg = cfg.replace(**overrides)
+    saved = checkpoint_config(meta, path)
+    check_models(saved.model, meta, tensors, "GD", path)
+    cfg = saved.replace()
+    apply_sets(cfg, sets)
+    before, after = saved.to_dict(), cfg.to_dict()
+    for section in SECTIONS:
+        for name, value in after[section].items():
+            key = f"{section}.{name}"
+            fixed = key in FIXED_ON_RESUME or section in FIXED_ON_RESUME
+            if fixed and value != before[section][name]:
+                raise ConfigError(
+                    f"--set {key}: cannot change when resuming a run (it is fixed by the "
+                    "checkpoint); start a new run for that"
+                )
+    overrides = {"train__iters": iters, "train__device": device}
+    cfg = cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
     dataset = dataset or load_dataset(cfg.data.dataset, cfg.data.data_dir or None)
     trainer = GANTrainer(cfg, dataset, resolve_device(cfg.train.device))
     trainer.load_state(tensors, meta, path)
-    run.write_config(cfg.to_toml())
-    run.truncate_metrics(trainer.step_count)
-    return _fit(trainer, run, cfg.train.iters, _want_progress(progress), fresh=False)
+    return trainer
 
 
 def _want_progress(progress: bool | None) -> bool:

@@ -6,22 +6,83 @@ DIR/samples/NNN.png    sample grids from a fixed noise batch, NNN = step / log.s
 DIR/samples/final.png  the grid at the end of training
 DIR/tb/                TensorBoard event files
 DIR/checkpoints/       step-NNNNNNN.safetensors (+ .json) and latest.safetensors (+ .json)
+DIR/.lock              held by the process that trains in DIR (see :class:`RunLock`)
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import RunDirError
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, remove_partial_files
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock(2); runs are not locked there
+    fcntl = None
+
+LOCK_NAME = ".lock"
+
+
+class RunLock:
+    """An exclusive lock on a run directory, so that two processes never train into it.
+
+    The lock is ``flock(2)`` on ``DIR/.lock``. The kernel releases it when the holding
+    process ends, however it ends (SIGKILL and power cuts included), so a crashed trainer can
+    never leave its run locked, and no guess about whether an old PID is still alive is
+    needed. The file holds the holder's PID, host and start time, for the message a second
+    process shows. It is never deleted: a process could otherwise lock a file that another
+    has just unlinked, and both would believe they own the run.
+    """
+
+    def __init__(self, root: Path):
+        self.path = root / LOCK_NAME
+        self._file = None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise RunDirError naming the process that holds it."""
+        if fcntl is None:
+            return
+        f = self.path.open("a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise RunDirError(
+                f"run directory {self.path.parent} is in use by {holder}; wait for that "
+                "training to finish or stop it, or choose another --out"
+            ) from None
+        except BaseException:
+            f.close()
+            raise
+        f.seek(0)
+        f.truncate()
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        f.write(f"digitgan PID {os.getpid()} on host {socket.gethostname()} since {stamp}\n")
+        f.flush()
+        self._file = f
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing the last descriptor releases the flock
+            self._file = None
 
 
 class RunDir:
+    """The paths of a run directory. :meth:`create` and :meth:`open` return one that holds the
+    run's lock; use it as a context manager (or call :meth:`close`) to release it."""
+
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        self.lock = RunLock(self.root)
         self.samples = self.root / "samples"
         self.tb = self.root / "tb"
         self.checkpoints = self.root / "checkpoints"
@@ -30,6 +91,16 @@ class RunDir:
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.root)!r})"
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the run's lock."""
+        self.lock.release()
 
     @staticmethod
     def default_path(preset: str, base: str | Path = "runs") -> Path:
@@ -46,15 +117,16 @@ class RunDir:
 
     @classmethod
     def create(cls, root: str | Path, force: bool = False) -> RunDir:
-        """A new, empty run directory. An existing one is replaced only with ``force``.
+        """A new, empty, locked run directory. An existing one is replaced only with ``force``.
 
         ``force`` deletes only a digitgan run directory (one with config.toml) or an empty
-        folder, never an unrelated folder.
+        folder, never an unrelated folder, and never a run that another process is training.
         """
         run = cls(root)
         if run.root.exists() and not run.root.is_dir():
             raise RunDirError(f"--out {run.root}: exists and is not a directory")
-        if run.root.is_dir() and any(run.root.iterdir()):
+        old = [p for p in run.root.iterdir() if p.name != LOCK_NAME] if run.root.is_dir() else []
+        if old:
             if not force:
                 raise RunDirError(
                     f"run directory {run.root} already exists; use --resume {run.root} to "
@@ -65,22 +137,41 @@ class RunDir:
                     f"--out {run.root}: not empty and not a digitgan run (no config.toml); "
                     "refusing to delete it, even with --force"
                 )
-            shutil.rmtree(run.root)
-        for d in (run.root, run.samples, run.tb, run.checkpoints):
-            d.mkdir(parents=True, exist_ok=True)
+        run._lock_and_prepare("--out", old)
         return run
 
     @classmethod
     def open(cls, root: str | Path) -> RunDir:
-        """An existing run directory, for resuming."""
+        """An existing run directory, locked, for resuming."""
         run = cls(root)
         if not run.root.is_dir():
             raise RunDirError(f"--resume {run.root}: no such run directory")
         if not run.is_run():
             raise RunDirError(f"--resume {run.root}: not a digitgan run (no config.toml)")
-        for d in (run.samples, run.tb, run.checkpoints):
-            d.mkdir(exist_ok=True)
+        run._lock_and_prepare("--resume")
         return run
+
+    def _lock_and_prepare(self, flag: str, replace: Sequence[Path] = ()) -> None:
+        """Make the folder, lock it, delete ``replace`` (an old run's files) and whatever a
+        killed process left half-written, and make the sub-folders."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.lock.acquire()
+            try:
+                for p in replace:
+                    if p.is_dir() and not p.is_symlink():
+                        shutil.rmtree(p)
+                    else:
+                        p.unlink()
+                for d in (self.samples, self.tb, self.checkpoints):
+                    d.mkdir(exist_ok=True)
+                for d in (self.root, self.samples, self.checkpoints):
+                    remove_partial_files(d)
+            except BaseException:
+                self.close()
+                raise
+        except OSError as e:
+            raise RunDirError(f"{flag} {self.root}: cannot use it: {e.strerror or e}") from e
 
     def write_config(self, toml_text: str) -> None:
         atomic_write_text(self.config, toml_text)
@@ -90,13 +181,14 @@ class RunDir:
             f.write(json.dumps(record) + "\n")
 
     def truncate_metrics(self, step: int) -> None:
-        """Drop records logged after ``step`` (they belong to work a resume will redo)."""
+        """Drop the records of iterations ``step`` and later: a resume from a checkpoint taken
+        after ``step`` iterations redoes them (a crash may have come after their record)."""
         if not self.metrics.exists():
             return
         kept = []
         for line in self.metrics.read_text().splitlines():
             try:
-                if json.loads(line)["step"] <= step:
+                if json.loads(line)["step"] < step:
                     kept.append(line)
             except (ValueError, KeyError, TypeError):
                 continue  # a line cut short by a crash
