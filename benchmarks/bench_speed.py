@@ -6,7 +6,9 @@ ratio. Three things are timed:
 
 - ``plain``: the textbook eager loop (nn.Sequential MLPs, BCEWithLogits, two Adams,
   one D step then one G step on fresh noise, random batches from a float tensor);
-- ``digitgan step``: ``GANTrainer.step()`` alone, the inner loop of ``digitgan train``;
+- ``digitgan step``: ``GANTrainer.step()`` alone, the inner loop of ``digitgan train``,
+  with the hand-written MLP step (the default, training/fast_mlp.py) and with the generic
+  autograd step (``train.fast_step = false``);
 - ``digitgan train``: the whole ``digitgan.train`` call with its normal outputs (grids,
   TensorBoard with histograms, checkpoints, metrics), start-up included.
 
@@ -53,8 +55,9 @@ def plain_loop(images: torch.Tensor, iters: int) -> float:
     return time.perf_counter() - t0
 
 
-def digitgan_steps(dataset, iters: int) -> float:
-    trainer = GANTrainer(digitgan.preset("seed").replace(train__device="cpu"), dataset)
+def digitgan_steps(dataset, iters: int, fast: bool = True) -> float:
+    cfg = digitgan.preset("seed").replace(train__device="cpu", train__fast_step=fast)
+    trainer = GANTrainer(cfg, dataset)
     t0 = time.perf_counter()
     for _ in range(iters):
         trainer.step()
@@ -82,7 +85,8 @@ def main() -> None:
     flat = torch.from_numpy(dataset.train.images).float().div(255).flatten(1)
     runs = {
         "plain eager loop": lambda: plain_loop(flat, args.iters),
-        "digitgan step": lambda: digitgan_steps(dataset, args.iters),
+        "digitgan step (hand-written, default)": lambda: digitgan_steps(dataset, args.iters),
+        "digitgan step (autograd)": lambda: digitgan_steps(dataset, args.iters, fast=False),
         "digitgan train (all outputs)": lambda: digitgan_train(dataset, args.iters),
     }
     plain_loop(flat, 50)  # warm-up

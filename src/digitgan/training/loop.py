@@ -30,6 +30,7 @@ from ..errors import CheckpointError, ConfigError, DivergenceError
 from ..losses import OBJECTIVES, PENALTIES
 from ..models import build_models, sample_noise
 from ..viz import make_grid, save_png, to_uint8
+from . import fast_mlp
 from .batches import EpochBatches
 from .checkpoint import (
     LATEST,
@@ -115,6 +116,7 @@ class GANTrainer:
         )
         self.step_count = 0
         self.last: dict[str, torch.Tensor] = {}
+        self.fast_step = fast_mlp.FastMLPStep(self) if fast_mlp.supports(self) else None
 
     @property
     def sampler(self) -> torch.nn.Module:
@@ -149,6 +151,20 @@ class GANTrainer:
     def step(self) -> None:
         """One iteration: ``d_steps`` discriminator steps on real batches and fresh noise, then
         one generator step on fresh noise. Results stay on the device in ``self.last``."""
+        d_loss, g_loss, real_logits, fake_logits = (self.fast_step or self.autograd_step)()
+        if self.ema:
+            self.ema.update(self.G, self.step_count)
+        self.step_count += 1
+        self.last = {
+            "D_loss": d_loss.detach(),
+            "G_loss": g_loss.detach(),
+            "real_logits": real_logits.detach(),
+            "fake_logits": fake_logits.detach(),
+        }
+
+    def autograd_step(self):
+        """The generic iteration, through autograd: any model, objective and penalty.
+        Returns (d_loss, g_loss, real_logits, fake_logits)."""
         G, D, obj = self.G, self.D, self.objective
         bs = self.cfg.data.batch_size
         for _ in range(self.cfg.train.d_steps):
@@ -172,15 +188,7 @@ class GANTrainer:
         g_loss.backward()
         self.opt_g.step()
         D.requires_grad_(True)
-        if self.ema:
-            self.ema.update(G, self.step_count)
-        self.step_count += 1
-        self.last = {
-            "D_loss": d_loss.detach(),
-            "G_loss": g_loss.detach(),
-            "real_logits": real_logits.detach(),
-            "fake_logits": fake_logits.detach(),
-        }
+        return d_loss, g_loss, real_logits, fake_logits
 
     def stats(self) -> dict[str, float]:
         """The last step's losses and mean D(x), D(G(z)) as floats (one host sync)."""
