@@ -150,3 +150,40 @@ def test_hand_written_step_computes_what_autograd_does(mnist20k, overrides):
             gap = (p - q).abs()
             assert gap.max() <= 2 * 5 * 1e-3, name  # Adam moves a weight at most ~lr a step
             assert (gap > 1e-4).float().mean() < 0.1, f"{name}: many weights differ"
+
+
+def test_seed_training_matches_a_plain_pytorch_loop(mnist20k):
+    """Fed the same initial weights, batches and noise, digitgan's seed iterations give the
+    losses of the textbook eager loop (nn.Sequential, BCEWithLogitsLoss, two Adams)."""
+    from torch import nn
+
+    tr = GANTrainer(preset("seed").replace(train__device="cpu"), mnist20k)
+    G = nn.Sequential(nn.Linear(100, 128), nn.ReLU(), nn.Linear(128, 784), nn.Sigmoid())
+    D = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 1))
+    mine = [tr.G.body.fc1, tr.G.body.fc2, tr.D.features.fc1, tr.D.head]
+    with torch.no_grad():
+        for plain, ours in zip([G[0], G[2], D[0], D[2]], mine, strict=True):
+            plain.weight.copy_(ours.weight)
+            plain.bias.copy_(ours.bias)
+    draws = []
+    next_batch, noise = tr.batches.next, tr.noise
+    tr.batches.next = lambda: draws.append(next_batch()) or draws[-1]
+    tr.noise = lambda n, generator=None: draws.append(noise(n, generator)) or draws[-1]
+    opt_g = torch.optim.Adam(G.parameters(), lr=1e-3)
+    opt_d = torch.optim.Adam(D.parameters(), lr=1e-3)
+    bce = nn.BCEWithLogitsLoss()
+    ones, zeros = torch.ones(128, 1), torch.zeros(128, 1)
+    for _ in range(5):
+        draws.clear()
+        tr.step()
+        (x, _), z1, z2 = draws
+        d_loss = bce(D(x.flatten(1)), ones) + bce(D(G(z1).detach()), zeros)
+        opt_d.zero_grad()
+        d_loss.backward()
+        opt_d.step()
+        g_loss = bce(D(G(z2)), ones)
+        opt_g.zero_grad()
+        g_loss.backward()
+        opt_g.step()
+        assert tr.stats()["D_loss"] == pytest.approx(d_loss.item(), rel=1e-5)
+        assert tr.stats()["G_loss"] == pytest.approx(g_loss.item(), rel=1e-5)
