@@ -33,17 +33,30 @@ LATEST = "latest"
 SUFFIX = ".safetensors"
 
 
-def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Write a checkpoint file (and its JSON sidecar) atomically."""
-    meta = {"format": FORMAT, "version": VERSION, **meta}
+def save_checkpoint(
+    path: Path,
+    tensors: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    fmt: str = FORMAT,
+    version: int = VERSION,
+) -> None:
+    """Write a checkpoint file (and its JSON sidecar) atomically.
+
+    ``fmt`` and ``version`` name the kind of file (other safetensors files that digitgan
+    keeps, such as the bundled classifier's weights, use the same layout).
+    """
+    meta = {"format": fmt, "version": version, **meta}
     text = json.dumps(meta, indent=2, sort_keys=True)
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     atomic_write_bytes(path, st_save(cpu, metadata={"digitgan": text}))
     atomic_write_bytes(path.with_suffix(".json"), (text + "\n").encode())
 
 
-def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read (tensors, metadata) from a checkpoint file, without pickle, validating the header."""
+def read_checkpoint(
+    path: Path, fmt: str = FORMAT, version: int = VERSION
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read (tensors, metadata) from a checkpoint file, without pickle, validating the header
+    (its ``format`` must be ``fmt`` and its ``version`` ``version``)."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -58,12 +71,12 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
         meta = json.loads(header.get("__metadata__", {}).get("digitgan", "null"))
     except (SafetensorError, ValueError, UnicodeDecodeError, AttributeError) as e:
         raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a digitgan checkpoint (no digitgan metadata)")
-    if meta.get("version") != VERSION:
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        raise CheckpointError(f"{path}: not a {fmt} file (no such digitgan metadata)")
+    if meta.get("version") != version:
         raise CheckpointError(
-            f"{path}: checkpoint format version {meta.get('version')!r}, this digitgan reads "
-            f"version {VERSION}"
+            f"{path}: {fmt} format version {meta.get('version')!r}, this digitgan reads "
+            f"version {version}"
         )
     return tensors, meta
 
