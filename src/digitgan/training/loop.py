@@ -262,7 +262,23 @@ def _console(progress: bool):
     return None, lambda s: print(s, flush=True)
 
 
-def _fit(trainer: GANTrainer, run: RunDir, iters: int, progress: bool, fresh: bool) -> TrainResult:
+def _evaluator(cfg: Config, dataset: Dataset):
+    """The ``log.eval_every`` hook (checks its classifier and test split now), or None."""
+    if not cfg.log.eval_every:
+        return None
+    from ..eval.evaluate import TrainingEval
+
+    return TrainingEval(cfg, dataset)
+
+
+def _fit(
+    trainer: GANTrainer,
+    run: RunDir,
+    iters: int,
+    progress: bool,
+    fresh: bool,
+    evaluator=None,
+) -> TrainResult:
     cfg = trainer.cfg.log
     logger = RunLogger(run, purge_step=None if fresh else trainer.step_count)
     if fresh:
@@ -311,6 +327,8 @@ def _fit(trainer: GANTrainer, run: RunDir, iters: int, progress: bool, fresh: bo
                         )
                 if bar:
                     bar.update(1)
+                if evaluator and trainer.step_count % cfg.eval_every == 0:
+                    evaluator(trainer, run, logger)
                 if cfg.ckpt_every and trainer.step_count % cfg.ckpt_every == 0:
                     _save(trainer, run, numbered=True)
             done = trainer.step_count
@@ -349,10 +367,11 @@ def train(
     """
     device = resolve_device(cfg.train.device)
     dataset = dataset or load_dataset(cfg.data.dataset, cfg.data.data_dir or None)
+    evaluator = _evaluator(cfg, dataset)
     run = RunDir.create(out or RunDir.default_path(cfg.preset), force=force)
     run.write_config(cfg.to_toml())
     trainer = GANTrainer(cfg, dataset, device)
-    return _fit(trainer, run, cfg.train.iters, _want_progress(progress), fresh=True)
+    return _fit(trainer, run, cfg.train.iters, _want_progress(progress), True, evaluator)
 
 
 def resume(
@@ -382,11 +401,12 @@ def resume(
         overrides["train__device"] = device
     cfg = cfg.replace(**overrides)
     dataset = dataset or load_dataset(cfg.data.dataset, cfg.data.data_dir or None)
+    evaluator = _evaluator(cfg, dataset)
     trainer = GANTrainer(cfg, dataset, resolve_device(cfg.train.device))
     trainer.load_state(tensors, meta, path)
     run.write_config(cfg.to_toml())
     run.truncate_metrics(trainer.step_count)
-    return _fit(trainer, run, cfg.train.iters, _want_progress(progress), fresh=False)
+    return _fit(trainer, run, cfg.train.iters, _want_progress(progress), False, evaluator)
 
 
 def _want_progress(progress: bool | None) -> bool:
