@@ -39,13 +39,21 @@ MAX_HEADER_BYTES = 100_000_000
 """The largest header accepted (safetensors' own limit): refused before it is read."""
 
 
-def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+def save_checkpoint(
+    path: Path,
+    tensors: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    fmt: str = FORMAT,
+    version: int = VERSION,
+) -> None:
     """Write a checkpoint file (and its JSON sidecar) atomically.
 
-    A failed write (disk full, file too large, permission denied) raises CheckpointError and
-    leaves the file that was there before untouched.
+    ``fmt`` and ``version`` name the kind of file (other safetensors files that digitgan
+    keeps, such as the bundled classifier's weights, use the same layout). A failed write
+    (disk full, file too large, permission denied) raises CheckpointError and leaves the
+    file that was there before untouched.
     """
-    meta = {"format": FORMAT, "version": VERSION, **meta}
+    meta = {"format": fmt, "version": version, **meta}
     text = json.dumps(meta, indent=2, sort_keys=True)
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     try:
@@ -55,15 +63,18 @@ def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str
         raise CheckpointError(f"cannot write checkpoint {path}: {e.strerror or e}") from e
 
 
-def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read (tensors, metadata) from a checkpoint file, without pickle, validating the header.
+def read_checkpoint(
+    path: Path, fmt: str = FORMAT, version: int = VERSION
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read (tensors, metadata) from a checkpoint file, without pickle, validating the header
+    (its ``format`` must be ``fmt`` and its ``version`` ``version``).
 
-    The header is read and checked first, so a file that is not a digitgan checkpoint is
-    refused before its contents are read into memory.
+    The header is read and checked first, so a file that is not such a file is refused
+    before its contents are read into memory.
     """
     path = Path(path)
     with _open_checkpoint(path) as f:
-        meta = _read_header(f, path)
+        meta = _read_header(f, path, fmt, version)
         f.seek(0)
         data = f.read()
     try:
@@ -106,8 +117,16 @@ _META_FIELDS = {
 }
 
 
-def _read_header(f: BinaryIO, path: Path) -> dict[str, Any]:
-    """Parse the safetensors header at the start of ``f`` and check its digitgan metadata."""
+def _kind(fmt: str) -> str:
+    """How messages name a file format: "digitgan checkpoint" or "<format> file"."""
+    return "digitgan checkpoint" if fmt == FORMAT else f"{fmt} file"
+
+
+def _read_header(
+    f: BinaryIO, path: Path, fmt: str = FORMAT, version: int = VERSION
+) -> dict[str, Any]:
+    """Parse the safetensors header at the start of ``f`` and check its digitgan metadata
+    (for GAN checkpoints, also the fields every one must have)."""
     size = os.fstat(f.fileno()).st_size
     prefix = f.read(8)
     header_len = int.from_bytes(prefix, "little") if len(prefix) == 8 else 0
@@ -117,15 +136,15 @@ def _read_header(f: BinaryIO, path: Path) -> dict[str, Any]:
         header = json.loads(f.read(header_len))
         meta = json.loads(header["__metadata__"]["digitgan"])
     except (ValueError, KeyError, TypeError, RecursionError):
-        raise CheckpointError(f"{path}: not a digitgan checkpoint (no digitgan metadata)") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a digitgan checkpoint (no digitgan metadata)")
-    if meta.get("version") != VERSION:
+        raise CheckpointError(f"{path}: not a {_kind(fmt)} (no digitgan metadata)") from None
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        raise CheckpointError(f"{path}: not a {_kind(fmt)} (no such digitgan metadata)")
+    if meta.get("version") != version:
         raise CheckpointError(
-            f"{path}: checkpoint format version {meta.get('version')!r}, this digitgan reads "
-            f"version {VERSION}"
+            f"{path}: {fmt} format version {meta.get('version')!r}, this digitgan reads "
+            f"version {version}"
         )
-    for key, (ok, what) in _META_FIELDS.items():
+    for key, (ok, what) in _META_FIELDS.items() if fmt == FORMAT else ():
         if key not in meta or not ok(meta[key]):
             raise CheckpointError(f"{path}: metadata field {key!r} is missing or not {what}")
     return meta

@@ -389,7 +389,23 @@ def _console(progress: bool):
     return None, lambda s: print(s, flush=True)
 
 
-def _fit(trainer: GANTrainer, run: RunDir, iters: int, progress: bool, fresh: bool) -> TrainResult:
+def _evaluator(cfg: Config, dataset: Dataset):
+    """The ``log.eval_every`` hook (checks its classifier and test split now), or None."""
+    if not cfg.log.eval_every:
+        return None
+    from ..eval.evaluate import TrainingEval
+
+    return TrainingEval(cfg, dataset)
+
+
+def _fit(
+    trainer: GANTrainer,
+    run: RunDir,
+    iters: int,
+    progress: bool,
+    fresh: bool,
+    evaluator=None,
+) -> TrainResult:
     cfg = trainer.cfg.log
     logger = RunLogger(run, purge_step=None if fresh else trainer.step_count)
     if fresh:
@@ -440,6 +456,8 @@ def _fit(trainer: GANTrainer, run: RunDir, iters: int, progress: bool, fresh: bo
                         )
                 if bar:
                     bar.update(1)
+                if evaluator and trainer.step_count % cfg.eval_every == 0:
+                    evaluator(trainer, run, logger)
                 if cfg.ckpt_every and trainer.step_count % cfg.ckpt_every == 0:
                     _save(trainer, run, numbered=True)
             done = trainer.step_count
@@ -478,10 +496,11 @@ def train(
     """
     device = resolve_device(cfg.train.device)
     dataset = dataset or load_dataset(cfg.data.dataset, cfg.data.data_dir or None)
-    trainer = GANTrainer(cfg, dataset, device)  # before the run dir: a bad model leaves nothing
+    evaluator = _evaluator(cfg, dataset)  # these two first: a bad config leaves no run dir
+    trainer = GANTrainer(cfg, dataset, device)
     with RunDir.create(out or RunDir.default_path(cfg.preset), force=force) as run:
         run.write_config(cfg.to_toml())
-        return _fit(trainer, run, cfg.train.iters, _want_progress(progress), fresh=True)
+        return _fit(trainer, run, cfg.train.iters, _want_progress(progress), True, evaluator)
 
 
 def resume(
@@ -507,10 +526,13 @@ def resume(
                 f"--resume {run.root}: the run has no checkpoint yet (it stopped before its "
                 f"first one); start it again with `digitgan train --out {run.root} --force`"
             )
-        trainer = restore_trainer(latest, iters, sets, device, dataset)
+        trainer, dataset = restore_trainer(latest, iters, sets, device, dataset)
+        evaluator = _evaluator(trainer.cfg, dataset)
         run.write_config(trainer.cfg.to_toml())
         run.truncate_metrics(trainer.step_count)
-        return _fit(trainer, run, trainer.cfg.train.iters, _want_progress(progress), fresh=False)
+        return _fit(
+            trainer, run, trainer.cfg.train.iters, _want_progress(progress), False, evaluator
+        )
 
 
 FIXED_ON_RESUME = ("model", "data.dataset", "train.seed", "train.ema_decay")
@@ -523,8 +545,9 @@ def restore_trainer(
     sets: Sequence[str] = (),
     device: str | None = None,
     dataset: Dataset | None = None,
-) -> GANTrainer:
-    """A trainer in the state saved in checkpoint ``path``, with ``sets`` applied to its config.
+) -> tuple[GANTrainer, Dataset]:
+    """(trainer, dataset): a trainer in the state saved in checkpoint ``path``, with ``sets``
+    applied to its config, and the dataset it trains on.
 
     Everything in the file is checked before it is used: a damaged, tampered or mismatched
     checkpoint raises CheckpointError (or ConfigError for its config), never a PyTorch error.
@@ -549,7 +572,7 @@ def restore_trainer(
     dataset = dataset or load_dataset(cfg.data.dataset, cfg.data.data_dir or None)
     trainer = GANTrainer(cfg, dataset, resolve_device(cfg.train.device))
     trainer.load_state(tensors, meta, path)
-    return trainer
+    return trainer, dataset
 
 
 def _want_progress(progress: bool | None) -> bool:
