@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from . import __version__
 from .errors import ConfigError, DigitganError
@@ -115,6 +116,13 @@ def _evaluate(args) -> int:
     else:
         report = evaluate(args.source, dataset=args.dataset, device=_device(args.device), **common)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
+    if args.save:
+        from .eval.evaluate import save_evaluation
+
+        if args.real or Path(args.source).suffix == ".npy":
+            raise ConfigError("--save: only a run or checkpoint's evaluation is saved")
+        floor = evaluate_real(report.dataset, **common)
+        print(f"wrote {save_evaluation(args.source, report, floor)}")
     return 0
 
 
@@ -334,6 +342,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0, help="noise or subset seed (default 0)")
     e.add_argument("--device", default="cpu", help="where the generator runs (default cpu)")
     e.add_argument("--json", action="store_true", help="print JSON")
+    e.add_argument(
+        "--save",
+        action="store_true",
+        help="also score the real-data floor and write both to RUN/eval.json "
+        "(shown by `digitgan serve`)",
+    )
     e.set_defaults(func=_evaluate)
 
     cl = sub.add_parser("classifier", help="train the digit classifier behind the metrics")

@@ -107,3 +107,15 @@ def test_a_malformed_eval_json_is_logged_and_ignored(tmp_path, caplog, text):
     with caplog.at_level(logging.WARNING, logger="digitgan.serve"):
         assert read_evaluation(tmp_path / "checkpoints" / "latest.safetensors") == (None, None)
     assert "eval.json" in caplog.text
+
+
+def test_evaluate_save_is_what_the_page_shows(tiny_run, capsys):
+    from digitgan.cli import main
+    from digitgan.training.checkpoint import resolve_checkpoint
+
+    assert main(["evaluate", str(tiny_run), "--n", "200", "--save"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    metrics, floor = read_evaluation(resolve_checkpoint(tiny_run))
+    assert set(metrics) == set(floor) and "fid" in metrics and "precision" in metrics
+    assert floor["fid"] < metrics["fid"]  # real digits beat a 3-iteration model
+    assert main(["evaluate", "--real", "--n", "200", "--save"]) == 2  # nothing to save it to

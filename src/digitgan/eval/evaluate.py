@@ -11,6 +11,7 @@ on ``log.eval_samples`` generated images, logged and used to keep the best check
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -272,6 +273,34 @@ def evaluate_real(
     images = data.train.images[pick] if count < len(data.train) else data.train.images
     _check_shape(f"dataset {data.name}", images.shape[1:], data, clf)
     return _report(f"real training images of {data.name}", data, images, clf, t0)
+
+
+EVAL_FILE = "eval.json"
+"""Where ``digitgan evaluate --save`` keeps a run's scores, in its run directory."""
+
+
+def save_evaluation(source: str | Path, report: EvalReport, floor: EvalReport) -> Path:
+    """Write ``{"metrics": ..., "floor": ...}`` (numbers only) to the run directory of the
+    evaluated run or checkpoint, atomically; ``digitgan serve`` shows it beside the model."""
+    from ..fileio import atomic_write_text
+    from ..training.checkpoint import resolve_checkpoint
+    from ..training.rundir import run_dir_of
+
+    ckpt = resolve_checkpoint(source)
+
+    def numbers(metrics: dict) -> dict:
+        return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+    doc = {
+        "checkpoint": str(ckpt),
+        "samples": report.samples,
+        "dataset": report.dataset,
+        "metrics": numbers(report.metrics),
+        "floor": numbers(floor.metrics),
+    }
+    path = run_dir_of(ckpt) / EVAL_FILE
+    atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
+    return path
 
 
 # --- during training -------------------------------------------------------------------------

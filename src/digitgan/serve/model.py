@@ -16,9 +16,10 @@ from pathlib import Path
 
 import torch
 
-log = logging.getLogger("digitgan.serve")
+from ..eval.evaluate import EVAL_FILE
+from ..training.rundir import run_dir_of
 
-EVAL_FILE = "eval.json"
+log = logging.getLogger("digitgan.serve")
 
 
 def num_classes(gan) -> int:
@@ -61,13 +62,6 @@ def model_info(gan) -> dict:
         "metrics": metrics,
         "floor": floor,
     }
-
-
-def run_dir_of(checkpoint: Path) -> Path:
-    """The run directory a checkpoint belongs to (RUN/checkpoints/x -> RUN), else its folder."""
-    checkpoint = Path(checkpoint)
-    parent = checkpoint.parent
-    return parent.parent if parent.name == "checkpoints" else parent
 
 
 def _scores(value) -> dict | None:

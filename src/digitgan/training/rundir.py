@@ -197,3 +197,10 @@ class RunDir:
 
     def grid_path(self, index: int) -> Path:
         return self.samples / f"{index:03d}.png"
+
+
+def run_dir_of(checkpoint: Path) -> Path:
+    """The run directory a checkpoint belongs to (RUN/checkpoints/x -> RUN), else its folder."""
+    checkpoint = Path(checkpoint)
+    parent = checkpoint.parent
+    return parent.parent if parent.name == "checkpoints" else parent
