@@ -177,14 +177,12 @@ class Dist:
     def main_first(self, fn: Callable[[], T]) -> T:
         """``fn()`` on rank 0, then on the other ranks: rank 0 fills a cache (a download) before
         they read it. An error on any rank is raised on every rank."""
-        result = self.on_main(fn)
-        if self.is_main:
-            return result
-        error = None
-        try:
-            result = fn()
-        except Exception as e:
-            error = e
+        result, error = self.on_main(fn), None
+        if not self.is_main:
+            try:
+                result = fn()
+            except Exception as e:
+                error = e
         self.agree(error)
         return result
 

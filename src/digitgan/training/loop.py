@@ -80,7 +80,7 @@ def noise_stream(
     return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little"))
 
 
-def noise_key(rank: int, world: int) -> str:
+def _noise_key(rank: int, world: int) -> str:
     """The checkpoint tensor holding rank ``rank``'s noise-generator state."""
     return "rng.noise" if world == 1 else f"rng.noise.rank{rank}"
 
@@ -278,7 +278,7 @@ class GANTrainer:
         world = self.dist.world
         noise = self.dist.gather(self.noise_gen.get_state())
         tensors |= tg | td | {"rng.data": b["rng"], "data.perm": b["perm"]}
-        tensors |= {noise_key(rank, world): state for rank, state in enumerate(noise)}
+        tensors |= {_noise_key(rank, world): state for rank, state in enumerate(noise)}
         meta = {
             "step": self.step_count,
             "config": self.cfg.to_dict(),
@@ -333,7 +333,7 @@ class GANTrainer:
             raise ValueError(f"world_size {saved!r} is not a positive integer")
         dist = self.dist
         if saved == dist.world:
-            self.noise_gen.set_state(tensors[noise_key(dist.rank, dist.world)])
+            self.noise_gen.set_state(tensors[_noise_key(dist.rank, dist.world)])
             return
         seed, step = self.cfg.train.seed, meta["step"]
         self.noise_gen = noise_stream(self.device, seed, dist.rank, reseeded_at=step)
@@ -483,9 +483,10 @@ def _fit(
     if fresh:
         logger.graph(trainer)
     if trainer.reseeded_from:
+        n = trainer.reseeded_from
         write(
-            f"Note: the checkpoint was saved by {trainer.reseeded_from} processes, this run has "
-            f"{dist.world}: the data order continues exactly, the noise streams are reseeded"
+            f"Note: continuing a run of {n} process{'es' if n > 1 else ''} with {dist.world}: "
+            "the data order continues exactly, the noise streams are reseeded"
         )
     bar = (
         bar_cls(
