@@ -219,7 +219,8 @@ def _one_process_reference(run: Path, dataset, split: bool) -> GANTrainer:
     step's noise (and gradient-penalty mixing) drawn as the ranks draw theirs: half from each
     rank's stream, the penalty averaged over the halves."""
     cfg = digitgan.Config.from_dict(tomllib.loads((run / "config.toml").read_text()))
-    trainer = GANTrainer(cfg.replace(train__device="cpu"), dataset)
+    # the ranks ran the autograd step (the hand-written MLP step is for one process)
+    trainer = GANTrainer(cfg.replace(train__device="cpu", train__fast_step=False), dataset)
     if split:
         gens = [noise_stream(torch.device("cpu"), cfg.train.seed, r) for r in range(WORLD)]
         m = cfg.model

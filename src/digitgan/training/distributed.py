@@ -219,13 +219,16 @@ def session() -> Iterator[Dist]:
     Under torchrun (``WORLD_SIZE`` > 1 in the environment) the default process group is
     initialised on first use ("cpu:gloo,cuda:nccl" where CUDA and NCCL are available, else
     "gloo") and kept until the process exits, so that one process may train, then resume,
-    in the same group. A group the caller initialised already is used as it is.
+    in the same group. A group the caller initialised already is used as it is (its local
+    rank is ``LOCAL_RANK``, or else the rank modulo the number of GPUs).
     """
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        yield Dist(dist.get_rank(), dist.get_world_size(), local)
+        rank = dist.get_rank()
+        local = os.environ.get("LOCAL_RANK")
+        local = _env_int("LOCAL_RANK") if local else rank % max(1, torch.cuda.device_count())
+        yield Dist(rank, dist.get_world_size(), local)
         return
     world = _env_int("WORLD_SIZE") if "WORLD_SIZE" in os.environ else 1
     if world <= 1:
@@ -241,7 +244,14 @@ def session() -> Iterator[Dist]:
         raise ConfigError(f"WORLD_SIZE={world}: this PyTorch build has no torch.distributed")
     rank, local = _env_int("RANK"), _env_int("LOCAL_RANK")
     cuda = torch.cuda.is_available() and dist.is_nccl_available()
-    dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo")
+    backend = "cpu:gloo,cuda:nccl" if cuda else "gloo"
+    try:
+        dist.init_process_group(backend)
+    except (RuntimeError, ValueError) as e:  # DistNetworkError, DistStoreError, ...
+        where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
+        raise DigitganError(
+            f"rank {rank} of {world}: cannot join the other processes at {where} ({backend}): {e}"
+        ) from None
     atexit.register(_close)
     yield Dist(rank, world, local)
 
