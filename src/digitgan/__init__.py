@@ -9,6 +9,8 @@ The library API (the command line is a thin layer over it)::
     gan = digitgan.load("runs/demo")                   # run directory or checkpoint file
     images = gan.generate(16, seed=0)                  # float tensor (16, 1, 28, 28) in [0, 1]
     digits = gan.sample(16, seed=0)                    # uint8 array (16, 1, 28, 28)
+    report = digitgan.evaluate("runs/demo")            # FID, KID, precision/recall, ...
+    print(report.table())                              # (digitgan.eval has each metric)
 """
 
 __version__ = "0.1.0"
@@ -26,6 +28,8 @@ _EXPORTS = {
     "GAN": "api",
     "load_dataset": "data",
     "DigitganError": "errors",
+    "evaluate": "eval.evaluate",
+    "evaluate_real": "eval.evaluate",
 }
 
 __all__ = sorted(_EXPORTS)

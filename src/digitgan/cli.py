@@ -103,6 +103,39 @@ def _serve(args) -> int:
     return 0
 
 
+def _evaluate(args) -> int:
+    from .eval.evaluate import evaluate, evaluate_real
+
+    if args.real == (args.source is not None):
+        raise ConfigError(
+            "evaluate: give either RUN_OR_CHECKPOINT_OR_FILE.npy or --real (the training split)"
+        )
+    common = {"n": args.n, "classifier": args.classifier, "seed": args.seed}
+    common |= {"data_dir": args.data_dir}
+    if args.real:
+        dataset = {"dataset": args.dataset} if args.dataset else {}
+        report = evaluate_real(**dataset, **common)
+    else:
+        report = evaluate(args.source, dataset=args.dataset, device=_device(args.device), **common)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
+    return 0
+
+
+def _classifier(args) -> int:
+    from .eval.classifier import train_classifier
+
+    epochs = {"epochs": args.epochs} if args.epochs is not None else {}
+    report = train_classifier(
+        args.dataset, args.out, seed=args.seed, data_dir=args.data_dir, **epochs
+    )
+    test = "n/a" if report.test_accuracy is None else f"{report.test_accuracy:.4f}"
+    print(
+        f"wrote {report.path} (sha256 {report.sha256}) in {report.seconds:.0f} s; validation "
+        f"accuracy {report.val_accuracy:.4f}, test accuracy {test}"
+    )
+    return 0
+
+
 def _device(name: str):
     from .training.loop import resolve_device
 
@@ -283,6 +316,43 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="draw a run's curves (PNG) and a GIF of its sample grids")
     pl.add_argument("run", metavar="RUN_DIR")
     pl.set_defaults(func=_plot)
+
+    e = sub.add_parser(
+        "evaluate",
+        help="score generated digits against the test split (FID, KID, precision/recall, ...)",
+        description="Every metric of a model's samples (or a .npy of uint8 images, or with "
+        "--real the real training split: the floor no model beats) against the dataset's test "
+        "split, on the bundled classifier's features.",
+    )
+    e.add_argument("source", nargs="?", metavar="RUN_OR_CHECKPOINT_OR_FILE.npy")
+    e.add_argument("--real", action="store_true", help="score the real training split instead")
+    e.add_argument(
+        "--n", type=int, help="samples to draw (default 10000; a .npy file: all its images)"
+    )
+    e.add_argument("--dataset", help="dataset to compare with (default: the run's, or mnist20k)")
+    e.add_argument("--data-dir", help="download cache (env DIGITGAN_DATA)")
+    e.add_argument(
+        "--classifier", metavar="FILE", help="classifier weights (default: the shipped one)"
+    )
+    e.add_argument("--seed", type=int, default=0, help="noise or subset seed (default 0)")
+    e.add_argument("--device", default="cpu", help="where the generator runs (default cpu)")
+    e.add_argument("--json", action="store_true", help="print JSON")
+    e.set_defaults(func=_evaluate)
+
+    cl = sub.add_parser("classifier", help="train the digit classifier behind the metrics")
+    clsub = cl.add_subparsers(dest="classifier_cmd", required=True, metavar="ACTION")
+    ct = clsub.add_parser(
+        "train",
+        help="train a classifier on a dataset's training split",
+        description="Train the LeNet-like classifier whose features the metrics use; "
+        "reproducible from this command and --seed.",
+    )
+    ct.add_argument("--dataset", required=True, help="dataset spec: name, idx:DIR or npz:FILE")
+    ct.add_argument("--out", required=True, metavar="FILE", help="weights file (.safetensors)")
+    ct.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    ct.add_argument("--epochs", type=int, help="training epochs (default 20)")
+    ct.add_argument("--data-dir", help="download cache (env DIGITGAN_DATA)")
+    cl.set_defaults(func=_classifier)
 
     pr = sub.add_parser("presets", help="list the named configurations")
     pr.set_defaults(func=_presets)

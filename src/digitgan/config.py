@@ -168,6 +168,16 @@ class LogConfig:
     )
     histograms: bool = opt(True, "also write weight/bias histograms at each TensorBoard step")
     ckpt_every: int = opt(1000, "save a checkpoint every N iterations (0 = only at the end)", min=0)
+    eval_every: int = opt(
+        0,
+        "every N iterations: FID and class balance of generated samples against the test "
+        "split, logged as eval/*, and checkpoints/best.safetensors kept by FID (0 = never)",
+        min=0,
+    )
+    eval_samples: int = opt(2000, "generated images per evaluation during training", min=2)
+    eval_classifier: str = opt(
+        "", "classifier weights file for log.eval_every ('' = the one shipped for the dataset)"
+    )
 
 
 SECTIONS = ("data", "model", "loss", "optim", "train", "log")

@@ -20,6 +20,7 @@ import tomllib
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -32,6 +33,7 @@ from digitgan.training.distributed import STOP_CHECK_EVERY
 from digitgan.training.loop import GANTrainer, noise_stream
 
 HERE = Path(__file__).parent
+CLASSIFIER = Path(digitgan.__file__).parent / "eval" / "weights" / "mnist20k.safetensors"
 WORLD = 2
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models, and the ranks busy
 
@@ -115,20 +117,36 @@ SCENARIOS = {
         2,
     ),
     "from_one": (["train", "--resume", "{single}", "--iters", "5", "--no-progress"], 0),
+    # evaluation on rank 0, and its best checkpoint with every rank's noise
+    "eval": (
+        ["train", "--out", "eval", "--iters", "2", *TINY, "--dataset", "npz:{small}"]
+        + ["--set", "log.eval_every=1", "--set", "log.eval_samples=20"]
+        + ["--set", "log.eval_classifier={classifier}"],
+        0,
+    ),
 }
 
 
 @pytest.fixture(scope="module")
-def launch(tmp_path_factory) -> SimpleNamespace:
+def launch(tmp_path_factory, mnist20k) -> SimpleNamespace:
     """Every scenario, in order, in one torchrun launch of two ranks."""
     root = tmp_path_factory.mktemp("dist")
     for rank in range(WORLD):
         (root / f"rank{rank}").mkdir()
     single = root / "single"  # a one-process run, to be continued by two
     assert main(["train", "--out", str(single), "--iters", "3", *TINY]) == 0
+    small = root / "small.npz"  # a small test split: the evaluations' reference is quick
+    t, v = mnist20k.train, mnist20k.test
+    np.savez(
+        small,
+        x_train=t.images[:512, 0],
+        y_train=t.labels[:512],
+        x_test=v.images[:200, 0],
+        y_test=v.labels[:200],
+    )
+    places = {"single": single, "small": small, "classifier": CLASSIFIER}
     scenarios = [
-        [name, [a.format(single=single) for a in command]]
-        for name, (command, _) in SCENARIOS.items()
+        [name, [a.format(**places) for a in command]] for name, (command, _) in SCENARIOS.items()
     ]
     code, out, err = Torchrun(HERE / "rank_main.py", root, json.dumps(scenarios), cwd=root).finish()
     assert code == 0, out + err
@@ -175,10 +193,11 @@ def test_rank_1_writes_nothing_and_rank_0_writes_every_output(launch):
     assert len(list((run / "tb").iterdir())) == 1  # one event file, from rank 0
     # only rank 0 prints: one loss line per print step, one summary per finished command
     assert launch.out.count("Iter: 3 ") == 2  # straight and resume
-    assert launch.out.count("finished iteration") == 6
+    finished = [name for name, (_, code) in SCENARIOS.items() if code == 0]
+    assert launch.out.count("finished iteration") == len(finished)
 
 
-@pytest.mark.parametrize("name", ["straight", "resume", "gp", "conv", "from_one"])
+@pytest.mark.parametrize("name", ["straight", "resume", "gp", "conv", "from_one", "eval"])
 def test_ranks_hold_identical_weights_and_their_own_noise(launch, name):
     a, b = _dump(launch, name, 0), _dump(launch, name, 1)
     assert a.keys() == b.keys()
@@ -302,3 +321,12 @@ def test_ctrl_c_stops_both_ranks_at_one_iteration_with_a_checkpoint(tmp_path):
     tensors, meta = read_checkpoint(run / "checkpoints" / "latest.safetensors")
     assert meta["step"] == step and {"rng.noise.rank0", "rng.noise.rank1"} <= tensors.keys()
     assert "KeyboardInterrupt" not in err  # stopped, not aborted
+
+
+def test_rank_0_evaluates_and_keeps_the_best_checkpoint_with_every_ranks_noise(launch):
+    run = launch.runs / "eval"
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "eval/FID" in r] == [1, 2]
+    tensors, meta = read_checkpoint(run / "checkpoints" / "best.safetensors")
+    assert meta["eval"]["step"] in (1, 2) and meta["world_size"] == WORLD
+    assert {"rng.noise.rank0", "rng.noise.rank1"} <= tensors.keys()

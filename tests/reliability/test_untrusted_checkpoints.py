@@ -242,7 +242,7 @@ def _accepted_checkpoint_works(path, dataset):
     except CheckpointError:
         pass
     try:
-        trainer = restore_trainer(path, dataset=dataset)
+        trainer, _ = restore_trainer(path, dataset=dataset)
     except CheckpointError:
         return
     trainer.step()

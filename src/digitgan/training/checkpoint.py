@@ -40,13 +40,21 @@ MAX_HEADER_BYTES = 100_000_000
 """The largest header accepted (safetensors' own limit): refused before it is read."""
 
 
-def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+def save_checkpoint(
+    path: Path,
+    tensors: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    fmt: str = FORMAT,
+    version: int = VERSION,
+) -> None:
     """Write a checkpoint file (and its JSON sidecar) atomically.
 
-    A failed write (disk full, file too large, permission denied) raises CheckpointError and
-    leaves the file that was there before untouched.
+    ``fmt`` and ``version`` name the kind of file (other safetensors files that digitgan
+    keeps, such as the bundled classifier's weights, use the same layout). A failed write
+    (disk full, file too large, permission denied) raises CheckpointError and leaves the
+    file that was there before untouched.
     """
-    meta = {"format": FORMAT, "version": VERSION, **meta}
+    meta = {"format": fmt, "version": version, **meta}
     text = json.dumps(meta, indent=2, sort_keys=True)
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     try:
@@ -56,27 +64,32 @@ def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str
         raise CheckpointError(f"cannot write checkpoint {path}: {e.strerror or e}") from e
 
 
-def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read (tensors, metadata) from a checkpoint file, without pickle, validating the header.
+def read_checkpoint(
+    path: Path, fmt: str = FORMAT, version: int = VERSION
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read (tensors, metadata) from a checkpoint file, without pickle, validating the header
+    (its ``format`` must be ``fmt`` and its ``version`` ``version``).
 
-    The header is read and checked first, so a file that is not a digitgan checkpoint is
-    refused before its contents are read into memory.
+    The header is read and checked first, so a file that is not such a file is refused
+    before its contents are read into memory.
     """
     path = Path(path)
-    return parse_checkpoint(read_checkpoint_bytes(path), path)
+    return parse_checkpoint(read_checkpoint_bytes(path, fmt, version), path, fmt, version)
 
 
-def read_checkpoint_bytes(path: Path) -> bytes:
+def read_checkpoint_bytes(path: Path, fmt: str = FORMAT, version: int = VERSION) -> bytes:
     """The bytes of a checkpoint file, read only after its header has been checked."""
     with _open_checkpoint(path) as f:
-        _read_header(f, path)
+        _read_header(f, path, fmt, version)
         f.seek(0)
         return f.read()
 
 
-def parse_checkpoint(data: bytes, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def parse_checkpoint(
+    data: bytes, path: Path, fmt: str = FORMAT, version: int = VERSION
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(tensors, metadata) from the bytes of checkpoint file ``path`` (named in errors)."""
-    meta = _read_header(io.BytesIO(data), path)
+    meta = _read_header(io.BytesIO(data), path, fmt, version)
     try:
         tensors = st_load(data)
     except SafetensorError as e:
@@ -117,8 +130,16 @@ _META_FIELDS = {
 }
 
 
-def _read_header(f: BinaryIO, path: Path) -> dict[str, Any]:
-    """Parse the safetensors header at the start of ``f`` and check its digitgan metadata."""
+def _kind(fmt: str) -> str:
+    """How messages name a file format: "digitgan checkpoint" or "<format> file"."""
+    return "digitgan checkpoint" if fmt == FORMAT else f"{fmt} file"
+
+
+def _read_header(
+    f: BinaryIO, path: Path, fmt: str = FORMAT, version: int = VERSION
+) -> dict[str, Any]:
+    """Parse the safetensors header at the start of ``f`` (a file or bytes) and check its
+    digitgan metadata (for GAN checkpoints, also the fields every one must have)."""
     size = f.seek(0, os.SEEK_END)
     f.seek(0)
     prefix = f.read(8)
@@ -129,15 +150,15 @@ def _read_header(f: BinaryIO, path: Path) -> dict[str, Any]:
         header = json.loads(f.read(header_len))
         meta = json.loads(header["__metadata__"]["digitgan"])
     except (ValueError, KeyError, TypeError, RecursionError):
-        raise CheckpointError(f"{path}: not a digitgan checkpoint (no digitgan metadata)") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a digitgan checkpoint (no digitgan metadata)")
-    if meta.get("version") != VERSION:
+        raise CheckpointError(f"{path}: not a {_kind(fmt)} (no digitgan metadata)") from None
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        raise CheckpointError(f"{path}: not a {_kind(fmt)} (no such digitgan metadata)")
+    if meta.get("version") != version:
         raise CheckpointError(
-            f"{path}: checkpoint format version {meta.get('version')!r}, this digitgan reads "
-            f"version {VERSION}"
+            f"{path}: {fmt} format version {meta.get('version')!r}, this digitgan reads "
+            f"version {version}"
         )
-    for key, (ok, what) in _META_FIELDS.items():
+    for key, (ok, what) in _META_FIELDS.items() if fmt == FORMAT else ():
         if key not in meta or not ok(meta[key]):
             raise CheckpointError(f"{path}: metadata field {key!r} is missing or not {what}")
     return meta

@@ -2,9 +2,10 @@
 
 Tags: scalars ``D_loss``, ``G_loss``, ``D_real`` (mean D(x) on the real batch) and
 ``D_fake`` (mean D(G(z)) on the fake batch) of the discriminator step, plus
-``it_per_s``; histograms ``G/<param>`` and ``D/<param>`` of every weight and
-bias; the image ``samples`` (the fixed-noise grid); and the graph of one
-discriminator evaluation on real and generated images.
+``it_per_s``; with ``log.eval_every``, the scalars ``eval/FID``, ``eval/KL_uniform``,
+``eval/classes_covered`` and ``eval/mean_confidence``; histograms ``G/<param>`` and
+``D/<param>`` of every weight and bias; the image ``samples`` (the fixed-noise grid);
+and the graph of one discriminator evaluation on real and generated images.
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ class RunLogger:
                 "wall_s": round(time.time() - self.t0, 3),
             }
         )
+
+    def eval_scalars(self, step: int, values: dict[str, float]) -> None:
+        """Evaluation metrics (tags ``eval/...``) as scalars and one metrics.jsonl record."""
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, value, step)
+        self.run.append_metrics({"step": step, **values})
 
     def histograms(self, step: int, G: nn.Module, D: nn.Module) -> None:
         # TensorBoard's buckets end at +-1e20: values beyond would be dropped (and a tensor of

@@ -150,6 +150,7 @@ class GANTrainer:
         self.noise_gen = noise_stream(self.device, seed, dist.rank)
         self.reseeded_from: int | None = None
         """The number of processes a resumed checkpoint was saved by, when not this run's."""
+        self._noise_states: tuple[int, list[torch.Tensor]] | None = None
         rows = cfg.log.grid_rows
         self.fixed_z = self.noise(rows * rows, _stream(torch.device("cpu"), seed, _FIXED_STREAM))
         # conditional grids: row r draws class r mod num_classes
@@ -265,9 +266,15 @@ class GANTrainer:
 
     # --- checkpoint state -----------------------------------------------------------------
 
+    def gather_noise_states(self) -> None:
+        """Across processes, collect every rank's noise-generator state for :meth:`state`
+        (a collective: every rank calls it at the same step). Nothing to do in one process."""
+        if self.dist.world > 1:
+            self._noise_states = (self.step_count, self.dist.gather(self.noise_gen.get_state()))
+
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:
-        """(tensors, metadata) that restore this trainer exactly. Across processes every rank
-        must call it: it gathers the ranks' noise-generator states (``rng.noise.rankN``)."""
+        """(tensors, metadata) that restore this trainer exactly. Across processes, the noise
+        states are those :meth:`gather_noise_states` collected at this step (on any rank)."""
         tensors = {f"G.{k}": v for k, v in self.G.state_dict().items()}
         tensors |= {f"D.{k}": v for k, v in self.D.state_dict().items()}
         if self.ema:
@@ -276,7 +283,11 @@ class GANTrainer:
         td, md = optimizer_tensors(self.opt_d, "opt_d")
         b = self.batches.state_dict()
         world = self.dist.world
-        noise = self.dist.gather(self.noise_gen.get_state())
+        noise = [self.noise_gen.get_state()]
+        if world > 1:
+            step, noise = self._noise_states or (None, [])
+            if step != self.step_count:
+                raise RuntimeError("GANTrainer.state: call gather_noise_states() on every rank")
         tensors |= tg | td | {"rng.data": b["rng"], "data.perm": b["perm"]}
         tensors |= {_noise_key(rank, world): state for rank, state in enumerate(noise)}
         meta = {
@@ -394,9 +405,10 @@ def _save(trainer: GANTrainer, run: RunDir | None, numbered: bool) -> None:
     """Checkpoint the trainer, unless its weights have diverged (then the last good one stays).
     Across processes every rank calls it, and rank 0 (the one with a ``run``) writes."""
     _check_finite(trainer, run)
-    tensors, meta = trainer.state()
+    trainer.gather_noise_states()
 
     def write() -> None:
+        tensors, meta = trainer.state()
         try:
             if numbered:
                 path = run.checkpoints / f"step-{trainer.step_count:07d}{SUFFIX}"
@@ -462,6 +474,15 @@ def _console(progress: bool):
     return None, lambda s: print(s, flush=True)
 
 
+def _evaluator(cfg: Config, dataset: Dataset):
+    """The ``log.eval_every`` hook (checks its classifier and test split now), or None."""
+    if not cfg.log.eval_every:
+        return None
+    from ..eval.evaluate import TrainingEval
+
+    return TrainingEval(cfg, dataset)
+
+
 class _Quiet:
     """Stands in for the logger on ranks other than 0: every method does nothing."""
 
@@ -470,10 +491,16 @@ class _Quiet:
 
 
 def _fit(
-    trainer: GANTrainer, run: RunDir | None, iters: int, progress: bool, fresh: bool
+    trainer: GANTrainer,
+    run: RunDir | None,
+    iters: int,
+    progress: bool,
+    fresh: bool,
+    evaluator=None,
 ) -> TrainResult:
     """Train to ``iters`` with every output. Across processes every rank runs this loop;
-    rank 0 alone has the ``run`` and writes files, prints and shows the progress bar."""
+    rank 0 alone has the ``run`` (and the ``evaluator``) and writes files, prints and shows
+    the progress bar."""
     cfg, dist = trainer.cfg.log, trainer.dist
     root = Path(dist.broadcast_bytes(str(run.root).encode() if run else None).decode())
     logger, bar_cls, write = _Quiet(), None, lambda s: None
@@ -541,6 +568,9 @@ def _fit(
                         )
                 if bar:
                     bar.update(1)
+                if cfg.eval_every and trainer.step_count % cfg.eval_every == 0:
+                    trainer.gather_noise_states()  # for a best checkpoint
+                    dist.on_main(lambda: evaluator(trainer, run, logger))
                 if cfg.ckpt_every and trainer.step_count % cfg.ckpt_every == 0:
                     _save(trainer, run, numbered=True)
             done = trainer.step_count
@@ -579,7 +609,11 @@ def train(
     one run: see README-distributed.md. Only rank 0 creates and writes ``out``.
     """
     with session() as dist:
-        trainer = _trainer(cfg, dataset, dist)  # before the run dir: a bad model leaves nothing
+        device = dist.place(resolve_device(cfg.train.device))
+        dataset = dataset or _load_dataset(cfg, dist)
+        # these two before the run dir: a bad config or model leaves no run directory
+        evaluator = dist.on_main(lambda: _evaluator(cfg, dataset))
+        trainer = GANTrainer(cfg, dataset, device, dist)
 
         def create() -> RunDir:
             run = RunDir.create(out or RunDir.default_path(cfg.preset), force=force)
@@ -591,7 +625,8 @@ def train(
             return run
 
         with dist.on_main(create) or nullcontext() as run:
-            return _fit(trainer, run, cfg.train.iters, _want_progress(progress), fresh=True)
+            iters = cfg.train.iters
+            return _fit(trainer, run, iters, _want_progress(progress), True, evaluator)
 
 
 def resume(
@@ -624,14 +659,17 @@ def resume(
         return run
 
     with session() as dist, dist.on_main(open_run) or nullcontext() as run:
-        trainer = restore_trainer(latest, iters, sets, device, dataset, dist)
+        trainer, dataset = restore_trainer(latest, iters, sets, device, dataset, dist)
+        evaluator = dist.on_main(lambda: _evaluator(trainer.cfg, dataset))
 
         def continue_run() -> None:
             run.write_config(trainer.cfg.to_toml())
             run.truncate_metrics(trainer.step_count)
 
         dist.on_main(continue_run)
-        return _fit(trainer, run, trainer.cfg.train.iters, _want_progress(progress), fresh=False)
+        return _fit(
+            trainer, run, trainer.cfg.train.iters, _want_progress(progress), False, evaluator
+        )
 
 
 FIXED_ON_RESUME = ("model", "data.dataset", "train.seed", "train.ema_decay")
@@ -645,8 +683,9 @@ def restore_trainer(
     device: str | None = None,
     dataset: Dataset | None = None,
     dist: Dist = SINGLE,
-) -> GANTrainer:
-    """A trainer in the state saved in checkpoint ``path``, with ``sets`` applied to its config.
+) -> tuple[GANTrainer, Dataset]:
+    """(trainer, dataset): a trainer in the state saved in checkpoint ``path``, with ``sets``
+    applied to its config, and the dataset it trains on.
 
     Everything in the file is checked before it is used: a damaged, tampered or mismatched
     checkpoint raises CheckpointError (or ConfigError for its config), never a PyTorch error.
@@ -670,18 +709,16 @@ def restore_trainer(
                 )
     overrides = {"train__iters": iters, "train__device": device}
     cfg = cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
-    trainer = _trainer(cfg, dataset, dist)
-    trainer.load_state(tensors, meta, path)
-    return trainer
-
-
-def _trainer(cfg: Config, dataset: Dataset | None, dist: Dist) -> GANTrainer:
-    """A new trainer for ``cfg`` on this rank's device, loading the dataset unless given (on
-    rank 0 first, so that a download happens once)."""
     device = dist.place(resolve_device(cfg.train.device))
-    if dataset is None:
-        dataset = dist.main_first(lambda: load_dataset(cfg.data.dataset, cfg.data.data_dir or None))
-    return GANTrainer(cfg, dataset, device, dist)
+    dataset = dataset or _load_dataset(cfg, dist)
+    trainer = GANTrainer(cfg, dataset, device, dist)
+    trainer.load_state(tensors, meta, path)
+    return trainer, dataset
+
+
+def _load_dataset(cfg: Config, dist: Dist) -> Dataset:
+    """``cfg``'s dataset, loaded on rank 0 first (so that a download happens once)."""
+    return dist.main_first(lambda: load_dataset(cfg.data.dataset, cfg.data.data_dir or None))
 
 
 def _want_progress(progress: bool | None) -> bool:

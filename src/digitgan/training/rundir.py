@@ -5,7 +5,8 @@ DIR/metrics.jsonl      one JSON object per logged step
 DIR/samples/NNN.png    sample grids from a fixed noise batch, NNN = step / log.sample_every
 DIR/samples/final.png  the grid at the end of training
 DIR/tb/                TensorBoard event files
-DIR/checkpoints/       step-NNNNNNN.safetensors (+ .json) and latest.safetensors (+ .json)
+DIR/checkpoints/       step-NNNNNNN.safetensors (+ .json) and latest.safetensors (+ .json);
+                       best.safetensors (+ .json), the lowest FID so far, with log.eval_every
 DIR/.lock              held by the process that trains in DIR (see :class:`RunLock`)
 """
 

@@ -1,0 +1,393 @@
+"""The bundled digit classifier: a small CNN whose penultimate layer is the metrics' feature space.
+
+Inception-based FID needs a download and judges 28x28 digits poorly, so digitgan ships
+its own feature extractor, as TF-GAN does for MNIST. :class:`DigitClassifier` is a
+LeNet-like network for images (C, H, W) with values in [0, 1]::
+
+    stage 1: conv3x3(C -> 32), BatchNorm, ReLU, max-pool 2x2        -> (32, H/2, W/2)
+    stage 2: conv3x3(32 -> 64), BatchNorm, ReLU, max-pool 2x2       -> (64, H/4, W/4)
+    stage 3: conv3x3(64 -> 128), BatchNorm, ReLU, max-pool 2x2      -> (128, H/8, W/8)
+    flatten, linear(-> 128), BatchNorm, ReLU                        -> the FEATURES (N, 128)
+    dropout 0.3, linear(128 -> K)                                   -> logits (N, K)
+
+**The feature layer** used by FID, KID, precision/recall and density/coverage is the
+128-dimensional output of the penultimate block (after its ReLU, so non-negative):
+what the final linear layer reads (:meth:`DigitClassifier.features`). The class
+probabilities (softmax of the logits, :meth:`DigitClassifier.probs`) feed the
+classifier Inception Score and the class-balance numbers.
+
+The weights for ``mnist20k`` (also used for ``mnist``: the same digits and test set)
+and ``fashion-mnist`` ship in ``digitgan/eval/weights/`` as safetensors files whose
+sha256 is pinned in :data:`SHIPPED` and checked on every load. Each was made by
+``digitgan classifier train`` (:func:`train_classifier`); the exact command is in
+the file's metadata. Training holds out a seeded slice of the training split for
+validation, never looks at the test split, and reports the test accuracy once at
+the end. The same command, seed and machine (torch version, thread count) give the
+same bytes.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import __version__
+from ..data import Dataset, Split, load_dataset
+from ..errors import CheckpointError, ConfigError
+from ..training.checkpoint import read_checkpoint, save_checkpoint
+
+FORMAT = "digitgan-classifier"
+VERSION = 1
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+@dataclass(frozen=True)
+class ShippedClassifier:
+    """A classifier bundled with the package: its file, pinned sha256 and the datasets it serves."""
+
+    file: str
+    sha256: str
+    datasets: tuple[str, ...]
+
+    @property
+    def path(self) -> Path:
+        return WEIGHTS_DIR / self.file
+
+
+SHIPPED: dict[str, ShippedClassifier] = {
+    "mnist20k": ShippedClassifier(
+        "mnist20k.safetensors",
+        "3a7d6d89b97234b911b55d8e542242c49f5f893830d15d2c34adf5080e1b7385",
+        ("mnist20k", "mnist"),
+    ),
+}
+
+
+class DigitClassifier(nn.Module):
+    """The LeNet-like classifier described in the module docstring.
+
+    ``widths`` are the channels of the conv stages (each halves H and W), ``feature_dim``
+    the size of the feature layer. ``class_names`` travels with the weights.
+    """
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        class_names: tuple[str, ...],
+        widths: tuple[int, ...] = (32, 64, 128),
+        feature_dim: int = 128,
+        dropout: float = 0.3,
+    ):
+        super().__init__()
+        c, h, w = image_shape
+        if h < 2 ** len(widths) or w < 2 ** len(widths):
+            raise ConfigError(
+                f"images of shape {tuple(image_shape)} are too small for {len(widths)} "
+                "classifier stages (each halves height and width)"
+            )
+        self.image_shape = tuple(int(v) for v in image_shape)
+        self.class_names = tuple(class_names)
+        self.widths = tuple(int(v) for v in widths)
+        self.feature_dim = int(feature_dim)
+        layers: list[nn.Module] = []
+        for a, b in zip((c, *widths[:-1]), widths, strict=True):
+            layers += [
+                nn.Conv2d(a, b, 3, padding=1, bias=False),
+                nn.BatchNorm2d(b),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
+        h, w = h >> len(widths), w >> len(widths)
+        layers += [
+            nn.Flatten(),
+            nn.Linear(widths[-1] * h * w, feature_dim, bias=False),
+            nn.BatchNorm1d(feature_dim),
+            nn.ReLU(inplace=True),
+        ]
+        self.body = nn.Sequential(*layers)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(feature_dim, len(class_names))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (N, C, H, W) in [0, 1] -> the feature layer's activations (N, feature_dim)."""
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (N, C, H, W) in [0, 1] -> class logits (N, K)."""
+        return self.head(self.dropout(self.body(x)))
+
+    def probs(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (N, C, H, W) in [0, 1] -> class probabilities (N, K)."""
+        return self(x).softmax(dim=1)
+
+    def features_and_probs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both at once (one pass through the body)."""
+        f = self.body(x)
+        return f, self.head(f).softmax(dim=1)
+
+    @torch.no_grad()
+    def fold_batchnorm(self) -> DigitClassifier:
+        """Fold each BatchNorm (with its running statistics) into the layer before it: the
+        same function in eval mode up to rounding, about twice as fast on a CPU. For
+        inference only; returns self."""
+        layers: list[nn.Module] = []
+        for m in self.body:
+            if not isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                layers.append(m)
+                continue
+            prev = layers[-1]
+            scale = m.weight / torch.sqrt(m.running_var + m.eps)
+            shape = (-1,) + (1,) * (prev.weight.dim() - 1)
+            bias = prev.bias if prev.bias is not None else torch.zeros_like(m.running_mean)
+            prev.weight = nn.Parameter(prev.weight * scale.view(shape))
+            prev.bias = nn.Parameter((bias - m.running_mean) * scale + m.bias)
+        self.body = nn.Sequential(*layers)
+        return self
+
+    def arch(self) -> dict:
+        """What rebuilds this network (stored in the weights file)."""
+        return {
+            "image_shape": list(self.image_shape),
+            "class_names": list(self.class_names),
+            "widths": list(self.widths),
+            "feature_dim": self.feature_dim,
+        }
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file, in hex."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_classifier(path: str | Path, sha256: str | None = None) -> DigitClassifier:
+    """Load a classifier weights file (made by :func:`train_classifier`), for inference: in
+    eval mode, without gradients, BatchNorm folded into the layers before it.
+
+    With ``sha256``, the file must have that checksum (the shipped ones always do).
+    """
+    path = Path(path)
+    if sha256 is not None and path.is_file() and (actual := sha256_file(path)) != sha256:
+        raise CheckpointError(
+            f"{path} is damaged: expected sha256 {sha256}, found {actual}; reinstall digitgan"
+        )
+    tensors, meta = read_checkpoint(path, FORMAT, VERSION)
+    try:
+        arch = meta["arch"]
+        with torch.random.fork_rng(devices=[]):  # building draws an init we then overwrite
+            model = DigitClassifier(
+                tuple(arch["image_shape"]),
+                tuple(arch["class_names"]),
+                tuple(arch["widths"]),
+                arch["feature_dim"],
+            )
+        model.load_state_dict(tensors)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: not a usable classifier ({e})") from None
+    model.info = meta
+    return model.eval().fold_batchnorm().requires_grad_(False)
+
+
+def shipped_for(dataset: str) -> ShippedClassifier | None:
+    """The shipped classifier that serves dataset spec ``dataset``, if any."""
+    return next((s for s in SHIPPED.values() if dataset in s.datasets), None)
+
+
+@functools.cache
+def _load_shipped(name: str) -> DigitClassifier:
+    s = SHIPPED[name]
+    return load_classifier(s.path, s.sha256)
+
+
+def classifier_for(dataset: str, path: str | Path | None = None) -> DigitClassifier:
+    """The classifier to judge images of ``dataset``: the file ``path`` if given, else the
+    shipped one for that dataset (a clear error when none ships)."""
+    if path:
+        return load_classifier(path)
+    shipped = shipped_for(dataset)
+    if shipped is None:
+        served = ", ".join(d for s in SHIPPED.values() for d in s.datasets)
+        raise ConfigError(
+            f"no classifier ships for dataset {dataset!r} (only for {served}); train one with "
+            f"`digitgan classifier train --dataset {dataset} --out FILE` and pass "
+            "--classifier FILE"
+        )
+    name = next(k for k, v in SHIPPED.items() if v is shipped)
+    return _load_shipped(name)
+
+
+def default_classifier() -> DigitClassifier:
+    """The shipped MNIST classifier: the default feature extractor of the metrics."""
+    return _load_shipped("mnist20k")
+
+
+# --- training --------------------------------------------------------------------------------
+
+
+def random_affine(
+    x: torch.Tensor, shift: float = 2.0, rotate: float = 10.0, scale: float = 0.1
+) -> torch.Tensor:
+    """Each image moved by its own random affine map: up to ``shift`` pixels each way,
+    ``rotate`` degrees and a zoom of 1 +- ``scale`` (global torch RNG; zeros fill in)."""
+    n, _, h, w = x.shape
+
+    def uniform(limit: float) -> torch.Tensor:
+        return (torch.rand(n) * 2 - 1) * limit
+
+    angle, zoom = uniform(math.radians(rotate)), 1 + uniform(scale)
+    tx, ty = uniform(2 * shift / w), uniform(2 * shift / h)
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+
+
+def as_float_images(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """An image batch as a float tensor in [0, 1] (uint8 is divided by 255)."""
+    t = torch.as_tensor(images)
+    return t.float().div_(255) if t.dtype == torch.uint8 else t.float()
+
+
+@torch.inference_mode()
+def accuracy(model: DigitClassifier, split: Split, batch_size: int = 1000) -> float:
+    """The share of ``split`` that ``model`` labels correctly."""
+    model.eval()
+    correct = 0
+    for i in range(0, len(split), batch_size):
+        logits = model(as_float_images(split.images[i : i + batch_size]))
+        correct += int((logits.argmax(1).numpy() == split.labels[i : i + batch_size]).sum())
+    return correct / max(len(split), 1)
+
+
+@dataclass
+class ClassifierReport:
+    """What :func:`train_classifier` made: the file, its checksum and accuracies."""
+
+    path: Path
+    sha256: str
+    val_accuracy: float
+    test_accuracy: float | None
+    seconds: float
+
+
+DEFAULT_EPOCHS = 20
+
+
+def train_classifier(
+    dataset: str | Dataset,
+    out: str | Path,
+    *,
+    seed: int = 0,
+    epochs: int = DEFAULT_EPOCHS,
+    val_size: int = 500,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    data_dir: str | None = None,
+    log: Callable[[str], None] = print,
+) -> ClassifierReport:
+    """Train a :class:`DigitClassifier` on a dataset's training split and save it to ``out``.
+
+    Adam (weight decay 1e-4) with a one-epoch warm-up and a cosine decay of the learning
+    rate to 0 over ``epochs``; each batch is augmented by :func:`random_affine`. A seeded
+    random ``val_size`` images of the training split are held out and only reported on
+    (no early stopping, no choice made from them); the test split is used once, after
+    training, to report the test accuracy. Reproducible: all randomness comes from
+    ``seed`` (the caller's global RNG state is left untouched).
+    """
+    if epochs < 1:
+        raise ConfigError(f"--epochs {epochs}: need at least 1")
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise ConfigError(f"--out {out}: the classifier file must end in .safetensors")
+    if not out.parent.is_dir():
+        raise ConfigError(f"--out {out}: folder {out.parent} does not exist")
+    spec = dataset if isinstance(dataset, str) else dataset.name
+    data = load_dataset(dataset, data_dir) if isinstance(dataset, str) else dataset
+    n = len(data.train)
+    if not 0 < val_size < n:
+        raise ConfigError(f"val_size {val_size}: must be between 1 and {n - 1}")
+    t0 = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        order = torch.randperm(n).numpy()
+        val = Split(data.train.images[order[:val_size]], data.train.labels[order[:val_size]])
+        train_x = torch.from_numpy(data.train.images[order[val_size:]])
+        train_y = torch.from_numpy(data.train.labels[order[val_size:]])
+        model = DigitClassifier(data.image_shape, data.class_names)
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+        steps_per_epoch = math.ceil(len(train_x) / batch_size)
+        total = epochs * steps_per_epoch
+
+        def lr_at(step: int) -> float:
+            if step < steps_per_epoch:
+                return lr * (step + 1) / steps_per_epoch
+            return lr * 0.5 * (1 + math.cos(math.pi * step / total))
+
+        step = 0
+        for epoch in range(1, epochs + 1):
+            model.train()
+            perm = torch.randperm(len(train_x))
+            loss_sum = correct = 0.0
+            for i in range(0, len(perm), batch_size):
+                idx = perm[i : i + batch_size]
+                x = random_affine(as_float_images(train_x[idx]))
+                y = train_y[idx]
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(step)
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+                loss_sum += float(loss.detach()) * len(idx)
+                correct += float((logits.argmax(1) == y).sum())
+            val_acc = accuracy(model, val)
+            log(
+                f"epoch {epoch}/{epochs}: loss {loss_sum / len(perm):.4f}, train accuracy "
+                f"{correct / len(perm):.4f}, validation accuracy {val_acc:.4f} "
+                f"({time.perf_counter() - t0:.0f} s)"
+            )
+    model.eval()
+    test_acc = accuracy(model, data.test) if data.test is not None else None
+    command = (
+        f"digitgan classifier train --dataset {spec} --seed {seed} --epochs {epochs} --out "
+        f"{out.name}"
+    )
+    meta = {
+        "arch": model.arch(),
+        "dataset": spec,
+        "seed": seed,
+        "epochs": epochs,
+        "val_size": val_size,
+        "val_accuracy": val_acc,
+        "test_accuracy": test_acc,
+        "test_size": len(data.test) if data.test is not None else 0,
+        "command": command,
+        "feature_layer": "penultimate block: linear -> BatchNorm -> ReLU, "
+        f"{model.feature_dim} features",
+        "digitgan_version": __version__,
+        "torch_version": torch.__version__,
+    }
+    save_checkpoint(out, model.state_dict(), meta, FORMAT, VERSION)
+    return ClassifierReport(out, sha256_file(out), val_acc, test_acc, time.perf_counter() - t0)

@@ -1,0 +1,333 @@
+"""``digitgan evaluate``: every metric for a model, a file of samples, or the real training data.
+
+The reference is always the dataset's **test split**: generated images (or, for
+:func:`evaluate_real`, training images) are compared with test images the model never
+saw. The real training split against the test split is the floor that no model beats
+(except by luck of the draw). Memorisation compares against the training split.
+
+During training, ``log.eval_every`` runs :class:`TrainingEval`: FID and class balance
+on ``log.eval_samples`` generated images, logged and used to keep the best checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import Config
+from ..data import Dataset, load_dataset
+from ..data.registry import DEFAULT_DATASET
+from ..errors import ConfigError, DataError
+from .classifier import DigitClassifier, classifier_for
+from .metrics import (
+    class_balance,
+    extract,
+    fid_from_stats,
+    gaussian_stats,
+    inception_score,
+    kid,
+    memorisation,
+    prdc,
+)
+
+DEFAULT_N = 10_000
+
+
+@dataclass
+class EvalReport:
+    """The result of an evaluation: scalar ``metrics``, the predicted-class ``histogram``
+    and what was compared (``source``, ``dataset``, ``samples``, ``reference``)."""
+
+    source: str
+    dataset: str
+    samples: int
+    reference: str
+    classifier: str
+    metrics: dict[str, float]
+    histogram: list[int]
+    class_names: tuple[str, ...]
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "source": self.source,
+            "dataset": self.dataset,
+            "samples": self.samples,
+            "reference": self.reference,
+            "classifier": self.classifier,
+            "metrics": self.metrics,
+            "histogram": dict(zip(self.class_names, self.histogram, strict=True)),
+            "seconds": round(self.seconds, 2),
+        }
+
+    def table(self) -> str:
+        """A plain-text table of every metric, with which direction is better."""
+        m = self.metrics
+        k = len(self.class_names)
+        rows = [
+            ("FID", f"{m['fid']:.3f}", "lower", "Frechet distance of classifier features"),
+            (
+                "KID",
+                f"{m['kid']:.5f} +- {m['kid_std']:.5f}",
+                "lower",
+                "unbiased MMD^2, cubic kernel",
+            ),
+            ("Inception score", f"{m['is']:.3f} +- {m['is_std']:.3f}", "higher", f"at most {k}"),
+            ("precision", f"{m['precision']:.4f}", "higher", "samples on the test manifold"),
+            ("recall", f"{m['recall']:.4f}", "higher", "test images on the sample manifold"),
+            ("density", f"{m['density']:.4f}", "~1", "samples per test k-NN ball / k"),
+            ("coverage", f"{m['coverage']:.4f}", "higher", "test k-NN balls holding a sample"),
+            ("classes covered", f"{m['classes_covered']}/{k}", "higher", "got >= 10% of n/K"),
+            ("KL to uniform", f"{m['kl_uniform']:.4f}", "lower", "predicted labels, nats"),
+            ("mean confidence", f"{m['mean_confidence']:.4f}", "higher", "top class probability"),
+            (
+                "memorised",
+                f"{m['memorised']:.4f}",
+                "lower",
+                f"nearer a training image than {1 - m['memorised_quantile']:.0%} of test images",
+            ),
+        ]
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        head = (
+            f"{self.source}: {self.samples} samples vs {self.reference} of {self.dataset} "
+            f"({self.classifier} features, {self.seconds:.1f} s)"
+        )
+        lines = [head] + [
+            f"  {a:<{widths[0]}}  {b:>{widths[1]}}  {c:<{widths[2]}}  {d}" for a, b, c, d in rows
+        ]
+        hist = " ".join(
+            f"{name}:{c}" for name, c in zip(self.class_names, self.histogram, strict=True)
+        )
+        lines.append(f"  predicted classes  {hist}")
+        return "\n".join(lines)
+
+
+def _check_shape(what: str, shape: tuple, data: Dataset, clf: DigitClassifier) -> None:
+    if tuple(shape) != data.image_shape:
+        raise DataError(
+            f"{what}: images of shape (C, H, W) = {tuple(shape)}, but dataset {data.name} has "
+            f"{data.image_shape}"
+        )
+    if clf.image_shape != data.image_shape or clf.num_classes != data.num_classes:
+        raise ConfigError(
+            f"the classifier takes images {clf.image_shape} in {clf.num_classes} classes, "
+            f"dataset {data.name} has {data.image_shape} in {data.num_classes}"
+        )
+
+
+def _test_split(data: Dataset):
+    if data.test is None:
+        raise DataError(
+            f"dataset {data.name} has no test split: evaluation compares with test images"
+        )
+    return data.test
+
+
+def evaluate_images(
+    images: np.ndarray | torch.Tensor,
+    data: Dataset,
+    classifier: DigitClassifier,
+    *,
+    memorisation_quantile: float = 0.01,
+) -> tuple[dict[str, float], list[int]]:
+    """Every metric of ``images`` (N, C, H, W; uint8 or float in [0, 1]) against the test split
+    of ``data``, on ``classifier``'s features: (scalar metrics, predicted-class histogram)."""
+    test = _test_split(data)
+    fake_f, fake_p = extract(classifier.features_and_probs, images)
+    test_f = extract(classifier.features, test.images)
+    balance = class_balance(fake_p)
+    kid_ = kid(test_f, fake_f)
+    is_ = inception_score(fake_p, splits=min(10, len(fake_p)))
+    memo = memorisation(images, data.train.images, test.images, quantile=memorisation_quantile)
+    metrics = {
+        "fid": fid_from_stats(*gaussian_stats(test_f), *gaussian_stats(fake_f)),
+        "kid": kid_["mean"],
+        "kid_std": kid_["std"],
+        "is": is_["mean"],
+        "is_std": is_["std"],
+        **prdc(test_f, fake_f),
+        "classes_covered": balance["classes_covered"],
+        "kl_uniform": balance["kl_uniform"],
+        "mean_confidence": balance["mean_confidence"],
+        "memorised": memo["share"],
+        "memorised_threshold": memo["threshold"],
+        "memorised_quantile": memo["quantile"],
+    }
+    return metrics, balance["histogram"]
+
+
+def _npy_images(path: Path, n: int | None) -> np.ndarray:
+    """A uint8 .npy of images (N, H, W) or (N, H, W, C) as (N, C, H, W); the first ``n``."""
+    expected = "a uint8 array of shape (N, H, W) or (N, H, W, C), as `digitgan sample` writes"
+    try:
+        arr = np.load(path, allow_pickle=False, mmap_mode="r")
+    except FileNotFoundError:
+        raise DataError(f"no such file: {path}") from None
+    except (ValueError, OSError) as e:
+        raise DataError(f"{path}: not a readable .npy file ({e}); expected {expected}") from None
+    if arr.dtype != np.uint8 or arr.ndim not in (3, 4) or (arr.ndim == 4 and arr.shape[3] > 4):
+        raise DataError(f"{path}: found {arr.dtype} of shape {arr.shape}; expected {expected}")
+    if n is not None and n > len(arr):
+        raise ConfigError(f"--n {n}: {path} holds only {len(arr)} images")
+    if len(arr[:n]) < 2:
+        raise ConfigError(f"{path}: need at least 2 images to evaluate, found {len(arr[:n])}")
+    arr = np.array(arr[:n])  # a writable copy of the (memory-mapped) file
+    return arr[:, np.newaxis] if arr.ndim == 3 else arr.transpose(0, 3, 1, 2)
+
+
+def _report(source: str, data: Dataset, images, clf: DigitClassifier, t0: float) -> EvalReport:
+    metrics, hist = evaluate_images(images, data, clf)
+    return EvalReport(
+        source=str(source),
+        dataset=data.name,
+        samples=len(images),
+        reference=f"the test split ({len(data.test)} images)",
+        classifier=_classifier_name(clf),
+        metrics=metrics,
+        histogram=hist,
+        class_names=data.class_names,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _classifier_name(clf: DigitClassifier) -> str:
+    info = getattr(clf, "info", {})
+    return f"classifier trained on {info.get('dataset', '?')}"
+
+
+def _name(dataset: str | Dataset) -> str:
+    return dataset if isinstance(dataset, str) else dataset.name
+
+
+def _dataset(dataset: str | Dataset, data_dir: str | None) -> Dataset:
+    return dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_dir)
+
+
+def _count(n: int | None, available: int | None = None) -> int:
+    count = DEFAULT_N if n is None else n
+    if count < 2:
+        raise ConfigError(f"--n {n}: need at least 2 samples")
+    return count if available is None else min(count, available)
+
+
+def evaluate(
+    source: str | Path,
+    *,
+    n: int | None = None,
+    dataset: str | Dataset | None = None,
+    classifier: str | Path | None = None,
+    seed: int = 0,
+    data_dir: str | None = None,
+    device: str | torch.device = "cpu",
+) -> EvalReport:
+    """Evaluate a run directory, a checkpoint, or a ``.npy`` file of uint8 samples.
+
+    A model draws ``n`` samples (default 10,000) with noise ``seed``, in batches and without
+    gradients; a ``.npy`` file gives all its images (or its first ``n``). The dataset (a
+    spec, or a loaded :class:`Dataset`) is the run's ``data.dataset`` (``mnist20k`` for a
+    file) unless ``dataset`` is given; the classifier is the one shipped for that dataset
+    unless ``classifier`` names a weights file.
+    """
+    t0 = time.perf_counter()
+    path = Path(source)
+    if path.suffix == ".npy":
+        gan, images = None, _npy_images(path, n)
+        spec, default_dir = DEFAULT_DATASET, None
+    else:
+        from ..api import load
+
+        gan = load(path, device=device)
+        spec, default_dir = gan.config.data.dataset, gan.config.data.data_dir or None
+    dataset = dataset or spec
+    clf = classifier_for(_name(dataset), classifier)  # before loading: fail fast
+    data = _dataset(dataset, data_dir or default_dir)
+    if gan is not None:
+        images = gan.generate(_count(n), seed)
+    _check_shape(str(source), images.shape[1:], data, clf)
+    return _report(str(source), data, images, clf, t0)
+
+
+def evaluate_real(
+    dataset: str | Dataset = DEFAULT_DATASET,
+    *,
+    n: int | None = None,
+    classifier: str | Path | None = None,
+    seed: int = 0,
+    data_dir: str | None = None,
+) -> EvalReport:
+    """The floor: the real training split scored as if it were samples, against the test split.
+
+    Uses ``n`` training images (default 10,000, the size a model is evaluated at; a seeded
+    random subset when the split is larger). Memorisation is 1 here by construction: each
+    training image is its own nearest training image.
+    """
+    t0 = time.perf_counter()
+    clf = classifier_for(_name(dataset), classifier)
+    data = _dataset(dataset, data_dir)
+    count = _count(n, len(data.train))
+    pick = np.sort(np.random.default_rng(seed).permutation(len(data.train))[:count])
+    images = data.train.images[pick] if count < len(data.train) else data.train.images
+    _check_shape(f"dataset {data.name}", images.shape[1:], data, clf)
+    return _report(f"real training images of {data.name}", data, images, clf, t0)
+
+
+# --- during training -------------------------------------------------------------------------
+
+
+class TrainingEval:
+    """FID and class balance during training, every ``log.eval_every`` iterations.
+
+    Built before training starts (so a missing test split or classifier is reported before
+    any work). Each call draws ``log.eval_samples`` images from the trainer's generator in
+    eval mode, without gradients, from noise of its own seeded generator (the same noise at
+    every evaluation; the trainer's random streams are not touched, so an exact resume still
+    holds), logs ``eval/FID``, ``eval/KL_uniform``, ``eval/classes_covered`` and
+    ``eval/mean_confidence``, and saves ``checkpoints/best.safetensors`` when FID improves.
+    """
+
+    def __init__(self, cfg: Config, data: Dataset):
+        log = cfg.log
+        self.n, self.seed = log.eval_samples, cfg.train.seed
+        self.classifier = classifier_for(data.name, log.eval_classifier or None)
+        _check_shape(f"dataset {data.name}", data.image_shape, data, self.classifier)
+        test = _test_split(data)
+        self.test_stats = gaussian_stats(extract(self.classifier.features, test.images))
+        self.best: float | None = None
+
+    def measure(self, trainer) -> dict[str, float]:
+        """The eval metrics of the trainer's generator now."""
+        from ..api import GAN
+
+        G = trainer.G
+        was_training = G.training
+        meta = {"image_shape": list(trainer.image_shape), "step": trainer.step_count}
+        images = GAN(G, trainer.cfg, meta, Path()).generate(self.n, self.seed)
+        G.train(was_training)
+        feats, probs = extract(self.classifier.features_and_probs, images)
+        balance = class_balance(probs)
+        return {
+            "FID": fid_from_stats(*self.test_stats, *gaussian_stats(feats)),
+            "KL_uniform": balance["kl_uniform"],
+            "classes_covered": balance["classes_covered"],
+            "mean_confidence": balance["mean_confidence"],
+        }
+
+    def __call__(self, trainer, run, logger) -> dict[str, float]:
+        """Measure, log at the trainer's step, and keep the best checkpoint by FID."""
+        from ..training.checkpoint import SUFFIX, read_checkpoint, save_checkpoint
+
+        values = self.measure(trainer)
+        step = trainer.step_count
+        logger.eval_scalars(step, {f"eval/{k}": v for k, v in values.items()})
+        best_file = run.checkpoints / f"best{SUFFIX}"
+        if self.best is None and best_file.is_file():  # a resumed run: the best so far
+            self.best = read_checkpoint(best_file)[1].get("eval", {}).get("FID")
+        if self.best is None or values["FID"] < self.best:
+            self.best = values["FID"]
+            tensors, meta = trainer.state()
+            save_checkpoint(best_file, tensors, {**meta, "eval": {"step": step, **values}})
+        return values

@@ -1,0 +1,232 @@
+"""`digitgan evaluate` on a tiny run, on .npy files, on real data, and during training."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import digitgan
+from digitgan.errors import ConfigError, DataError
+from digitgan.eval.classifier import SHIPPED
+from digitgan.eval.evaluate import evaluate, evaluate_real
+from digitgan.training.checkpoint import read_checkpoint
+
+SCALARS = {
+    "fid",
+    "kid",
+    "kid_std",
+    "is",
+    "is_std",
+    "precision",
+    "recall",
+    "density",
+    "coverage",
+    "classes_covered",
+    "kl_uniform",
+    "mean_confidence",
+    "memorised",
+    "memorised_threshold",
+    "memorised_quantile",
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, small_data):
+    """A 6-iteration run of the shrunk seed model."""
+    from digitgan.config import preset
+
+    cfg = preset("seed").replace(
+        data__batch_size=16,
+        model__g_hidden=[32],
+        model__d_hidden=[32],
+        train__iters=6,
+        train__device="cpu",
+        log__tb_every=0,
+        log__sample_every=0,
+    )
+    out = tmp_path_factory.mktemp("eval") / "run"
+    digitgan.train(cfg, out, dataset=small_data, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def small_idx(tmp_path_factory, small_data):
+    """``small_data`` as an idx: dataset spec (600 training and 200 test digits)."""
+    from digitgan.data import IDX_NAMES, write_idx
+
+    folder = tmp_path_factory.mktemp("idx")
+    for name, arr in zip(
+        IDX_NAMES,
+        (
+            small_data.train.images[:, 0],
+            small_data.train.labels.astype(np.uint8),
+            small_data.test.images[:, 0],
+            small_data.test.labels.astype(np.uint8),
+        ),
+        strict=True,
+    ):
+        write_idx(folder / name, arr)
+    return f"idx:{folder}"
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the command line in this process: (exit status, stdout, stderr)."""
+    from digitgan.cli import main
+
+    def run(*args):
+        code = main([str(a) for a in args])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
+
+
+def test_evaluate_a_tiny_run_and_its_samples_as_npy(tiny_run, small_data, tmp_path):
+    report = evaluate(tiny_run, n=300, dataset=small_data, seed=5)
+    m = report.metrics
+    assert set(m) == SCALARS and all(math.isfinite(v) for v in m.values())
+    assert report.samples == 300 and sum(report.histogram) == 300
+    assert m["fid"] > 10  # 6 iterations of training: noise, far from digits
+    assert 0 <= m["precision"] <= 1 and 0 <= m["coverage"] <= 1 and 1 <= m["is"] <= 10
+    assert m["memorised"] == 0.0
+    table = report.table()
+    for label in ("FID", "KID", "Inception score", "precision", "recall", "density", "memorised"):
+        assert label in table
+    # the same samples saved by `digitgan sample` as uint8 score (almost) the same
+    npy = tmp_path / "s.npy"
+    digitgan.load(tiny_run).save_samples(npy, 300, seed=5)
+    from_file = evaluate(npy, dataset=small_data)
+    assert from_file.samples == 300
+    assert np.abs(np.subtract(from_file.histogram, report.histogram)).sum() <= 6
+    assert from_file.metrics["fid"] == pytest.approx(m["fid"], rel=0.01)
+    assert evaluate(npy, n=100, dataset=small_data).samples == 100
+
+
+def test_evaluate_command_prints_json_and_a_table(tiny_run, small_idx, tmp_path, cli):
+    # a small idx: copy of the data keeps this fast; its classifier is given explicitly
+    weights = str(SHIPPED["mnist20k"].path)
+    data = ["--dataset", small_idx, "--classifier", weights]
+    code, out, err = cli("evaluate", tiny_run, "--n", "150", "--json", *data)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["dataset"] == small_idx and doc["samples"] == 150
+    assert doc["reference"] == "the test split (200 images)"
+    assert set(doc["metrics"]) == SCALARS and sum(doc["histogram"].values()) == 150
+    arr = (np.random.default_rng(0).random((50, 28, 28)) * 255).astype(np.uint8)
+    np.save(tmp_path / "noise.npy", arr)
+    code, out, err = cli("evaluate", tmp_path / "noise.npy", *data)
+    assert code == 0, err
+    assert f"50 samples vs the test split (200 images) of {small_idx}" in out
+    assert "FID" in out and "memorised" in out
+    code, out, err = cli("evaluate", "--real", "--n", "100", *data)
+    assert code == 0, err
+    assert f"real training images of {small_idx}: 100 samples" in out
+
+
+@pytest.mark.parametrize(
+    "array, message",
+    [
+        (
+            np.zeros((4, 28, 28), np.float32),
+            r"found float32 of shape \(4, 28, 28\); expected a uint8",
+        ),
+        (np.zeros((4, 784), np.uint8), r"found uint8 of shape \(4, 784\); expected a uint8 array"),
+        (np.zeros((4, 28, 28, 7), np.uint8), r"shape \(4, 28, 28, 7\)"),
+        (np.zeros((4, 32, 32), np.uint8), r"\(1, 32, 32\), but dataset mnist20k has \(1, 28, 28\)"),
+    ],
+)
+def test_a_wrong_array_is_a_clear_error(tmp_path, small_data, array, message):
+    path = tmp_path / "bad.npy"
+    np.save(path, array)
+    with pytest.raises(DataError, match=message) as e:
+        evaluate(path, dataset=small_data)
+    assert str(path) in str(e.value)
+
+
+def test_evaluate_command_errors_are_one_line(tmp_path, cli):
+    np.save(tmp_path / "f.npy", np.zeros((3, 28, 28), np.float64))
+    for args, message in [
+        (["evaluate", str(tmp_path / "f.npy")], "found float64 of shape (3, 28, 28)"),
+        (["evaluate"], "give either RUN_OR_CHECKPOINT_OR_FILE.npy or --real"),
+        (["evaluate", "--real", "--dataset", "idx:/nowhere"], "no classifier ships"),
+        (["evaluate", str(tmp_path / "none.npy")], "no such file"),
+    ]:
+        code, _, err = cli(*args)
+        assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_real_training_data_is_the_floor(small_data, tiny_run):
+    real = evaluate_real(small_data, n=300)
+    assert real.samples == 300 and real.source == "real training images of mnist20k"
+    assert real.metrics["memorised"] == 1.0  # training images are their own nearest neighbours
+    assert real.metrics["classes_covered"] == 10 and real.metrics["mean_confidence"] > 0.95
+    model = evaluate(tiny_run, n=300, dataset=small_data)
+    assert real.metrics["fid"] < model.metrics["fid"] / 10
+    assert real.metrics["precision"] > model.metrics["precision"]
+
+
+def _eval_cfg(tiny_cfg, **kw):
+    defaults = {"log__eval_every": 3, "log__eval_samples": 64, "log__ckpt_every": 0}
+    return tiny_cfg.replace(train__iters=9, **{**defaults, **kw})
+
+
+def test_eval_every_logs_fid_and_keeps_the_best_checkpoint(tmp_path, tiny_cfg, small_data):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    digitgan.train(_eval_cfg(tiny_cfg), out, dataset=small_data, progress=False)
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if "eval/FID" in r]
+    assert [r["step"] for r in evals] == [3, 6, 9]
+    assert all(r["eval/classes_covered"] <= 10 and r["eval/FID"] > 0 for r in evals)
+    acc = EventAccumulator(str(out / "tb"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("eval/FID")] == [3, 6, 9]
+    assert "eval/KL_uniform" in acc.Tags()["scalars"]
+    best = min(evals, key=lambda r: r["eval/FID"])
+    _, meta = read_checkpoint(out / "checkpoints" / "best.safetensors")
+    assert meta["step"] == best["step"] and meta["eval"]["FID"] == best["eval/FID"]
+    assert (out / "checkpoints" / "best.json").is_file()
+    assert digitgan.load(out / "checkpoints" / "best.safetensors").step == best["step"]
+    # evaluating does not disturb training: the same weights as a run without it
+    plain = tmp_path / "plain"
+    digitgan.train(
+        _eval_cfg(tiny_cfg, log__eval_every=0), plain, dataset=small_data, progress=False
+    )
+    a = load_file(out / "checkpoints" / "latest.safetensors")
+    b = load_file(plain / "checkpoints" / "latest.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_eval_every_resumes_exactly_and_keeps_the_best_so_far(tmp_path, tiny_cfg, small_data):
+    cfg = _eval_cfg(tiny_cfg)
+    digitgan.train(cfg, tmp_path / "a", dataset=small_data, progress=False)
+    digitgan.train(cfg.replace(train__iters=4), tmp_path / "b", dataset=small_data, progress=False)
+    digitgan.resume(tmp_path / "b", iters=9, dataset=small_data, progress=False)
+    for name in ("latest", "best"):
+        a = load_file(tmp_path / "a" / "checkpoints" / f"{name}.safetensors")
+        b = load_file(tmp_path / "b" / "checkpoints" / f"{name}.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+    def evals(run):
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(x) for x in lines if "eval/FID" in x]
+
+    assert evals(tmp_path / "a") == evals(tmp_path / "b")
+
+
+def test_eval_every_without_a_classifier_fails_before_training(tmp_path, tiny_cfg, small_data):
+    from digitgan.data import Dataset
+
+    custom = Dataset("idx:/mine", small_data.train, small_data.test, 10, small_data.class_names)
+    with pytest.raises(ConfigError, match="no classifier ships for dataset 'idx:/mine'"):
+        digitgan.train(_eval_cfg(tiny_cfg), tmp_path / "run", dataset=custom, progress=False)
+    assert not (tmp_path / "run").exists()
+    no_test = Dataset("mnist20k", small_data.train, None, 10, small_data.class_names)
+    with pytest.raises(DataError, match="has no test split"):
+        digitgan.train(_eval_cfg(tiny_cfg), tmp_path / "run", dataset=no_test, progress=False)
+    assert not (tmp_path / "run").exists()
