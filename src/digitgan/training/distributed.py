@@ -7,7 +7,7 @@ tensors, NCCL for CUDA tensors where CUDA is available); without those variables
 ``WORLD_SIZE=1``, it is :data:`SINGLE`, one process, and nothing here does anything.
 
 A :class:`Dist` is what the trainer and the run need to know about the processes: this
-rank, the world size, the device of this rank, and a few collective operations. All of
+rank, the world size, the local rank (which GPU), and a few collective operations. All of
 them are called by every rank at the same point of the program: the training schedule is
 the same on every rank, so they are. Control messages (stop flags, errors, checkpoint
 bytes, random states) travel as CPU tensors, through Gloo even when training runs on
