@@ -33,21 +33,11 @@ SCALARS = {
 }
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, small_data):
+@pytest.fixture
+def tiny_run(tmp_path, tiny_cfg, small_data):
     """A 6-iteration run of the shrunk seed model."""
-    from digitgan.config import preset
-
-    cfg = preset("seed").replace(
-        data__batch_size=16,
-        model__g_hidden=[32],
-        model__d_hidden=[32],
-        train__iters=6,
-        train__device="cpu",
-        log__tb_every=0,
-        log__sample_every=0,
-    )
-    out = tmp_path_factory.mktemp("eval") / "run"
+    out = tmp_path / "run"
+    cfg = tiny_cfg.replace(log__tb_every=0, log__sample_every=0, log__print_every=0)
     digitgan.train(cfg, out, dataset=small_data, progress=False)
     return out
 

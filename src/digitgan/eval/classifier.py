@@ -70,7 +70,17 @@ SHIPPED: dict[str, ShippedClassifier] = {
         "3a7d6d89b97234b911b55d8e542242c49f5f893830d15d2c34adf5080e1b7385",
         ("mnist20k", "mnist"),
     ),
+    "fashion-mnist": ShippedClassifier(
+        "fashion-mnist.safetensors",
+        "249e1b6eb1f4a46489059ea2b9ad5384056ee12ede04d5d723a2d8fb92c8a0b9",
+        ("fashion-mnist",),
+    ),
 }
+
+
+class _ChannelsLast(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last)
 
 
 class DigitClassifier(nn.Module):
@@ -117,6 +127,7 @@ class DigitClassifier(nn.Module):
         self.body = nn.Sequential(*layers)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(feature_dim, len(class_names))
+        self.info: dict = {}  # the metadata of the file it was loaded from
 
     @property
     def num_classes(self) -> int:
@@ -140,11 +151,12 @@ class DigitClassifier(nn.Module):
         return f, self.head(f).softmax(dim=1)
 
     @torch.no_grad()
-    def fold_batchnorm(self) -> DigitClassifier:
-        """Fold each BatchNorm (with its running statistics) into the layer before it: the
-        same function in eval mode up to rounding, about twice as fast on a CPU. For
-        inference only; returns self."""
-        layers: list[nn.Module] = []
+    def for_inference(self) -> DigitClassifier:
+        """Make this network fast to evaluate on a CPU (about 4x) and unfit for training: each
+        BatchNorm, with its running statistics, is folded into the layer before it, and the
+        convolutions run channels-last. The same function in eval mode up to rounding.
+        Returns self, in eval mode and without gradients."""
+        layers: list[nn.Module] = [_ChannelsLast()]
         for m in self.body:
             if not isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
                 layers.append(m)
@@ -155,8 +167,8 @@ class DigitClassifier(nn.Module):
             bias = prev.bias if prev.bias is not None else torch.zeros_like(m.running_mean)
             prev.weight = nn.Parameter(prev.weight * scale.view(shape))
             prev.bias = nn.Parameter((bias - m.running_mean) * scale + m.bias)
-        self.body = nn.Sequential(*layers)
-        return self
+        self.body = nn.Sequential(*layers).to(memory_format=torch.channels_last)
+        return self.eval().requires_grad_(False)
 
     def arch(self) -> dict:
         """What rebuilds this network (stored in the weights file)."""
@@ -181,8 +193,8 @@ def sha256_file(path: Path) -> str:
 
 
 def load_classifier(path: str | Path, sha256: str | None = None) -> DigitClassifier:
-    """Load a classifier weights file (made by :func:`train_classifier`), for inference: in
-    eval mode, without gradients, BatchNorm folded into the layers before it.
+    """Load a classifier weights file (made by :func:`train_classifier`), ready for inference
+    (see :meth:`DigitClassifier.for_inference`).
 
     With ``sha256``, the file must have that checksum (the shipped ones always do).
     """
@@ -205,12 +217,7 @@ def load_classifier(path: str | Path, sha256: str | None = None) -> DigitClassif
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path}: not a usable classifier ({e})") from None
     model.info = meta
-    return model.eval().fold_batchnorm().requires_grad_(False)
-
-
-def shipped_for(dataset: str) -> ShippedClassifier | None:
-    """The shipped classifier that serves dataset spec ``dataset``, if any."""
-    return next((s for s in SHIPPED.values() if dataset in s.datasets), None)
+    return model.for_inference()
 
 
 @functools.cache
@@ -224,16 +231,14 @@ def classifier_for(dataset: str, path: str | Path | None = None) -> DigitClassif
     shipped one for that dataset (a clear error when none ships)."""
     if path:
         return load_classifier(path)
-    shipped = shipped_for(dataset)
-    if shipped is None:
-        served = ", ".join(d for s in SHIPPED.values() for d in s.datasets)
-        raise ConfigError(
-            f"no classifier ships for dataset {dataset!r} (only for {served}); train one with "
-            f"`digitgan classifier train --dataset {dataset} --out FILE` and pass "
-            "--classifier FILE"
-        )
-    name = next(k for k, v in SHIPPED.items() if v is shipped)
-    return _load_shipped(name)
+    for name, shipped in SHIPPED.items():
+        if dataset in shipped.datasets:
+            return _load_shipped(name)
+    served = ", ".join(d for s in SHIPPED.values() for d in s.datasets)
+    raise ConfigError(
+        f"no classifier ships for dataset {dataset!r} (only for {served}); train one with "
+        f"`digitgan classifier train --dataset {dataset} --out FILE` and pass --classifier FILE"
+    )
 
 
 def default_classifier() -> DigitClassifier:

@@ -195,8 +195,7 @@ def _report(source: str, data: Dataset, images, clf: DigitClassifier, t0: float)
 
 
 def _classifier_name(clf: DigitClassifier) -> str:
-    info = getattr(clf, "info", {})
-    return f"classifier trained on {info.get('dataset', '?')}"
+    return f"classifier trained on {clf.info.get('dataset', '?')}"
 
 
 def _name(dataset: str | Dataset) -> str:

@@ -13,7 +13,7 @@ probabilities** (N, K), or images and a ``classifier`` mapping them to probabili
 
 Conventions: "real" is the reference set (the test split in ``digitgan evaluate``),
 "fake" the generated one. FID is computed in float64; KID's kernel sums in float64 (its
-dot products in float32); the nearest-neighbour metrics in float32 on the CPU, in chunks
+kernel entries in float32); the nearest-neighbour metrics in float32 on the CPU, in chunks
 (``chunk`` rows of the distance matrix at a time), so 10,000 x 10,000 sets need little
 memory.
 """
@@ -120,19 +120,21 @@ def fid(real: Array, fake: Array, features: FeatureFn | None = None) -> float:
 # --- KID -------------------------------------------------------------------------------------
 
 
-def _poly_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``(a.b / D + 1)^3``: dot products in float32 (BLAS speed), the rest in float64."""
-    return ((a.float() @ b.float().T).double() / a.shape[1] + 1) ** 3
+def _poly_kernel_sums(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    """(sum, trace) of the kernel matrix ``(a.b / D + 1)^3``: its entries in float32, their
+    sums accumulated in float64."""
+    k = (a.float() @ b.float().T).div_(a.shape[1]).add_(1).pow_(3)
+    return float(k.sum(dtype=torch.float64)), float(k.diagonal().sum(dtype=torch.float64))
 
 
 def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor) -> float:
     """The unbiased estimate of squared MMD with the cubic kernel ``(x.y/D + 1)^3``: mean
     kernel over distinct pairs within x and within y, minus twice the mean across."""
     m, n = len(x), len(y)
-    kxx, kyy = _poly_kernel(x, x), _poly_kernel(y, y)
-    within_x = (kxx.sum() - kxx.diagonal().sum()) / (m * (m - 1))
-    within_y = (kyy.sum() - kyy.diagonal().sum()) / (n * (n - 1))
-    return float(within_x + within_y - 2 * _poly_kernel(x, y).mean())
+    sxx, txx = _poly_kernel_sums(x, x)
+    syy, tyy = _poly_kernel_sums(y, y)
+    sxy, _ = _poly_kernel_sums(x, y)
+    return (sxx - txx) / (m * (m - 1)) + (syy - tyy) / (n * (n - 1)) - 2 * sxy / (m * n)
 
 
 def kid(
