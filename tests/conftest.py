@@ -2,10 +2,21 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import strategies as st
 
 from digitgan.config import preset
 from digitgan.data import Dataset, Split, load_dataset
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module's tests: for tiny models on a busy machine, two threads
+    make each op up to ~100x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

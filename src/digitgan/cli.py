@@ -1,13 +1,15 @@
 """The ``digitgan`` command line: a thin layer that parses options and calls the library.
 
 Every user mistake is a DigitganError: printed as one line, exit status 2, and no
-traceback unless ``--debug`` is given.
+traceback unless ``--debug`` is given. Under torchrun each error is printed by the process
+that met it (the others stop with the same status, silently).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -60,10 +62,11 @@ def _train(args) -> int:
         cfg = build_config(args.preset, args.config, args.set or (), overrides)
         result = train(cfg, args.out, force=args.force, progress=progress)
     state = "interrupted at" if result.interrupted else "finished"
-    print(
-        f"{state} iteration {result.step} in {result.seconds:.1f} s; run directory: "
-        f"{result.run_dir}"
-    )
+    if env_rank() == 0:
+        print(
+            f"{state} iteration {result.step} in {result.seconds:.1f} s; run directory: "
+            f"{result.run_dir}"
+        )
     return 130 if result.interrupted else 0
 
 
@@ -377,6 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def env_rank() -> int:
+    """This process's rank as torchrun set it in the environment (0 without torchrun)."""
+    rank = os.environ.get("RANK", "0")
+    return int(rank) if rank.isdigit() else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -384,7 +393,9 @@ def main(argv: list[str] | None = None) -> int:
     except DigitganError as e:
         if args.debug:
             raise
-        print(f"digitgan: error: {e}", file=sys.stderr)
+        if getattr(e, "origin_rank", None) is None:  # not a copy of another rank's error
+            rank = env_rank()
+            print(f"digitgan: error: {f'(rank {rank}) ' if rank else ''}{e}", file=sys.stderr)
         return 2
     except OSError as e:  # the system refused a file operation the library did not foresee
         if args.debug:

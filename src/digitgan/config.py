@@ -142,7 +142,8 @@ class TrainConfig:
     fast_step: bool = opt(
         True,
         "use the hand-written step for unconditional MLP models without penalties (the same "
-        "math as autograd, about twice as fast on a CPU); false = the generic autograd step",
+        "math as autograd, about twice as fast on a CPU; one process only, not under "
+        "torchrun); false = the generic autograd step",
     )
     ema_decay: float = opt(
         0.0,

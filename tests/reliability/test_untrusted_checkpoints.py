@@ -23,18 +23,11 @@ from digitgan.errors import CheckpointError
 from digitgan.training.checkpoint import read_checkpoint
 from digitgan.training.loop import restore_trainer
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # hundreds of tiny models
+
 FUZZ = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Hundreds of tiny models: on a busy machine, two threads make each op ~100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -121,9 +121,11 @@ def _read_stream(stream: BinaryIO, path: Path) -> np.ndarray:
     shape = struct.unpack(f">{ndim}I", dims)
     dtype = _TYPES[code]
     expected = math.prod(shape) * dtype.itemsize
-    if expected > MAX_PAYLOAD_BYTES:
+    # zero dimensions left out: numpy refuses even an empty shape like (0, 3e9, 3e9) as too big
+    nominal = math.prod(d for d in shape if d) * dtype.itemsize
+    if nominal > MAX_PAYLOAD_BYTES:
         raise DataError(
-            f"{path}: IDX header claims shape {shape} of {dtype.name}, {expected} bytes, more "
+            f"{path}: IDX header claims shape {shape} of {dtype.name}, {nominal} bytes, more "
             f"than the {MAX_PAYLOAD_BYTES} allowed; the file is corrupt or not an IDX file"
         )
     payload = _read_capped(stream, expected + 1)

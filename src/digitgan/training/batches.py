@@ -6,6 +6,11 @@ crosses an epoch boundary takes the rest of one epoch and the start of the
 next). No per-item loader, no host round trip. The state (current permutation,
 position, generator state) is saved in checkpoints so that a resumed run sees
 exactly the batches an uninterrupted one would.
+
+In distributed training every rank walks the same stream (same generator, same
+permutations, so no communication is needed) and takes its own contiguous part of
+each batch: with ``shard=(rank, world)``, rank r gets items r*b .. (r+1)*b - 1 of
+every batch of ``batch_size``, b = batch_size / world.
 """
 
 from __future__ import annotations
@@ -21,12 +26,17 @@ class EpochBatches:
         batch_size: int,
         generator: torch.Generator,
         out_range: tuple[float, float] = (0.0, 1.0),
+        shard: tuple[int, int] = (0, 1),
     ):
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError("images must be a uint8 tensor of shape (N, C, H, W)")
         self.images = images
         self.labels = labels
         self.batch_size = batch_size
+        rank, world = shard
+        if batch_size % world or not 0 <= rank < world:
+            raise ValueError(f"cannot take part {rank} of {world} of a batch of {batch_size}")
+        self.part = slice(rank * batch_size // world, (rank + 1) * batch_size // world)
         self.generator = generator
         lo, hi = out_range
         self._scale = (hi - lo) / 255.0
@@ -39,7 +49,7 @@ class EpochBatches:
         return torch.randperm(n, generator=self.generator, device=self.images.device)
 
     def next_indices(self) -> torch.Tensor:
-        """Indices of the next batch in the epoch stream."""
+        """Indices of the next (whole) batch in the epoch stream."""
         parts, need = [], self.batch_size
         while need > 0:
             if self.pos == self.perm.numel():
@@ -51,8 +61,8 @@ class EpochBatches:
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next (images as float in the model's range, labels) batch."""
-        idx = self.next_indices()
+        """This shard's part of the next batch: (images as float in the model's range, labels)."""
+        idx = self.next_indices()[self.part]
         x = self.images.index_select(0, idx).float()
         x = x.mul_(self._scale).add_(self._shift) if self._shift else x.mul_(self._scale)
         return x, self.labels.index_select(0, idx)

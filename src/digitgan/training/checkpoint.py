@@ -15,6 +15,7 @@ new one, never half of one.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import stat
@@ -73,10 +74,22 @@ def read_checkpoint(
     before its contents are read into memory.
     """
     path = Path(path)
+    return parse_checkpoint(read_checkpoint_bytes(path, fmt, version), path, fmt, version)
+
+
+def read_checkpoint_bytes(path: Path, fmt: str = FORMAT, version: int = VERSION) -> bytes:
+    """The bytes of a checkpoint file, read only after its header has been checked."""
     with _open_checkpoint(path) as f:
-        meta = _read_header(f, path, fmt, version)
+        _read_header(f, path, fmt, version)
         f.seek(0)
-        data = f.read()
+        return f.read()
+
+
+def parse_checkpoint(
+    data: bytes, path: Path, fmt: str = FORMAT, version: int = VERSION
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, metadata) from the bytes of checkpoint file ``path`` (named in errors)."""
+    meta = _read_header(io.BytesIO(data), path, fmt, version)
     try:
         tensors = st_load(data)
     except SafetensorError as e:
@@ -125,9 +138,10 @@ def _kind(fmt: str) -> str:
 def _read_header(
     f: BinaryIO, path: Path, fmt: str = FORMAT, version: int = VERSION
 ) -> dict[str, Any]:
-    """Parse the safetensors header at the start of ``f`` and check its digitgan metadata
-    (for GAN checkpoints, also the fields every one must have)."""
-    size = os.fstat(f.fileno()).st_size
+    """Parse the safetensors header at the start of ``f`` (a file or bytes) and check its
+    digitgan metadata (for GAN checkpoints, also the fields every one must have)."""
+    size = f.seek(0, os.SEEK_END)
+    f.seek(0)
     prefix = f.read(8)
     header_len = int.from_bytes(prefix, "little") if len(prefix) == 8 else 0
     if not 0 < header_len <= min(size - 8, MAX_HEADER_BYTES):

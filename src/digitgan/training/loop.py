@@ -5,19 +5,21 @@ order: everything a checkpoint must hold for an exact resume. :func:`train`
 and :func:`resume` wrap it with a run directory, logging and Ctrl-C handling.
 
 Randomness is drawn only from the trainer's own ``torch.Generator`` objects
-(one for the data order, one for the noise), all seeded from ``train.seed``;
+(one for the data order, one for the noise), all seeded from ``train.seed``
+(and the rank, for the noise of distributed training: see distributed.py);
 model init draws from the global generator inside a forked, seeded RNG scope,
 so training neither reads nor disturbs the caller's global random state.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import signal
 import sys
 import time
 from collections.abc import Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,10 +42,12 @@ from .checkpoint import (
     load_module_state,
     load_optimizer,
     optimizer_tensors,
-    read_checkpoint,
+    parse_checkpoint,
+    read_checkpoint_bytes,
     read_metadata,
     save_checkpoint,
 )
+from .distributed import SINGLE, Dist, session
 from .ema import EMA
 from .logger import RunLogger
 from .rundir import RunDir
@@ -65,12 +69,49 @@ def _stream(device: torch.device, seed: int, stream: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + stream)
 
 
-class GANTrainer:
-    """Models, optimisers, data order and noise for one run; ``step()`` is one iteration."""
+def noise_stream(
+    device: torch.device, seed: int, rank: int = 0, reseeded_at: int | None = None
+) -> torch.Generator:
+    """The noise generator of process ``rank``: rank 0's is the one-process run's; a resume
+    with another number of processes reseeds every rank's at iteration ``reseeded_at``."""
+    if rank == 0 and reseeded_at is None:
+        return _stream(device, seed, _NOISE_STREAM)
+    digest = hashlib.sha256(f"noise {seed} {rank} {reseeded_at}".encode()).digest()
+    return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little"))
 
-    def __init__(self, cfg: Config, dataset: Dataset, device: torch.device | str = "cpu"):
+
+def _noise_key(rank: int, world: int) -> str:
+    """The checkpoint tensor holding rank ``rank``'s noise-generator state."""
+    return "rng.noise" if world == 1 else f"rng.noise.rank{rank}"
+
+
+class GANTrainer:
+    """Models, optimisers, data order and noise for one run; ``step()`` is one iteration.
+
+    With ``dist`` (a :class:`~.distributed.Dist` of several processes) this is one rank of a
+    distributed run: it trains on its part of every batch (``data.batch_size`` is the global
+    batch) with its own noise, through DistributedDataParallel wrappers that average the
+    gradients, so every rank holds the same weights.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        dataset: Dataset,
+        device: torch.device | str = "cpu",
+        dist: Dist = SINGLE,
+    ):
         self.cfg = cfg
         self.device = torch.device(device)
+        self.dist = dist
+        if cfg.data.batch_size % dist.world:
+            raise ConfigError(
+                f"data.batch_size: {cfg.data.batch_size} images do not divide among "
+                f"{dist.world} processes (the batch size is the global batch, split evenly); "
+                f"use a multiple of {dist.world}"
+            )
+        self.batch_size = cfg.data.batch_size // dist.world
+        """This process's part of each batch (the whole batch in one process)."""
         self.image_shape = dataset.image_shape
         self.num_classes = dataset.num_classes
         self.dataset_name = dataset.name
@@ -104,8 +145,12 @@ class GANTrainer:
             cfg.data.batch_size,
             _stream(self.device, seed, _DATA_STREAM),
             self.G.out_range,
+            shard=(dist.rank, dist.world),
         )
-        self.noise_gen = _stream(self.device, seed, _NOISE_STREAM)
+        self.noise_gen = noise_stream(self.device, seed, dist.rank)
+        self.reseeded_from: int | None = None
+        """The number of processes a resumed checkpoint was saved by, when not this run's."""
+        self._noise_states: tuple[int, list[torch.Tensor]] | None = None
         rows = cfg.log.grid_rows
         self.fixed_z = self.noise(rows * rows, _stream(torch.device("cpu"), seed, _FIXED_STREAM))
         # conditional grids: row r draws class r mod num_classes
@@ -116,7 +161,11 @@ class GANTrainer:
         )
         self.step_count = 0
         self.last: dict[str, torch.Tensor] = {}
-        self.fast_step = fast_mlp.FastMLPStep(self) if fast_mlp.supports(self) else None
+        # what autograd_step() calls: G and D, or their DistributedDataParallel wrappers; the
+        # hand-written step sets .grad itself, past DDP's averaging, so it is one-process only
+        self.G_train, self.D_train = dist.wrap(self.G), dist.wrap(self.D)
+        fast = fast_mlp.supports(self) and dist.world == 1
+        self.fast_step = fast_mlp.FastMLPStep(self) if fast else None
 
     @property
     def sampler(self) -> torch.nn.Module:
@@ -165,8 +214,8 @@ class GANTrainer:
     def autograd_step(self):
         """The generic iteration, through autograd: any model, objective and penalty.
         Returns (d_loss, g_loss, real_logits, fake_logits)."""
-        G, D, obj = self.G, self.D, self.objective
-        bs = self.cfg.data.batch_size
+        G, D, obj = self.G_train, self.D_train, self.objective
+        bs = self.batch_size
         for _ in range(self.cfg.train.d_steps):
             x, labels = self.batches.next()
             y = labels if self.conditional else None
@@ -191,7 +240,8 @@ class GANTrainer:
         return d_loss, g_loss, real_logits, fake_logits
 
     def stats(self) -> dict[str, float]:
-        """The last step's losses and mean D(x), D(G(z)) as floats (one host sync)."""
+        """The last step's losses and mean D(x), D(G(z)) as floats (one host sync); across
+        processes, their means over the ranks (so, over the global batch)."""
         s = self.last
         t = torch.stack(
             [
@@ -200,7 +250,8 @@ class GANTrainer:
                 torch.sigmoid(s["real_logits"]).mean(),
                 torch.sigmoid(s["fake_logits"]).mean(),
             ]
-        ).tolist()
+        )
+        t = self.dist.mean(t).tolist()
         return dict(zip(("D_loss", "G_loss", "D_real", "D_fake"), t, strict=True))
 
     @torch.no_grad()
@@ -215,8 +266,15 @@ class GANTrainer:
 
     # --- checkpoint state -----------------------------------------------------------------
 
+    def gather_noise_states(self) -> None:
+        """Across processes, collect every rank's noise-generator state for :meth:`state`
+        (a collective: every rank calls it at the same step). Nothing to do in one process."""
+        if self.dist.world > 1:
+            self._noise_states = (self.step_count, self.dist.gather(self.noise_gen.get_state()))
+
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:
-        """(tensors, metadata) that restore this trainer exactly."""
+        """(tensors, metadata) that restore this trainer exactly. Across processes, the noise
+        states are those :meth:`gather_noise_states` collected at this step (on any rank)."""
         tensors = {f"G.{k}": v for k, v in self.G.state_dict().items()}
         tensors |= {f"D.{k}": v for k, v in self.D.state_dict().items()}
         if self.ema:
@@ -224,15 +282,14 @@ class GANTrainer:
         tg, mg = optimizer_tensors(self.opt_g, "opt_g")
         td, md = optimizer_tensors(self.opt_d, "opt_d")
         b = self.batches.state_dict()
-        tensors |= (
-            tg
-            | td
-            | {
-                "rng.data": b["rng"],
-                "rng.noise": self.noise_gen.get_state(),
-                "data.perm": b["perm"],
-            }
-        )
+        world = self.dist.world
+        noise = [self.noise_gen.get_state()]
+        if world > 1:
+            step, noise = self._noise_states or (None, [])
+            if step != self.step_count:
+                raise RuntimeError("GANTrainer.state: call gather_noise_states() on every rank")
+        tensors |= tg | td | {"rng.data": b["rng"], "data.perm": b["perm"]}
+        tensors |= {_noise_key(rank, world): state for rank, state in enumerate(noise)}
         meta = {
             "step": self.step_count,
             "config": self.cfg.to_dict(),
@@ -242,6 +299,7 @@ class GANTrainer:
             "dataset": self.dataset_name,
             "out_range": list(self.G.out_range),
             "data_pos": b["pos"],
+            "world_size": world,
             "opt_g": mg,
             "opt_d": md,
             "digitgan_version": __version__,
@@ -273,10 +331,24 @@ class GANTrainer:
             self.batches.load_state_dict(
                 {"perm": tensors["data.perm"], "pos": meta["data_pos"], "rng": tensors["rng.data"]}
             )
-            self.noise_gen.set_state(tensors["rng.noise"])
+            self._load_noise_state(tensors, meta)
         except (KeyError, ValueError, TypeError, RuntimeError) as e:
             raise CheckpointError(f"{source}: random or data-order state unusable: {e}") from None
         self.step_count = int(meta["step"])
+
+    def _load_noise_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        """This rank's noise state; when the checkpoint was saved by another number of
+        processes, every rank's noise stream is reseeded from the seed, rank and step."""
+        saved = meta.get("world_size", 1)  # checkpoints from before distributed training: 1
+        if type(saved) is not int or saved < 1:
+            raise ValueError(f"world_size {saved!r} is not a positive integer")
+        dist = self.dist
+        if saved == dist.world:
+            self.noise_gen.set_state(tensors[_noise_key(dist.rank, dist.world)])
+            return
+        seed, step = self.cfg.train.seed, meta["step"]
+        self.noise_gen = noise_stream(self.device, seed, dist.rank, reseeded_at=step)
+        self.reseeded_from = saved
 
     def check_finite(self) -> None:
         """Raise DivergenceError if a weight of G or D is NaN or infinite (one host sync)."""
@@ -329,24 +401,35 @@ def _sigint_to(flag: _StopFlag):
         signal.signal(signal.SIGINT, previous)
 
 
-def _save(trainer: GANTrainer, run: RunDir, numbered: bool) -> None:
-    """Checkpoint the trainer, unless its weights have diverged (then the last good one stays)."""
+def _save(trainer: GANTrainer, run: RunDir | None, numbered: bool) -> None:
+    """Checkpoint the trainer, unless its weights have diverged (then the last good one stays).
+    Across processes every rank calls it, and rank 0 (the one with a ``run``) writes."""
     _check_finite(trainer, run)
-    tensors, meta = trainer.state()
-    try:
-        if numbered:
-            path = run.checkpoints / f"step-{trainer.step_count:07d}{SUFFIX}"
-            save_checkpoint(path, tensors, meta)
-        save_checkpoint(run.checkpoints / f"{LATEST}{SUFFIX}", tensors, meta)
-    except CheckpointError as e:
-        raise CheckpointError(f"{e}; {_where_to_continue(run, 'once that is fixed')}") from e
+    trainer.gather_noise_states()
+
+    def write() -> None:
+        tensors, meta = trainer.state()
+        try:
+            if numbered:
+                path = run.checkpoints / f"step-{trainer.step_count:07d}{SUFFIX}"
+                save_checkpoint(path, tensors, meta)
+            save_checkpoint(run.checkpoints / f"{LATEST}{SUFFIX}", tensors, meta)
+        except CheckpointError as e:
+            raise CheckpointError(f"{e}; {_where_to_continue(run, 'once that is fixed')}") from e
+
+    trainer.dist.on_main(write)
 
 
 def _check_finite(
-    trainer: GANTrainer, run: RunDir, stats: dict | None = None, i: int = 0, weights: bool = True
+    trainer: GANTrainer,
+    run: RunDir | None,
+    stats: dict | None = None,
+    i: int = 0,
+    weights: bool = True,
 ) -> None:
-    """Raise DivergenceError, saying how to go on, if iteration ``i``'s losses in ``stats`` or
-    (with ``weights``) the model weights are NaN or infinite."""
+    """Raise DivergenceError, saying how to go on (given the ``run``), if iteration ``i``'s
+    losses in ``stats`` or (with ``weights``) the model weights are NaN or infinite. Across
+    processes the stats and weights are the same on every rank, so all ranks raise alike."""
     try:
         bad = [
             f"{k.replace('_', ' ')} {v}"
@@ -358,6 +441,8 @@ def _check_finite(
         if weights:
             trainer.check_finite()
     except DivergenceError as e:
+        if run is None:
+            raise
         raise DivergenceError(f"{e}; {_divergence_advice(trainer, run)}") from None
 
 
@@ -398,19 +483,38 @@ def _evaluator(cfg: Config, dataset: Dataset):
     return TrainingEval(cfg, dataset)
 
 
+class _Quiet:
+    """Stands in for the logger on ranks other than 0: every method does nothing."""
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: None
+
+
 def _fit(
     trainer: GANTrainer,
-    run: RunDir,
+    run: RunDir | None,
     iters: int,
     progress: bool,
     fresh: bool,
     evaluator=None,
 ) -> TrainResult:
-    cfg = trainer.cfg.log
-    logger = RunLogger(run, purge_step=None if fresh else trainer.step_count)
+    """Train to ``iters`` with every output. Across processes every rank runs this loop;
+    rank 0 alone has the ``run`` (and the ``evaluator``) and writes files, prints and shows
+    the progress bar."""
+    cfg, dist = trainer.cfg.log, trainer.dist
+    root = Path(dist.broadcast_bytes(str(run.root).encode() if run else None).decode())
+    logger, bar_cls, write = _Quiet(), None, lambda s: None
+    if run is not None:
+        logger = RunLogger(run, purge_step=None if fresh else trainer.step_count)
+        bar_cls, write = _console(progress)
     if fresh:
         logger.graph(trainer)
-    bar_cls, write = _console(progress)
+    if trainer.reseeded_from:
+        n = trainer.reseeded_from
+        write(
+            f"Note: continuing a run of {n} process{'es' if n > 1 else ''} with {dist.world}: "
+            "the data order continues exactly, the noise streams are reseeded"
+        )
     bar = (
         bar_cls(
             total=iters, initial=trainer.step_count, unit="it", dynamic_ncols=True, file=sys.stderr
@@ -421,18 +525,26 @@ def _fit(
     stop = _StopFlag()
     t0, step0 = time.perf_counter(), trainer.step_count
     stats: dict[str, float] = {}
+    interrupted = False
 
-    def grid(index_step: int, path: Path) -> None:
+    def grid(index_step: int, final: bool = False) -> None:
+        """The sample grid of iteration ``index_step`` (numbered by log.sample_every)."""
+        if run is None:
+            return
+        path = run.samples / "final.png" if final else run.grid_path(index_step // cfg.sample_every)
         image = trainer.sample_grid()
         save_png(path, image)
         logger.image(index_step, image)
 
     try:
         with _sigint_to(stop):
-            while trainer.step_count < iters and not stop.requested:
+            while trainer.step_count < iters:
+                if dist.stop_now(stop.requested, trainer.step_count):
+                    interrupted = True
+                    break
                 i = trainer.step_count  # the seed's 0-based iteration number
                 if cfg.sample_every and i % cfg.sample_every == 0:
-                    grid(i, run.grid_path(i // cfg.sample_every))
+                    grid(i)
                 trainer.step()
                 log_now = cfg.tb_every and i % cfg.tb_every == 0
                 print_now = cfg.print_every and i % cfg.print_every == 0
@@ -456,29 +568,28 @@ def _fit(
                         )
                 if bar:
                     bar.update(1)
-                if evaluator and trainer.step_count % cfg.eval_every == 0:
-                    evaluator(trainer, run, logger)
+                if cfg.eval_every and trainer.step_count % cfg.eval_every == 0:
+                    trainer.gather_noise_states()  # for a best checkpoint
+                    dist.on_main(lambda: evaluator(trainer, run, logger))
                 if cfg.ckpt_every and trainer.step_count % cfg.ckpt_every == 0:
                     _save(trainer, run, numbered=True)
             done = trainer.step_count
             if cfg.sample_every and done >= iters and done % cfg.sample_every == 0:
-                grid(done, run.grid_path(done // cfg.sample_every))
+                grid(done)
             if done >= iters:
-                grid(done, run.samples / "final.png")
+                grid(done, final=True)
             if not (cfg.ckpt_every and done % cfg.ckpt_every == 0 and done > step0):
                 _save(trainer, run, numbered=done >= iters)
     finally:
         if bar:
             bar.close()
         logger.close()
-    if stop.requested:
+    if interrupted:
         write(
             f"Interrupted: checkpoint saved at iteration {trainer.step_count}; continue with "
-            f"`digitgan train --resume {run.root}`"
+            f"`digitgan train --resume {root}`"
         )
-    return TrainResult(
-        run.root, trainer.step_count, stop.requested, stats, time.perf_counter() - t0
-    )
+    return TrainResult(root, trainer.step_count, interrupted, stats, time.perf_counter() - t0)
 
 
 def train(
@@ -493,14 +604,29 @@ def train(
 
     ``progress`` shows a progress bar (default: when stderr is a terminal). ``dataset``
     may be given already loaded; otherwise ``cfg.data.dataset`` is loaded.
+
+    Under torchrun every process calls this (as ``digitgan train`` does) and they train as
+    one run: see README-distributed.md. Only rank 0 creates and writes ``out``.
     """
-    device = resolve_device(cfg.train.device)
-    dataset = dataset or load_dataset(cfg.data.dataset, cfg.data.data_dir or None)
-    evaluator = _evaluator(cfg, dataset)  # these two first: a bad config leaves no run dir
-    trainer = GANTrainer(cfg, dataset, device)
-    with RunDir.create(out or RunDir.default_path(cfg.preset), force=force) as run:
-        run.write_config(cfg.to_toml())
-        return _fit(trainer, run, cfg.train.iters, _want_progress(progress), True, evaluator)
+    with session() as dist:
+        device = dist.place(resolve_device(cfg.train.device))
+        dataset = dataset or _load_dataset(cfg, dist)
+        # these two before the run dir: a bad config or model leaves no run directory
+        evaluator = dist.on_main(lambda: _evaluator(cfg, dataset))
+        trainer = GANTrainer(cfg, dataset, device, dist)
+
+        def create() -> RunDir:
+            run = RunDir.create(out or RunDir.default_path(cfg.preset), force=force)
+            try:
+                run.write_config(cfg.to_toml())
+            except BaseException:
+                run.close()
+                raise
+            return run
+
+        with dist.on_main(create) or nullcontext() as run:
+            iters = cfg.train.iters
+            return _fit(trainer, run, iters, _want_progress(progress), True, evaluator)
 
 
 def resume(
@@ -517,19 +643,30 @@ def resume(
     Model, optimiser, step, random states and data order are restored, so the result is the
     same as an uninterrupted run (bit for bit on the CPU). ``sets`` changes settings from
     here on, as ``section.key=value`` strings (e.g. ``["optim.lr_d=5e-4"]``); the fields in
-    :data:`FIXED_ON_RESUME` cannot change.
+    :data:`FIXED_ON_RESUME` cannot change. Under torchrun every process calls this; see
+    README-distributed.md for resuming with another number of processes.
     """
-    with RunDir.open(run_dir) as run:
-        latest = run.checkpoints / f"{LATEST}{SUFFIX}"
+    latest = RunDir(run_dir).checkpoints / f"{LATEST}{SUFFIX}"
+
+    def open_run() -> RunDir:
+        run = RunDir.open(run_dir)
         if not latest.exists():
+            run.close()
             raise CheckpointError(
                 f"--resume {run.root}: the run has no checkpoint yet (it stopped before its "
                 f"first one); start it again with `digitgan train --out {run.root} --force`"
             )
-        trainer, dataset = restore_trainer(latest, iters, sets, device, dataset)
-        evaluator = _evaluator(trainer.cfg, dataset)
-        run.write_config(trainer.cfg.to_toml())
-        run.truncate_metrics(trainer.step_count)
+        return run
+
+    with session() as dist, dist.on_main(open_run) or nullcontext() as run:
+        trainer, dataset = restore_trainer(latest, iters, sets, device, dataset, dist)
+        evaluator = dist.on_main(lambda: _evaluator(trainer.cfg, dataset))
+
+        def continue_run() -> None:
+            run.write_config(trainer.cfg.to_toml())
+            run.truncate_metrics(trainer.step_count)
+
+        dist.on_main(continue_run)
         return _fit(
             trainer, run, trainer.cfg.train.iters, _want_progress(progress), False, evaluator
         )
@@ -545,14 +682,17 @@ def restore_trainer(
     sets: Sequence[str] = (),
     device: str | None = None,
     dataset: Dataset | None = None,
+    dist: Dist = SINGLE,
 ) -> tuple[GANTrainer, Dataset]:
     """(trainer, dataset): a trainer in the state saved in checkpoint ``path``, with ``sets``
     applied to its config, and the dataset it trains on.
 
     Everything in the file is checked before it is used: a damaged, tampered or mismatched
     checkpoint raises CheckpointError (or ConfigError for its config), never a PyTorch error.
+    Across processes, rank 0 reads the file and sends its bytes to the others.
     """
-    tensors, meta = read_checkpoint(path)
+    data = dist.broadcast_bytes(dist.on_main(lambda: read_checkpoint_bytes(path)))
+    tensors, meta = parse_checkpoint(data, path)
     saved = checkpoint_config(meta, path)
     check_models(saved.model, meta, tensors, "GD", path)
     cfg = saved.replace()
@@ -569,10 +709,16 @@ def restore_trainer(
                 )
     overrides = {"train__iters": iters, "train__device": device}
     cfg = cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
-    dataset = dataset or load_dataset(cfg.data.dataset, cfg.data.data_dir or None)
-    trainer = GANTrainer(cfg, dataset, resolve_device(cfg.train.device))
+    device = dist.place(resolve_device(cfg.train.device))
+    dataset = dataset or _load_dataset(cfg, dist)
+    trainer = GANTrainer(cfg, dataset, device, dist)
     trainer.load_state(tensors, meta, path)
     return trainer, dataset
+
+
+def _load_dataset(cfg: Config, dist: Dist) -> Dataset:
+    """``cfg``'s dataset, loaded on rank 0 first (so that a download happens once)."""
+    return dist.main_first(lambda: load_dataset(cfg.data.dataset, cfg.data.data_dir or None))
 
 
 def _want_progress(progress: bool | None) -> bool:
