@@ -327,10 +327,10 @@ class TrainingEval:
         self.best: float | None = None
 
     def measure(self, trainer) -> dict[str, float]:
-        """The eval metrics of the trainer's generator now."""
+        """The eval metrics of the generator that samples (the EMA one when enabled) now."""
         from ..api import GAN
 
-        G = trainer.G
+        G = trainer.sampler  # the EMA generator when the run keeps one, as load() does
         was_training = G.training
         meta = {"image_shape": list(trainer.image_shape), "step": trainer.step_count}
         images = GAN(G, trainer.cfg, meta, Path()).generate(self.n, self.seed)
