@@ -109,13 +109,16 @@ def test_a_malformed_eval_json_is_logged_and_ignored(tmp_path, caplog, text):
     assert "eval.json" in caplog.text
 
 
-def test_evaluate_save_is_what_the_page_shows(tiny_run, capsys):
+def test_evaluate_save_is_what_the_page_shows(tiny_run, tmp_path, capsys):
+    import shutil
+
     from digitgan.cli import main
     from digitgan.training.checkpoint import resolve_checkpoint
 
-    assert main(["evaluate", str(tiny_run), "--n", "200", "--save"]) == 0
+    run = shutil.copytree(tiny_run, tmp_path / "run")  # the shared run must stay unscored
+    assert main(["evaluate", str(run), "--n", "200", "--save"]) == 0
     assert "wrote" in capsys.readouterr().out
-    metrics, floor = read_evaluation(resolve_checkpoint(tiny_run))
+    metrics, floor = read_evaluation(resolve_checkpoint(run))
     assert set(metrics) == set(floor) and "fid" in metrics and "precision" in metrics
     assert floor["fid"] < metrics["fid"]  # real digits beat a 3-iteration model
     assert main(["evaluate", "--real", "--n", "200", "--save"]) == 2  # nothing to save it to
