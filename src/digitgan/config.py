@@ -142,7 +142,7 @@ class TrainConfig:
     fast_step: bool = opt(
         True,
         "use the hand-written step for unconditional MLP models without penalties (the same "
-        "math as autograd, about twice as fast on a CPU; one process only, not under "
+        "math as autograd with less overhead; one process only, not under "
         "torchrun); false = the generic autograd step",
     )
     ema_decay: float = opt(
