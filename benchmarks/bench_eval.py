@@ -9,7 +9,10 @@
    (generation included; median over the seeds) and one ``digitgan evaluate`` process
    (wall time, start-up and imports included).
 
-Usage: python benchmarks/bench_eval.py [--seeds 0 1 2] [--iters 10000] [--record]
+Usage: python benchmarks/bench_eval.py [--seeds 0 1 2] [--iters 10000] [--runs DIR] [--record]
+
+With ``--runs DIR`` the training runs are kept in DIR, and a run found there finished
+is evaluated again rather than retrained.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--iters", type=int, default=10_000)
+    ap.add_argument("--runs", help="keep the runs in this folder (default: a temporary one)")
     ap.add_argument("--record", action="store_true", help="append the tables to RESULTS.md")
     args = ap.parse_args()
 
@@ -63,19 +67,23 @@ def main() -> None:
 
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(args.runs or tmp)
         for seed in args.seeds:
-            cfg = digitgan.preset("seed").replace(
-                train__seed=seed, train__iters=args.iters, train__device="cpu"
-            )
-            t0 = time.perf_counter()
-            digitgan.train(cfg, f"{tmp}/seed-{seed}", progress=False)
-            train_s = time.perf_counter() - t0
-            report = evaluate(f"{tmp}/seed-{seed}", n=10_000)
-            print(f"seed {seed}: trained in {train_s:.0f} s\n{report.table()}", flush=True)
+            run = folder / f"seed-{seed}"
+            latest = run / "checkpoints" / "latest.safetensors"
+            if not (latest.is_file() and digitgan.load(latest).step == args.iters):
+                cfg = digitgan.preset("seed").replace(
+                    train__seed=seed, train__iters=args.iters, train__device="cpu"
+                )
+                t0 = time.perf_counter()
+                digitgan.train(cfg, run, progress=False, force=True)
+                print(f"seed {seed}: trained in {time.perf_counter() - t0:.0f} s", flush=True)
+            report = evaluate(run, n=10_000)
+            print(report.table(), flush=True)
             runs.append(report)
         t0 = time.perf_counter()
         cli = subprocess.run(
-            [sys.executable, "-m", "digitgan", "evaluate", f"{tmp}/seed-{args.seeds[0]}"],
+            [sys.executable, "-m", "digitgan", "evaluate", str(folder / f"seed-{args.seeds[0]}")],
             capture_output=True,
             text=True,
             env={**os.environ, "PYTHONPATH": str(Path(digitgan.__file__).parents[1])},
