@@ -220,3 +220,29 @@ def test_eval_every_without_a_classifier_fails_before_training(tmp_path, tiny_cf
     with pytest.raises(DataError, match="has no test split"):
         digitgan.train(_eval_cfg(tiny_cfg), tmp_path / "run", dataset=no_test, progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_eval_every_scores_the_ema_generator_that_load_samples(tmp_path, tiny_cfg, small_data):
+    """With EMA on, the FID logged in training is the averaged generator's, not the raw one's."""
+    from digitgan.eval.evaluate import TrainingEval
+
+    cfg = _eval_cfg(tiny_cfg, log__eval_every=9, train__ema_decay=0.9)
+    out = tmp_path / "run"
+    digitgan.train(cfg, out, dataset=small_data, progress=False)
+    logged = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    (fid,) = [r["eval/FID"] for r in logged if "eval/FID" in r]
+
+    scorer = TrainingEval(cfg, small_data)
+    latest = out / "checkpoints" / "latest.safetensors"
+
+    def fid_of(gan):
+        from digitgan.eval.metrics import extract, fid_from_stats, gaussian_stats
+
+        images = gan.generate(cfg.log.eval_samples, cfg.train.seed)
+        feats = extract(scorer.classifier.features, images)
+        return fid_from_stats(*scorer.test_stats, *gaussian_stats(feats))
+
+    ema, raw = digitgan.load(latest), digitgan.load(latest, ema=False)
+    assert ema.ema and not raw.ema
+    assert fid == pytest.approx(fid_of(ema), rel=1e-6)
+    assert fid != pytest.approx(fid_of(raw), rel=1e-4)  # the raw generator scores otherwise
