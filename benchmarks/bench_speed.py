@@ -25,48 +25,62 @@ import time
 import torch
 from common import markdown_table, record
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 import digitgan
 from digitgan.data import load_dataset
 from digitgan.training.loop import GANTrainer
 
 
-def plain_loop(images: torch.Tensor, iters: int) -> float:
-    """The eager loop a PyTorch user would write for the seed article; returns seconds."""
-    G = nn.Sequential(nn.Linear(100, 128), nn.ReLU(), nn.Linear(128, 784), nn.Sigmoid())
-    D = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 1))
-    opt_g = torch.optim.Adam(G.parameters(), lr=1e-3)
-    opt_d = torch.optim.Adam(D.parameters(), lr=1e-3)
-    bce = nn.BCEWithLogitsLoss()
-    ones, zeros = torch.ones(128, 1), torch.zeros(128, 1)
+class PlainLoop:
+    """The eager loop a PyTorch user would write for the seed article."""
+
+    def __init__(self, images: torch.Tensor):
+        self.images = images
+        self.G = nn.Sequential(nn.Linear(100, 128), nn.ReLU(), nn.Linear(128, 784), nn.Sigmoid())
+        self.D = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 1))
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=1e-3)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=1e-3)
+        self.bce = nn.BCEWithLogitsLoss()
+        self.ones, self.zeros = torch.ones(128, 1), torch.zeros(128, 1)
+
+    def step(self) -> None:
+        G, D, bce = self.G, self.D, self.bce
+        x = self.images[torch.randint(0, self.images.shape[0], (128,))]
+        z = torch.rand(128, 100) * 2 - 1
+        d_loss = bce(D(x), self.ones) + bce(D(G(z).detach()), self.zeros)
+        self.opt_d.zero_grad()
+        d_loss.backward()
+        self.opt_d.step()
+        z = torch.rand(128, 100) * 2 - 1
+        g_loss = bce(D(G(z)), self.ones)
+        self.opt_g.zero_grad()
+        g_loss.backward()
+        self.opt_g.step()
+
+
+def timed(step, iters: int) -> float:
+    """Seconds for ``iters`` calls of ``step``."""
     t0 = time.perf_counter()
     for _ in range(iters):
-        x = images[torch.randint(0, images.shape[0], (128,))]
-        z = torch.rand(128, 100) * 2 - 1
-        d_loss = bce(D(x), ones) + bce(D(G(z).detach()), zeros)
-        opt_d.zero_grad()
-        d_loss.backward()
-        opt_d.step()
-        z = torch.rand(128, 100) * 2 - 1
-        g_loss = bce(D(G(z)), ones)
-        opt_g.zero_grad()
-        g_loss.backward()
-        opt_g.step()
+        step()
     return time.perf_counter() - t0
+
+
+def seed_trainer(dataset, fast: bool = True) -> GANTrainer:
+    cfg = digitgan.preset("seed").replace(train__device="cpu", train__fast_step=fast)
+    return GANTrainer(cfg, dataset)
 
 
 def digitgan_steps(dataset, iters: int, fast: bool = True) -> float:
-    cfg = digitgan.preset("seed").replace(train__device="cpu", train__fast_step=fast)
-    trainer = GANTrainer(cfg, dataset)
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        trainer.step()
-    trainer.stats()  # wait for the last step's results
-    return time.perf_counter() - t0
+    trainer = seed_trainer(dataset, fast)
+    seconds = timed(trainer.step, iters)
+    trainer.stats()  # the last step's results, as a caller would read them
+    return seconds
 
 
 def digitgan_train(dataset, iters: int) -> float:
-    """The whole train call with the seed preset's outputs, scaled to ``iters`` iterations."""
+    """The whole train call with the seed preset's outputs, for ``iters`` iterations."""
     cfg = digitgan.preset("seed").replace(train__iters=iters, train__device="cpu")
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -74,44 +88,109 @@ def digitgan_train(dataset, iters: int) -> float:
         return time.perf_counter() - t0
 
 
+def flops_per_iteration(step) -> int:
+    """Floating-point operations of one call of ``step``, as torch's FLOP counter counts
+    them (matrix products: 2 per multiply-add; elementwise work is not counted)."""
+    step()  # optimiser state created outside the count
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops()
+
+
+def matmul_rate(n: int = 2048, reps: int = 10) -> float:
+    """This machine's float32 matrix-multiply rate (FLOP/s, best of ``reps`` n x n products
+    with torch's threads): the hardware's ceiling for this work."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = min(timed(lambda: a @ b, 1) for _ in range(reps))
+    return 2 * n**3 / best
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--iters", type=int, default=1000)
+    ap.add_argument("--iters", type=int, default=1000, help="iterations per timed loop")
+    ap.add_argument(
+        "--train-iters", type=int, default=2000, help="iterations of the whole train call"
+    )
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--record", action="store_true", help="append the table to RESULTS.md")
     args = ap.parse_args()
 
     dataset = load_dataset("mnist20k")
     flat = torch.from_numpy(dataset.train.images).float().div(255).flatten(1)
+    plain_flops = flops_per_iteration(PlainLoop(flat).step)
+    step_flops = flops_per_iteration(seed_trainer(dataset).step)
+    # name: (iterations, seconds for them, FLOP per iteration)
     runs = {
-        "plain eager loop": lambda: plain_loop(flat, args.iters),
-        "digitgan step (hand-written, default)": lambda: digitgan_steps(dataset, args.iters),
-        "digitgan step (autograd)": lambda: digitgan_steps(dataset, args.iters, fast=False),
-        "digitgan train (all outputs)": lambda: digitgan_train(dataset, args.iters),
+        "plain eager loop": (
+            args.iters,
+            lambda: timed(PlainLoop(flat).step, args.iters),
+            plain_flops,
+        ),
+        "digitgan step (hand-written, default)": (
+            args.iters,
+            lambda: digitgan_steps(dataset, args.iters),
+            step_flops,
+        ),
+        "digitgan step (autograd)": (
+            args.iters,
+            lambda: digitgan_steps(dataset, args.iters, fast=False),
+            flops_per_iteration(seed_trainer(dataset, fast=False).step),
+        ),
+        "digitgan train (all outputs)": (
+            args.train_iters,
+            lambda: digitgan_train(dataset, args.train_iters),
+            step_flops,
+        ),
     }
-    plain_loop(flat, 50)  # warm-up
+    timed(PlainLoop(flat).step, 50)  # warm-up
     times: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(args.rounds):
-        for name, fn in runs.items():
+        for name, (_, fn, _) in runs.items():
             times[name].append(fn())
-    base = statistics.median(times["plain eager loop"])
+    peak = matmul_rate()
+    rates = {name: sorted(runs[name][0] / t for t in ts) for name, ts in times.items()}
+    base = statistics.median(rates["plain eager loop"])
     rows = []
-    for name, ts in times.items():
-        t = statistics.median(ts)
+    for name, r in rates.items():
+        it_s, flop = statistics.median(r), runs[name][2]
         rows.append(
             [
                 name,
-                f"{args.iters / t:.1f}",
-                f"{min(args.iters / x for x in ts):.1f}-{max(args.iters / x for x in ts):.1f}",
-                f"{base / t:.2f}",
+                f"{it_s:.1f}",
+                f"{r[0]:.1f}-{r[-1]:.1f}",
+                f"{it_s / base:.2f}",
+                f"{flop / 1e9:.3f}",
+                f"{it_s * flop / 1e9:.1f}",
+                f"{it_s * flop / peak:.0%}",
             ]
         )
     table = markdown_table(
-        ["loop (seed preset, batch 128)", "it/s (median)", "it/s (range)", "ratio to plain"], rows
+        [
+            "loop (seed preset, batch 128)",
+            "it/s (median)",
+            "it/s (range)",
+            "ratio to plain",
+            "GFLOP/it",
+            "GFLOP/s",
+            "of matmul rate",
+        ],
+        rows,
     )
-    print(table)
+    notes = (
+        f"Matrix-multiply rate of this machine: {peak / 1e9:.0f} GFLOP/s (best of 10 float32 "
+        f"2048x2048 products, {torch.get_num_threads()} threads). FLOP per iteration counted by "
+        "torch.utils.flop_counter (matrix products only). Timed loops: "
+        f"{args.iters} iterations; the train call: {args.train_iters} iterations, start-up, "
+        "grids, TensorBoard (scalars, histograms, graph) and checkpoints included; medians "
+        f"over {args.rounds} rounds, loops interleaved."
+    )
+    print(table + "\n\n" + notes)
     if args.record:
-        record(f"Seed preset speed, {args.iters} iterations x {args.rounds} rounds", table)
+        record(
+            f"Seed preset speed, {args.iters} iterations x {args.rounds} rounds",
+            table + "\n\n" + notes,
+        )
 
 
 if __name__ == "__main__":

@@ -152,6 +152,27 @@ def test_hand_written_step_computes_what_autograd_does(mnist20k, overrides):
             assert (gap > 1e-4).float().mean() < 0.1, f"{name}: many weights differ"
 
 
+def test_direct_fused_adam_is_optimizer_step_exactly():
+    """The hand-written step's Adam call gives the weights and state of ``opt.step()``."""
+    from digitgan.training.fast_mlp import adam_step
+
+    torch.manual_seed(0)
+    a = [torch.randn(7, 5, requires_grad=True), torch.randn(5, requires_grad=True)]
+    b = [p.detach().clone().requires_grad_(True) for p in a]
+    kw = {"lr": 1e-2, "betas": (0.5, 0.99), "eps": 1e-8, "fused": True}
+    opt_a, opt_b = torch.optim.Adam(a, **kw), torch.optim.Adam(b, **kw)
+    for _ in range(4):
+        grads = [torch.randn_like(p) for p in a]
+        for p, q, g in zip(a, b, grads, strict=True):
+            p.grad, q.grad = g.clone(), g.clone()
+        opt_a.step()
+        adam_step(opt_b)
+        assert all(torch.equal(p, q) for p, q in zip(a, b, strict=True))
+    sa, sb = opt_a.state_dict()["state"], opt_b.state_dict()["state"]
+    assert all(torch.equal(sa[i][k], sb[i][k]) for i in sa for k in sa[i])
+    assert float(sb[0]["step"]) == 4
+
+
 def test_seed_training_matches_a_plain_pytorch_loop(mnist20k):
     """Fed the same initial weights, batches and noise, digitgan's seed iterations give the
     losses of the textbook eager loop (nn.Sequential, BCEWithLogitsLoss, two Adams)."""
@@ -165,18 +186,18 @@ def test_seed_training_matches_a_plain_pytorch_loop(mnist20k):
         for plain, ours in zip([G[0], G[2], D[0], D[2]], mine, strict=True):
             plain.weight.copy_(ours.weight)
             plain.bias.copy_(ours.bias)
-    draws = []
+    batches, noises = [], []  # what each iteration drew, from the data and the noise stream
     next_batch, noise = tr.batches.next, tr.noise
-    tr.batches.next = lambda: draws.append(next_batch()) or draws[-1]
-    tr.noise = lambda n, generator=None: draws.append(noise(n, generator)) or draws[-1]
+    tr.batches.next = lambda: batches.append(next_batch()) or batches[-1]
+    tr.noise = lambda n, generator=None: noises.append(noise(n, generator)) or noises[-1]
     opt_g = torch.optim.Adam(G.parameters(), lr=1e-3)
     opt_d = torch.optim.Adam(D.parameters(), lr=1e-3)
     bce = nn.BCEWithLogitsLoss()
     ones, zeros = torch.ones(128, 1), torch.zeros(128, 1)
     for _ in range(5):
-        draws.clear()
+        batches.clear(), noises.clear()
         tr.step()
-        (x, _), z1, z2 = draws
+        ((x, _),), (z1, z2) = batches, noises
         d_loss = bce(D(x.flatten(1)), ones) + bce(D(G(z1).detach()), zeros)
         opt_d.zero_grad()
         d_loss.backward()

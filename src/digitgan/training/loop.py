@@ -132,11 +132,13 @@ class GANTrainer:
             if getattr(cfg.loss, field) > 0
         ]
         o = cfg.optim
+        # the fused kernel updates each parameter in one pass instead of one per operation
+        fused = self.device.type in ("cpu", "cuda")
         self.opt_g = torch.optim.Adam(
-            self.G.parameters(), lr=o.lr_g, betas=(o.beta1, o.beta2), eps=o.eps
+            self.G.parameters(), lr=o.lr_g, betas=(o.beta1, o.beta2), eps=o.eps, fused=fused
         )
         self.opt_d = torch.optim.Adam(
-            self.D.parameters(), lr=o.lr_d, betas=(o.beta1, o.beta2), eps=o.eps
+            self.D.parameters(), lr=o.lr_d, betas=(o.beta1, o.beta2), eps=o.eps, fused=fused
         )
         self.ema = EMA(self.G, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
         self.batches = EpochBatches(
