@@ -78,6 +78,8 @@ def supports(trainer) -> bool:
         and not trainer.conditional
         and not trainer.penalties
         and cfg.loss.instance_noise == 0
+        and cfg.train.precision == "fp32"
+        and not cfg.train.compile
     )
 
 
