@@ -127,6 +127,8 @@ def test_precision_and_compile_are_validated():
         preset("seed").replace(train__precision="fp16")
     with pytest.raises(ConfigError, match="train.compile: expected true or false"):
         digitgan.build_config("seed", sets=["train.compile=maybe"])
+    with pytest.raises(ConfigError, match="train.compile: torch.compile cannot differentiate"):
+        preset("wgan-gp").replace(train__compile=True)  # (aot_autograd: no double backward)
     for name in ("seed", "dcgan", "cdcgan", "wgan-gp", "hinge-sn"):
         assert preset(name).train.precision == "fp32" and preset(name).train.compile is False
 

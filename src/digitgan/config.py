@@ -502,6 +502,11 @@ def _check_combinations(cfg: Config) -> None:
             "model.d_norm: batch norm mixes samples, which breaks the per-sample gradient "
             "penalty (loss.gp_weight / loss.r1_gamma); use model.d_norm=none or layer"
         )
+    if cfg.train.compile and (loss.gp_weight or loss.r1_gamma):
+        raise ConfigError(
+            "train.compile: torch.compile cannot differentiate twice, which the gradient "
+            "penalties (loss.gp_weight / loss.r1_gamma) need; use train.compile=false"
+        )
 
 
 def describe() -> list[tuple[str, str, Any, str]]:
