@@ -14,16 +14,20 @@ import torch
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
-def machine() -> str:
-    """One line describing this machine: CPU model, cores, torch build and threads."""
-    cpu = platform.processor() or platform.machine()
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> str:
+    """One line describing this machine: CPU model, cores, torch build and threads."""
+    cpu = cpu_model()
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return (

@@ -142,8 +142,8 @@ class TrainConfig:
     fast_step: bool = opt(
         True,
         "use the hand-written step for unconditional MLP models without penalties (the same "
-        "math as autograd with less overhead; one process only, not under "
-        "torchrun); false = the generic autograd step",
+        "math as autograd with less overhead; one process only, not under torchrun, fp32 "
+        "and not compiled); false = the generic autograd step",
     )
     ema_decay: float = opt(
         0.0,
@@ -154,6 +154,17 @@ class TrainConfig:
     )
     seed: int = opt(0, "random seed for init, data order and noise", min=0)
     device: str = opt("auto", "auto (cuda if available), cpu or cuda[:N]")
+    precision: str = opt(
+        "fp32",
+        "fp32, or bf16: G and D forward passes under bfloat16 autocast, losses, weights, "
+        "optimiser state and checkpoints in float32 (meant for GPUs; runs on a CPU too)",
+        choices=("fp32", "bf16"),
+    )
+    compile: bool = opt(
+        False,
+        "compile G and D with torch.compile (needs a C compiler; the first iterations are "
+        "slow while it compiles; checkpoints are unchanged)",
+    )
 
 
 @dataclass
@@ -490,6 +501,11 @@ def _check_combinations(cfg: Config) -> None:
         raise ConfigError(
             "model.d_norm: batch norm mixes samples, which breaks the per-sample gradient "
             "penalty (loss.gp_weight / loss.r1_gamma); use model.d_norm=none or layer"
+        )
+    if cfg.train.compile and (loss.gp_weight or loss.r1_gamma):
+        raise ConfigError(
+            "train.compile: torch.compile cannot differentiate twice, which the gradient "
+            "penalties (loss.gp_weight / loss.r1_gamma) need; use train.compile=false"
         )
 
 

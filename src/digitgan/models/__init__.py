@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
-from torch.nn.utils.parametrizations import spectral_norm
+from torch.nn.utils.parametrizations import _SpectralNorm, spectral_norm
 
 from .base import Discriminator, Generator
 from .dcgan import build_dcgan
@@ -35,12 +35,29 @@ def build_models(cfg, image_shape: tuple[int, int, int], num_classes: int = 0):
     ``num_classes`` > 0 makes both class-conditional when ``cfg.conditional`` is set.
     Weights are initialised by ``cfg.init`` from the global torch RNG.
     """
-    wrap = spectral_norm if cfg.spectral_norm else (lambda m: m)
+    wrap = _float32_spectral_norm if cfg.spectral_norm else (lambda m: m)
     classes = num_classes if cfg.conditional else 0
     g, d = MODELS[cfg.arch](cfg, tuple(image_shape), classes, wrap)
     for module in (g, d):
         INITS[cfg.init](module)
     return g, d
+
+
+class _Float32SpectralNorm(_SpectralNorm):
+    """PyTorch's spectral norm, its power iteration and sigma computed in float32 under
+    autocast (train.precision = bf16): CUDA autocast would run its matrix-vector products in
+    bfloat16, whose result torch.vdot refuses to combine with the float32 vector u."""
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(weight.device.type, enabled=False):
+            return super().forward(weight)
+
+
+def _float32_spectral_norm(module: nn.Module) -> nn.Module:
+    """``spectral_norm(module)`` with :class:`_Float32SpectralNorm` (the same state_dict)."""
+    spectral_norm(module)
+    module.parametrizations.weight[0].__class__ = _Float32SpectralNorm
+    return module
 
 
 def _weight(m: nn.Module) -> torch.Tensor:

@@ -121,6 +121,8 @@ def supports(trainer) -> bool:
         and not trainer.penalties
         and cfg.loss.instance_noise == 0
         and all(opt.defaults["fused"] for opt in (trainer.opt_g, trainer.opt_d))
+        and cfg.train.precision == "fp32"
+        and not cfg.train.compile
     )
 
 

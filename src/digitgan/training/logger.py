@@ -28,7 +28,9 @@ class _GraphView(nn.Module):
         self.generator, self.discriminator = G, D
 
     def forward(self, z, x, labels=None):
-        return self.discriminator(x, labels), self.discriminator(self.generator(z, labels), labels)
+        # the eager modules, also under train.compile (jit cannot trace compiled ones)
+        G, D = self.generator._call_impl, self.discriminator._call_impl
+        return D(x, labels), D(G(z, labels), labels)
 
 
 class RunLogger:

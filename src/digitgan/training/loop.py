@@ -13,6 +13,7 @@ so training neither reads nor disturbs the caller's global random state.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import signal
@@ -141,6 +142,21 @@ class GANTrainer:
             self.D.parameters(), lr=o.lr_d, betas=(o.beta1, o.beta2), eps=o.eps, fused=fused
         )
         self.ema = EMA(self.G, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
+        self.autocast = (
+            functools.partial(torch.autocast, self.device.type, torch.bfloat16)
+            if cfg.train.precision == "bf16"
+            else nullcontext
+        )
+        """The context of G's and D's forward passes: bfloat16 autocast for train.precision =
+        bf16 (weights, gradients, optimiser state and losses stay float32)."""
+        self.compile_errors: tuple[type[Exception], ...] = ()
+        """What a failing torch.compile raises (at the models' first call), with train.compile."""
+        if cfg.train.compile:  # in place: the state_dict keys, so checkpoints, are unchanged
+            from torch._dynamo.exc import TorchDynamoException
+
+            self.G.compile()
+            self.D.compile()
+            self.compile_errors = (TorchDynamoException,)
         self.batches = EpochBatches(
             torch.from_numpy(dataset.train.images).to(self.device),
             torch.from_numpy(dataset.train.labels).to(self.device),
@@ -215,26 +231,34 @@ class GANTrainer:
 
     def autograd_step(self):
         """The generic iteration, through autograd: any model, objective and penalty.
-        Returns (d_loss, g_loss, real_logits, fake_logits)."""
-        G, D, obj = self.G_train, self.D_train, self.objective
+        Returns (d_loss, g_loss, real_logits, fake_logits).
+
+        G and D run under :attr:`autocast`; their outputs are cast to float32 (a no-op in
+        fp32), so perturbations, objectives and penalty norms are computed in float32."""
+        G, D, obj, amp = self.G_train, self.D_train, self.objective, self.autocast
         bs = self.batch_size
         for _ in range(self.cfg.train.d_steps):
             x, labels = self.batches.next()
             y = labels if self.conditional else None
             fake_y = self.fake_labels(bs)
-            with torch.no_grad():
-                fake = G(self.noise(bs), fake_y)
-            real_logits = D(self.perturb(x), y)
-            fake_logits = D(self.perturb(fake), fake_y)
+            with torch.no_grad(), amp():
+                fake = G(self.noise(bs), fake_y).float()
+            with amp():
+                real_logits = D(self.perturb(x), y).float()
+                fake_logits = D(self.perturb(fake), fake_y).float()
             d_loss = obj.d_loss(real_logits, fake_logits, **self.d_loss_kw)
             for weight, penalty in self.penalties:
-                d_loss = d_loss + weight * penalty(D, x, fake, y, self.noise_gen)
+                with amp():  # D's input gradient is float32: its inputs are
+                    p = penalty(D, x, fake, y, self.noise_gen)
+                d_loss = d_loss + weight * p
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             self.opt_d.step()
         D.requires_grad_(False)
         fake_y = self.fake_labels(bs)
-        g_loss = obj.g_loss(D(self.perturb(G(self.noise(bs), fake_y)), fake_y))
+        with amp():
+            g_logits = D(self.perturb(G(self.noise(bs), fake_y).float()), fake_y).float()
+        g_loss = obj.g_loss(g_logits)
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         self.opt_g.step()
@@ -582,6 +606,13 @@ def _fit(
                 grid(done, final=True)
             if not (cfg.ckpt_every and done % cfg.ckpt_every == 0 and done > step0):
                 _save(trainer, run, numbered=done >= iters)
+    except trainer.compile_errors as e:
+        cause = getattr(e, "inner_exception", None) or e
+        first = (str(cause).strip().splitlines() or [""])[0]
+        raise ConfigError(
+            f"train.compile: torch.compile failed on this machine ({type(cause).__name__}: "
+            f"{first}); set train.compile=false"
+        ) from e
     finally:
         if bar:
             bar.close()
