@@ -167,22 +167,6 @@ def test_real_training_data_is_the_floor(small_data, tiny_run):
     assert real.metrics["precision"] > model.metrics["precision"]
 
 
-@pytest.fixture
-def cond_run(tmp_path, small_data):
-    """A few iterations of a small class-conditional model (cdcgan)."""
-    cfg = digitgan.preset("cdcgan").replace(
-        train__iters=3,
-        data__batch_size=16,
-        model__g_channels=8,
-        model__d_channels=8,
-        log__tb_every=0,
-        log__sample_every=0,
-        train__device="cpu",
-    )
-    digitgan.train(cfg, tmp_path / "cond", dataset=small_data, progress=False)
-    return tmp_path / "cond"
-
-
 def test_a_conditional_model_is_scored_for_the_classes_it_was_asked_for(
     cond_run, small_data, small_idx, tmp_path, cli
 ):

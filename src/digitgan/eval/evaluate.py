@@ -355,7 +355,8 @@ EVAL_FILE = "eval.json"
 
 
 def save_evaluation(source: str | Path, report: EvalReport, floor: EvalReport) -> Path:
-    """Write ``{"metrics": ..., "floor": ...}`` (numbers only) to the run directory of the
+    """Write ``{"metrics": ..., "floor": ...}`` (numbers only; the floor of the metrics the
+    model has: no label accuracy beside an unconditional model) to the run directory of the
     evaluated run or checkpoint, atomically; ``digitgan serve`` shows it beside the model."""
     from ..fileio import atomic_write_text
     from ..training.checkpoint import resolve_checkpoint
@@ -371,7 +372,7 @@ def save_evaluation(source: str | Path, report: EvalReport, floor: EvalReport) -
         "samples": report.samples,
         "dataset": report.dataset,
         "metrics": numbers(report.metrics),
-        "floor": numbers(floor.metrics),
+        "floor": numbers({k: v for k, v in floor.metrics.items() if k in report.metrics}),
     }
     path = run_dir_of(ckpt) / EVAL_FILE
     atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
