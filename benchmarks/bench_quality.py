@@ -358,6 +358,7 @@ def main(argv: list[str] | None = None) -> None:
             "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
             "machine": machine(),
             "note": note,
+            "markdown": body,  # what --record would append, to paste from another machine
             "floors": floors,
             "summary": summary,
             "runs": runs,
