@@ -27,29 +27,11 @@ import time
 from pathlib import Path
 
 import torch
-from common import markdown_table, record
+from common import markdown_table, metric_rows, metric_value, record
 
 import digitgan
 from digitgan.eval.classifier import SHIPPED
 from digitgan.eval.evaluate import evaluate, evaluate_real
-
-ROWS = [  # (metric key, label, format)
-    ("fid", "FID (lower is better)", "{:.3f}"),
-    ("kid", "KID x 1000 (lower)", "{:.3f}"),
-    ("is", "Inception score (higher, max 10)", "{:.3f}"),
-    ("precision", "precision (higher)", "{:.4f}"),
-    ("recall", "recall (higher)", "{:.4f}"),
-    ("density", "density (~1)", "{:.4f}"),
-    ("coverage", "coverage (higher)", "{:.4f}"),
-    ("classes_covered", "classes covered (of 10)", "{:.0f}"),
-    ("kl_uniform", "KL to uniform, nats (lower)", "{:.4f}"),
-    ("mean_confidence", "mean confidence (higher)", "{:.4f}"),
-    ("memorised", "memorised (lower; ~0.01 = as novel as test data)", "{:.4f}"),
-]
-
-
-def value(metrics: dict, key: str) -> float:
-    return metrics[key] * 1000 if key == "kid" else metrics[key]
 
 
 def main() -> None:
@@ -94,12 +76,12 @@ def main() -> None:
 
     floor = floors["mnist20k"]
     rows = []
-    for key, label, fmt in ROWS:
-        vals = [value(r.metrics, key) for r in runs]
+    for key, label, fmt in metric_rows(floor.metrics, *(r.metrics for r in runs)):
+        vals = [metric_value(r.metrics, key) for r in runs]
         rows.append(
             [
                 label,
-                fmt.format(value(floor.metrics, key)),
+                fmt.format(metric_value(floor.metrics, key)),
                 fmt.format(statistics.median(vals)),
                 f"{fmt.format(min(vals))} - {fmt.format(max(vals))}",
             ]
@@ -116,8 +98,8 @@ def main() -> None:
     )
     other = [n for n in floors if n != "mnist20k"]
     floor_rows = [
-        [label] + [fmt.format(value(floors[n].metrics, key)) for n in other]
-        for key, label, fmt in ROWS
+        [label] + [fmt.format(metric_value(floors[n].metrics, key)) for n in other]
+        for key, label, fmt in metric_rows(*(floors[n].metrics for n in other))
     ]
     floor_table = markdown_table(["metric", *(f"{n} floor" for n in other)], floor_rows)
     lib_s = statistics.median(r.seconds for r in runs)

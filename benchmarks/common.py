@@ -37,6 +37,34 @@ def machine() -> str:
     )
 
 
+METRICS = [  # (key in digitgan's evaluation metrics, label, format)
+    ("fid", "FID (lower is better)", "{:.3f}"),
+    ("kid", "KID x 1000 (lower)", "{:.3f}"),
+    ("is", "Inception score (higher, max 10)", "{:.3f}"),
+    ("precision", "precision (higher)", "{:.4f}"),
+    ("recall", "recall (higher)", "{:.4f}"),
+    ("density", "density (~1)", "{:.4f}"),
+    ("coverage", "coverage (higher)", "{:.4f}"),
+    ("classes_covered", "classes covered (of 10)", "{:.0f}"),
+    ("kl_uniform", "KL to uniform, nats (lower)", "{:.4f}"),
+    ("class_share_min", "share of the least predicted class (~0.10)", "{:.4f}"),
+    ("class_share_max", "share of the most predicted class (~0.10)", "{:.4f}"),
+    ("mean_confidence", "mean confidence (higher)", "{:.4f}"),
+    ("label_accuracy", "label accuracy (higher; labelled samples only)", "{:.4f}"),
+    ("memorised", "memorised (lower; ~0.01 = as novel as test data)", "{:.4f}"),
+]
+
+
+def metric_value(metrics: dict, key: str) -> float:
+    """A metric as tabulated: KID in units of 1/1000, the others as they are."""
+    return metrics[key] * 1000 if key == "kid" else metrics[key]
+
+
+def metric_rows(*metrics: dict) -> list[tuple[str, str, str]]:
+    """The rows of :data:`METRICS` whose metric every one of ``metrics`` has."""
+    return [row for row in METRICS if all(row[0] in m for m in metrics)]
+
+
 def markdown_table(headers: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]

@@ -1,4 +1,5 @@
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,6 +53,25 @@ def tiny_cfg():
         log__ckpt_every=3,
         log__grid_rows=2,
     )
+
+
+@pytest.fixture(scope="session")
+def cond_run(tmp_path_factory, small_data) -> Path:
+    """A real class-conditional run, shared read-only: 3 iterations of a small cdcgan."""
+    import digitgan
+
+    cfg = preset("cdcgan").replace(
+        train__iters=3,
+        data__batch_size=16,
+        model__g_channels=8,
+        model__d_channels=8,
+        log__tb_every=0,
+        log__sample_every=0,
+        train__device="cpu",
+    )
+    out = tmp_path_factory.mktemp("cond") / "run"
+    digitgan.train(cfg, out, dataset=small_data, progress=False)
+    return out
 
 
 @pytest.fixture(scope="session")

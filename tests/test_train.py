@@ -104,6 +104,30 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, tiny_cfg, small_
     assert "iters = 9" in (tmp_path / "b" / "config.toml").read_text()
 
 
+def test_max_minutes_stops_training_as_if_its_iterations_ended_there(
+    tmp_path, tiny_cfg, small_data
+):
+    quiet = {f"log__{k}": 0 for k in ("sample_every", "print_every", "tb_every", "ckpt_every")}
+    cfg = tiny_cfg.replace(train__iters=10**6, train__max_minutes=0.01, **quiet)  # 0.6 s
+    out = tmp_path / "timed"
+    result = digitgan.train(cfg, out, dataset=small_data, progress=False)
+    assert result.out_of_time and not result.interrupted and 0 < result.step < 10**6
+    assert 0.6 <= result.seconds < 30
+    step = result.step
+    assert (out / "samples" / "final.png").is_file()
+    assert read_checkpoint(out / "checkpoints" / f"step-{step:07d}.safetensors")[1]["step"] == step
+    # the same weights as a run told to stop at that iteration
+    exact = tmp_path / "exact"
+    plain = cfg.replace(train__iters=step, train__max_minutes=0.0)
+    finished = digitgan.train(plain, exact, dataset=small_data, progress=False)
+    assert finished.step == step and not finished.out_of_time
+    a, b = _weights(out), _weights(exact)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # a resume gets a budget of its own
+    more = digitgan.resume(out, dataset=small_data, progress=False)
+    assert more.out_of_time and more.step > step
+
+
 def test_existing_run_is_never_overwritten(tmp_path, tiny_cfg, small_data):
     out = tmp_path / "run"
     digitgan.train(tiny_cfg.replace(train__iters=2), out, dataset=small_data, progress=False)

@@ -62,6 +62,8 @@ def _train(args) -> int:
         cfg = build_config(args.preset, args.config, args.set or (), overrides)
         result = train(cfg, args.out, force=args.force, progress=progress)
     state = "interrupted at" if result.interrupted else "finished"
+    if result.out_of_time:
+        state = "stopped (train.max_minutes spent) at"
     if env_rank() == 0:
         print(
             f"{state} iteration {result.step} in {result.seconds:.1f} s; run directory: "
@@ -111,13 +113,21 @@ def _evaluate(args) -> int:
         raise ConfigError(
             "evaluate: give either RUN_OR_CHECKPOINT_OR_FILE.npy or --real (the training split)"
         )
+    if args.real and args.labels:
+        raise ConfigError("--labels: not with --real (the real digits carry their own labels)")
     common = {"n": args.n, "classifier": args.classifier, "seed": args.seed}
     common |= {"data_dir": args.data_dir}
     if args.real:
         dataset = {"dataset": args.dataset} if args.dataset else {}
         report = evaluate_real(**dataset, **common)
     else:
-        report = evaluate(args.source, dataset=args.dataset, device=_device(args.device), **common)
+        report = evaluate(
+            args.source,
+            dataset=args.dataset,
+            device=_device(args.device),
+            labels=args.labels,
+            **common,
+        )
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
     if args.save:
         from .eval.evaluate import save_evaluation
@@ -336,6 +346,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--real", action="store_true", help="score the real training split instead")
     e.add_argument(
         "--n", type=int, help="samples to draw (default 10000; a .npy file: all its images)"
+    )
+    e.add_argument(
+        "--labels",
+        metavar="LABELS.npy",
+        help="a .npy input's intended classes (integers, one per image): adds label accuracy "
+        "(a conditional model's are its requested classes)",
     )
     e.add_argument("--dataset", help="dataset to compare with (default: the run's, or mnist20k)")
     e.add_argument("--data-dir", help="download cache (env DIGITGAN_DATA)")

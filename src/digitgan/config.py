@@ -152,6 +152,13 @@ class TrainConfig:
         min=0.0,
         max=1.0,
     )
+    max_minutes: float = opt(
+        0.0,
+        "stop training after this many minutes of wall-clock time in the training loop, as if "
+        "train.iters were reached there: final sample grid and checkpoint saved (0 = no limit; "
+        "each train or resume call gets the whole budget)",
+        min=0.0,
+    )
     seed: int = opt(0, "random seed for init, data order and noise", min=0)
     device: str = opt("auto", "auto (cuda if available), cpu or cuda[:N]")
     precision: str = opt(

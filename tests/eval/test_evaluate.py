@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 import digitgan
 from digitgan.errors import ConfigError, DataError
-from digitgan.eval.classifier import SHIPPED
+from digitgan.eval.classifier import SHIPPED, classifier_for
 from digitgan.eval.evaluate import evaluate, evaluate_real
 from digitgan.training.checkpoint import read_checkpoint
 
@@ -26,6 +26,8 @@ SCALARS = {
     "coverage",
     "classes_covered",
     "kl_uniform",
+    "class_share_min",
+    "class_share_max",
     "mean_confidence",
     "memorised",
     "memorised_threshold",
@@ -80,6 +82,9 @@ def test_evaluate_a_tiny_run_and_its_samples_as_npy(tiny_run, small_data, tmp_pa
     m = report.metrics
     assert set(m) == SCALARS and all(math.isfinite(v) for v in m.values())
     assert report.samples == 300 and sum(report.histogram) == 300
+    assert report.class_accuracy is None  # unconditional: no label accuracy
+    assert m["class_share_min"] == min(report.histogram) / 300
+    assert m["class_share_max"] == max(report.histogram) / 300
     assert m["fid"] > 10  # 6 iterations of training: noise, far from digits
     assert 0 <= m["precision"] <= 1 and 0 <= m["coverage"] <= 1 and 1 <= m["is"] <= 10
     assert m["memorised"] == 0.0
@@ -106,6 +111,7 @@ def test_evaluate_command_prints_json_and_a_table(tiny_run, small_idx, tmp_path,
     assert doc["dataset"] == small_idx and doc["samples"] == 150
     assert doc["reference"] == "the test split (200 images)"
     assert set(doc["metrics"]) == SCALARS and sum(doc["histogram"].values()) == 150
+    assert doc["class_accuracy"] is None
     arr = (np.random.default_rng(0).random((50, 28, 28)) * 255).astype(np.uint8)
     np.save(tmp_path / "noise.npy", arr)
     code, out, err = cli("evaluate", tmp_path / "noise.npy", *data)
@@ -154,9 +160,47 @@ def test_real_training_data_is_the_floor(small_data, tiny_run):
     assert real.samples == 300 and real.source == "real training images of mnist20k"
     assert real.metrics["memorised"] == 1.0  # training images are their own nearest neighbours
     assert real.metrics["classes_covered"] == 10 and real.metrics["mean_confidence"] > 0.95
+    # labelled by their own labels: the classifier's accuracy, the ceiling of label accuracy
+    assert real.metrics["label_accuracy"] > 0.95 and len(real.class_accuracy) == 10
     model = evaluate(tiny_run, n=300, dataset=small_data)
     assert real.metrics["fid"] < model.metrics["fid"] / 10
     assert real.metrics["precision"] > model.metrics["precision"]
+
+
+def test_a_conditional_model_is_scored_for_the_classes_it_was_asked_for(
+    cond_run, small_data, small_idx, tmp_path, cli
+):
+    from digitgan.eval.metrics import extract
+
+    report = evaluate(cond_run, n=200, dataset=small_data, seed=3)
+    m = report.metrics
+    assert set(m) == SCALARS | {"label_accuracy"}
+    # the classes in turn, 20 of each: accuracy = the share the classifier agrees with
+    gan, clf = digitgan.load(cond_run), classifier_for("mnist20k")
+    asked = torch.arange(200) % 10
+    said = extract(clf.probs, gan.generate(200, 3, asked)).argmax(1)
+    assert m["label_accuracy"] == pytest.approx(float((said == asked).double().mean()))
+    per_class = [float((said[asked == c] == c).double().mean()) for c in range(10)]
+    assert report.class_accuracy == pytest.approx(per_class)
+    assert "label accuracy" in report.table() and "accuracy by class" in report.table()
+    # its samples and their labels as .npy files score the same (uint8 rounding aside)
+    gan.save_samples(tmp_path / "s.npy", 200, 3, asked)
+    np.save(tmp_path / "labels.npy", asked.numpy())
+    data = ["--dataset", small_idx, "--classifier", str(SHIPPED["mnist20k"].path)]
+    labels = ["--labels", tmp_path / "labels.npy"]
+    code, out, err = cli("evaluate", tmp_path / "s.npy", *labels, "--json", *data)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["metrics"]["label_accuracy"] == pytest.approx(m["label_accuracy"], abs=0.03)
+    assert list(doc["class_accuracy"]) == list(small_data.class_names)
+    np.save(tmp_path / "short.npy", asked.numpy()[:50])
+    for args, message in [
+        ([tmp_path / "s.npy", "--labels", tmp_path / "short.npy"], "expected an integer array"),
+        ([cond_run, "--labels", tmp_path / "labels.npy"], "only for a .npy file"),
+        (["--real", "--labels", tmp_path / "labels.npy"], "not with --real"),
+    ]:
+        code, _, err = cli("evaluate", *args)
+        assert code == 2 and message in err, err
 
 
 def _eval_cfg(tiny_cfg, **kw):

@@ -15,6 +15,7 @@ from digitgan.eval.metrics import (
     gaussian_stats,
     inception_score,
     kid,
+    label_accuracy,
     memorisation,
     precision_recall,
 )
@@ -127,6 +128,31 @@ def test_inception_score_and_class_balance_on_constructed_predictions():
     assert cb["histogram"] == [60, 30, 10] and cb["classes_covered"] == 2
     assert cb["kl_uniform"] == pytest.approx(float((freq * np.log(freq * 3)).sum()))
     assert cb["mean_confidence"] == pytest.approx(0.7)
+    assert cb["share_min"] == pytest.approx(0.1) and cb["share_max"] == pytest.approx(0.6)
+
+
+def test_label_accuracy_on_constructed_predictions():
+    # 4 classes asked for 5 times each; the classifier says 3 for every sample asked as 3,
+    # gets class 0 right 4 times out of 5, and class 1 never
+    asked = np.repeat(np.arange(4), 5)
+    said = asked.copy()
+    said[0] = 2
+    said[5:10] = 0
+    probs = np.full((20, 4), 0.1)
+    probs[np.arange(20), said] = 0.7
+    r = label_accuracy(probs, asked)
+    assert r["accuracy"] == pytest.approx(14 / 20)
+    assert r["per_class"] == pytest.approx([0.8, 0.0, 1.0, 1.0])
+    # a class never asked for has no accuracy; labels may be a tensor
+    r = label_accuracy(probs[:10], torch.as_tensor(asked[:10]))
+    assert r["per_class"][2:] == [None, None] and r["accuracy"] == pytest.approx(4 / 10)
+    for bad, message in [
+        (asked[:5], "expected 20 integer class labels"),
+        (asked.astype(float), "expected 20 integer class labels"),
+        (asked + 1, r"values must lie in 0..3, found 1..4"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            label_accuracy(probs, bad)
 
 
 def test_memorisation_counts_copies_of_training_images():

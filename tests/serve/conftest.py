@@ -56,20 +56,9 @@ def gan(tiny_run) -> GAN:
 
 
 @pytest.fixture(scope="session")
-def cond_gan(tmp_path_factory, small_data) -> GAN:
+def cond_gan(cond_run) -> GAN:
     """A real class-conditional model: a few iterations of a small cdcgan."""
-    cfg = digitgan.preset("cdcgan").replace(
-        train__iters=3,
-        data__batch_size=16,
-        model__g_channels=8,
-        model__d_channels=8,
-        log__tb_every=0,
-        log__sample_every=0,
-        train__device="cpu",
-    )
-    out = tmp_path_factory.mktemp("serve-cond") / "run"
-    digitgan.train(cfg, out, dataset=small_data, progress=False)
-    return digitgan.load(out)
+    return digitgan.load(cond_run)
 
 
 @contextmanager

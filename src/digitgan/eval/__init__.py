@@ -3,8 +3,8 @@
 - :mod:`digitgan.eval.classifier`: the LeNet-like classifier, its training and the shipped
   weights (the feature layer is documented there);
 - :mod:`digitgan.eval.metrics`: FID, KID, Inception Score, precision/recall,
-  density/coverage, class balance and memorisation, as plain functions of features (or of
-  images and any feature function);
+  density/coverage, class balance, label accuracy and memorisation, as plain functions of
+  features (or of images and any feature function);
 - :mod:`digitgan.eval.evaluate`: ``digitgan evaluate`` and the ``log.eval_every`` hook.
 """
 
@@ -18,6 +18,7 @@ from .metrics import (
     fid_from_stats,
     inception_score,
     kid,
+    label_accuracy,
     memorisation,
     prdc,
     precision_recall,
@@ -37,6 +38,7 @@ __all__ = [
     "fid_from_stats",
     "inception_score",
     "kid",
+    "label_accuracy",
     "load_classifier",
     "memorisation",
     "prdc",

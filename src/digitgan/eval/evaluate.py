@@ -31,6 +31,7 @@ from .metrics import (
     gaussian_stats,
     inception_score,
     kid,
+    label_accuracy,
     memorisation,
     prdc,
 )
@@ -41,7 +42,13 @@ DEFAULT_N = 10_000
 @dataclass
 class EvalReport:
     """The result of an evaluation: scalar ``metrics``, the predicted-class ``histogram``
-    and what was compared (``source``, ``dataset``, ``samples``, ``reference``)."""
+    and what was compared (``source``, ``dataset``, ``samples``, ``reference``).
+
+    When the samples have labels (a conditional model's requested classes, a ``.npy`` file's
+    given labels, or the real digits' own), ``metrics["label_accuracy"]`` is the share the
+    classifier labels as their label and ``class_accuracy`` that share per class; otherwise
+    there is no ``label_accuracy`` and ``class_accuracy`` is None.
+    """
 
     source: str
     dataset: str
@@ -52,6 +59,7 @@ class EvalReport:
     histogram: list[int]
     class_names: tuple[str, ...]
     seconds: float = 0.0
+    class_accuracy: list[float | None] | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -62,8 +70,12 @@ class EvalReport:
             "classifier": self.classifier,
             "metrics": self.metrics,
             "histogram": dict(zip(self.class_names, self.histogram, strict=True)),
+            "class_accuracy": self._by_class(self.class_accuracy),
             "seconds": round(self.seconds, 2),
         }
+
+    def _by_class(self, values: list | None) -> dict | None:
+        return None if values is None else dict(zip(self.class_names, values, strict=True))
 
     def table(self) -> str:
         """A plain-text table of every metric, with which direction is better."""
@@ -84,6 +96,12 @@ class EvalReport:
             ("coverage", f"{m['coverage']:.4f}", "higher", "test k-NN balls holding a sample"),
             ("classes covered", f"{m['classes_covered']}/{k}", "higher", "got >= 10% of n/K"),
             ("KL to uniform", f"{m['kl_uniform']:.4f}", "lower", "predicted labels, nats"),
+            (
+                "class share",
+                f"{m['class_share_min']:.1%} - {m['class_share_max']:.1%}",
+                f"~{1 / k:.0%}",
+                "least and most predicted class",
+            ),
             ("mean confidence", f"{m['mean_confidence']:.4f}", "higher", "top class probability"),
             (
                 "memorised",
@@ -92,6 +110,15 @@ class EvalReport:
                 f"nearer a training image than {1 - m['memorised_quantile']:.0%} of test images",
             ),
         ]
+        if "label_accuracy" in m:
+            rows.append(
+                (
+                    "label accuracy",
+                    f"{m['label_accuracy']:.4f}",
+                    "higher",
+                    "classifier names the requested class",
+                )
+            )
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
         head = (
             f"{self.source}: {self.samples} samples vs {self.reference} of {self.dataset} "
@@ -104,6 +131,12 @@ class EvalReport:
             f"{name}:{c}" for name, c in zip(self.class_names, self.histogram, strict=True)
         )
         lines.append(f"  predicted classes  {hist}")
+        if self.class_accuracy is not None:
+            acc = " ".join(
+                f"{name}:{'-' if a is None else f'{a:.3f}'}"
+                for name, a in self._by_class(self.class_accuracy).items()
+            )
+            lines.append(f"  accuracy by class  {acc}")
         return "\n".join(lines)
 
 
@@ -133,10 +166,14 @@ def evaluate_images(
     data: Dataset,
     classifier: DigitClassifier,
     *,
+    labels: np.ndarray | torch.Tensor | None = None,
     memorisation_quantile: float = 0.01,
-) -> tuple[dict[str, float], list[int]]:
+) -> tuple[dict[str, float], list[int], list[float | None] | None]:
     """Every metric of ``images`` (N, C, H, W; uint8 or float in [0, 1]) against the test split
-    of ``data``, on ``classifier``'s features: (scalar metrics, predicted-class histogram)."""
+    of ``data``, on ``classifier``'s features: (scalar metrics, predicted-class histogram,
+    accuracy per class). With ``labels`` (N class labels: the classes the images were drawn
+    as), the metrics include ``label_accuracy`` (see :func:`~.metrics.label_accuracy`);
+    without, the accuracy per class is None."""
     test = _test_split(data)
     fake_f, fake_p = extract(classifier.features_and_probs, images)
     test_f = extract(classifier.features, test.images)
@@ -153,12 +190,18 @@ def evaluate_images(
         **prdc(test_f, fake_f),
         "classes_covered": balance["classes_covered"],
         "kl_uniform": balance["kl_uniform"],
+        "class_share_min": balance["share_min"],
+        "class_share_max": balance["share_max"],
         "mean_confidence": balance["mean_confidence"],
         "memorised": memo["share"],
         "memorised_threshold": memo["threshold"],
         "memorised_quantile": memo["quantile"],
     }
-    return metrics, balance["histogram"]
+    if labels is None:
+        return metrics, balance["histogram"], None
+    acc = label_accuracy(fake_p, labels)
+    metrics["label_accuracy"] = acc["accuracy"]
+    return metrics, balance["histogram"], acc["per_class"]
 
 
 def _npy_images(path: Path, n: int | None) -> np.ndarray:
@@ -180,8 +223,26 @@ def _npy_images(path: Path, n: int | None) -> np.ndarray:
     return arr[:, np.newaxis] if arr.ndim == 3 else arr.transpose(0, 3, 1, 2)
 
 
-def _report(source: str, data: Dataset, images, clf: DigitClassifier, t0: float) -> EvalReport:
-    metrics, hist = evaluate_images(images, data, clf)
+def _npy_labels(path: Path, count: int) -> np.ndarray:
+    """The ``count`` integer class labels (N,) of a ``.npy`` file of samples: its first ones."""
+    expected = f"an integer array of shape (N,) with at least {count} labels"
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"--labels: no such file: {path}") from None
+    except (ValueError, OSError) as e:
+        raise DataError(f"--labels {path}: not a readable .npy file ({e})") from None
+    if arr.dtype.kind not in "iu" or arr.ndim != 1 or len(arr) < count:
+        raise DataError(
+            f"--labels {path}: found {arr.dtype} of shape {arr.shape}; expected {expected}"
+        )
+    return arr[:count]
+
+
+def _report(
+    source: str, data: Dataset, images, clf: DigitClassifier, t0: float, labels=None
+) -> EvalReport:
+    metrics, hist, class_accuracy = evaluate_images(images, data, clf, labels=labels)
     return EvalReport(
         source=str(source),
         dataset=data.name,
@@ -192,6 +253,7 @@ def _report(source: str, data: Dataset, images, clf: DigitClassifier, t0: float)
         histogram=hist,
         class_names=data.class_names,
         seconds=time.perf_counter() - t0,
+        class_accuracy=class_accuracy,
     )
 
 
@@ -223,11 +285,15 @@ def evaluate(
     seed: int = 0,
     data_dir: str | None = None,
     device: str | torch.device = "cpu",
+    labels: str | Path | None = None,
 ) -> EvalReport:
     """Evaluate a run directory, a checkpoint, or a ``.npy`` file of uint8 samples.
 
     A model draws ``n`` samples (default 10,000) with noise ``seed``, in batches and without
-    gradients; a ``.npy`` file gives all its images (or its first ``n``). The dataset (a
+    gradients; a conditional one draws the classes in turn (0, 1, ..., K-1, 0, ...: equal
+    numbers) and is scored for ``label_accuracy`` too. A ``.npy`` file gives all its images
+    (or its first ``n``), and ``labels``, a ``.npy`` file of one integer class per image,
+    what they should be (for its ``label_accuracy``). The dataset (a
     spec, or a loaded :class:`Dataset`) is the run's ``data.dataset`` (``mnist20k`` for a
     file) unless ``dataset`` is given; the classifier is the one shipped for that dataset
     unless ``classifier`` names a weights file.
@@ -237,6 +303,12 @@ def evaluate(
     if path.suffix == ".npy":
         gan, images = None, _npy_images(path, n)
         spec, default_dir = DEFAULT_DATASET, None
+        if labels is not None:
+            labels = _npy_labels(Path(labels), len(images))
+    elif labels is not None:
+        raise ConfigError(
+            "--labels: only for a .npy file of samples; a conditional model draws its classes"
+        )
     else:
         from ..api import load
 
@@ -246,9 +318,10 @@ def evaluate(
     clf = classifier_for(_name(dataset), classifier)  # before loading: fail fast
     data = _dataset(dataset, data_dir or default_dir)
     if gan is not None:
-        images = gan.generate(_count(n), seed)
+        labels = gan.labels(_count(n))  # None for an unconditional model
+        images = gan.generate(_count(n), seed, labels)
     _check_shape(str(source), images.shape[1:], data, clf)
-    return _report(str(source), data, images, clf, t0)
+    return _report(str(source), data, images, clf, t0, labels)
 
 
 def evaluate_real(
@@ -263,7 +336,8 @@ def evaluate_real(
 
     Uses ``n`` training images (default 10,000, the size a model is evaluated at; a seeded
     random subset when the split is larger). Memorisation is 1 here by construction: each
-    training image is its own nearest training image.
+    training image is its own nearest training image. The images' own labels make
+    ``label_accuracy`` the classifier's accuracy on them: the ceiling for a conditional model.
     """
     t0 = time.perf_counter()
     clf = classifier_for(_name(dataset), classifier)
@@ -271,8 +345,9 @@ def evaluate_real(
     count = _count(n, len(data.train))
     pick = np.sort(np.random.default_rng(seed).permutation(len(data.train))[:count])
     images = data.train.images[pick] if count < len(data.train) else data.train.images
+    labels = data.train.labels[pick] if count < len(data.train) else data.train.labels
     _check_shape(f"dataset {data.name}", images.shape[1:], data, clf)
-    return _report(f"real training images of {data.name}", data, images, clf, t0)
+    return _report(f"real training images of {data.name}", data, images, clf, t0, labels)
 
 
 EVAL_FILE = "eval.json"
@@ -280,7 +355,8 @@ EVAL_FILE = "eval.json"
 
 
 def save_evaluation(source: str | Path, report: EvalReport, floor: EvalReport) -> Path:
-    """Write ``{"metrics": ..., "floor": ...}`` (numbers only) to the run directory of the
+    """Write ``{"metrics": ..., "floor": ...}`` (numbers only; the floor of the metrics the
+    model has: no label accuracy beside an unconditional model) to the run directory of the
     evaluated run or checkpoint, atomically; ``digitgan serve`` shows it beside the model."""
     from ..fileio import atomic_write_text
     from ..training.checkpoint import resolve_checkpoint
@@ -296,7 +372,7 @@ def save_evaluation(source: str | Path, report: EvalReport, floor: EvalReport) -
         "samples": report.samples,
         "dataset": report.dataset,
         "metrics": numbers(report.metrics),
-        "floor": numbers(floor.metrics),
+        "floor": numbers({k: v for k, v in floor.metrics.items() if k in report.metrics}),
     }
     path = run_dir_of(ckpt) / EVAL_FILE
     atomic_write_text(path, json.dumps(doc, indent=2) + "\n")

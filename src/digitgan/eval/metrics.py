@@ -291,8 +291,10 @@ def class_balance(
     """How the classifier labels the samples: ``histogram`` (count per predicted class),
     ``kl_uniform`` (KL divergence, in nats, of the predicted-label frequencies from the
     uniform distribution: 0 when balanced, log K when one class only), ``classes_covered``
-    (classes predicted for at least ``min_share`` of their fair share n/K of the samples)
-    and ``mean_confidence`` (mean of the top class probability)."""
+    (classes predicted for at least ``min_share`` of their fair share n/K of the samples),
+    ``share_min`` and ``share_max`` (the smallest and largest share of the samples that one
+    class gets: both 1/K when balanced) and ``mean_confidence`` (mean of the top class
+    probability)."""
     p = probs_of(probs, classifier)
     n, k = p.shape
     counts = torch.bincount(p.argmax(1), minlength=k)
@@ -301,8 +303,38 @@ def class_balance(
         "histogram": counts.tolist(),
         "kl_uniform": float(torch.special.xlogy(freq, freq * k).sum()),
         "classes_covered": int((counts >= min_share * n / k).sum()),
+        "share_min": float(freq.min()),
+        "share_max": float(freq.max()),
         "mean_confidence": float(p.max(1).values.mean()),
     }
+
+
+def label_accuracy(probs: Array, labels: Array, classifier: FeatureFn | None = None) -> dict:
+    """How often the classifier names the class a conditional model was asked for.
+
+    ``probs`` are class probabilities (N, K) (or images, see :func:`probs_of`), ``labels``
+    the N requested classes. Returns ``accuracy``, the share of samples whose most probable
+    class is their label, and ``per_class``: for each of the K classes, the accuracy of the
+    samples requested as that class (None for a class never requested).
+    """
+    p = probs_of(probs, classifier)
+    y = torch.as_tensor(np.asarray(labels)).flatten()
+    k = p.shape[1]
+    if y.is_floating_point() or y.dtype == torch.bool or len(y) != len(p):
+        raise ConfigError(
+            f"labels: expected {len(p)} integer class labels (one per sample), got "
+            f"{len(y)} of type {y.dtype}"
+        )
+    y = y.long()
+    if len(y) and (y.min() < 0 or y.max() >= k):
+        raise ConfigError(
+            f"labels: values must lie in 0..{k - 1}, found {int(y.min())}..{int(y.max())}"
+        )
+    hit = (p.argmax(1) == y).double()
+    asked = torch.bincount(y, minlength=k)
+    right = torch.bincount(y, weights=hit, minlength=k)
+    per_class = [float(r / a) if a else None for r, a in zip(right, asked, strict=True)]
+    return {"accuracy": float(hit.mean()), "per_class": per_class}
 
 
 # --- memorisation ----------------------------------------------------------------------------

@@ -392,13 +392,15 @@ class GANTrainer:
 
 @dataclass
 class TrainResult:
-    """What :func:`train` and :func:`resume` return."""
+    """What :func:`train` and :func:`resume` return. ``out_of_time``: training stopped
+    before ``train.iters`` because its ``train.max_minutes`` were spent."""
 
     run_dir: Path
     step: int
     interrupted: bool
     stats: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    out_of_time: bool = False
 
 
 class _StopFlag:
@@ -550,8 +552,9 @@ def _fit(
     )
     stop = _StopFlag()
     t0, step0 = time.perf_counter(), trainer.step_count
+    budget = trainer.cfg.train.max_minutes * 60
     stats: dict[str, float] = {}
-    interrupted = False
+    interrupted = out_of_time = False
 
     def grid(index_step: int, final: bool = False) -> None:
         """The sample grid of iteration ``index_step`` (numbered by log.sample_every)."""
@@ -567,6 +570,9 @@ def _fit(
             while trainer.step_count < iters:
                 if dist.stop_now(stop.requested, trainer.step_count):
                     interrupted = True
+                    break
+                if budget and dist.stop_now(time.perf_counter() - t0 >= budget, trainer.step_count):
+                    out_of_time = True
                     break
                 i = trainer.step_count  # the seed's 0-based iteration number
                 if cfg.sample_every and i % cfg.sample_every == 0:
@@ -600,12 +606,13 @@ def _fit(
                 if cfg.ckpt_every and trainer.step_count % cfg.ckpt_every == 0:
                     _save(trainer, run, numbered=True)
             done = trainer.step_count
-            if cfg.sample_every and done >= iters and done % cfg.sample_every == 0:
+            finished = done >= iters or out_of_time
+            if cfg.sample_every and finished and done % cfg.sample_every == 0:
                 grid(done)
-            if done >= iters:
+            if finished:
                 grid(done, final=True)
             if not (cfg.ckpt_every and done % cfg.ckpt_every == 0 and done > step0):
-                _save(trainer, run, numbered=done >= iters)
+                _save(trainer, run, numbered=finished)
     except trainer.compile_errors as e:
         cause = getattr(e, "inner_exception", None) or e
         first = (str(cause).strip().splitlines() or [""])[0]
@@ -622,7 +629,8 @@ def _fit(
             f"Interrupted: checkpoint saved at iteration {trainer.step_count}; continue with "
             f"`digitgan train --resume {root}`"
         )
-    return TrainResult(root, trainer.step_count, interrupted, stats, time.perf_counter() - t0)
+    seconds = time.perf_counter() - t0
+    return TrainResult(root, trainer.step_count, interrupted, stats, seconds, out_of_time)
 
 
 def train(

@@ -1,0 +1,373 @@
+"""The quality of each preset: trained over several seeds, each run scored on 10,000 samples.
+
+For every preset in ``--presets`` and seed in ``--seeds``: train it (the preset's own
+iterations, ``--iters N``, or a wall-clock budget ``--minutes M``, which sets
+``train.max_minutes``), timing the training call alone, then evaluate the run as
+``digitgan evaluate RUN --n 10000`` does (samples against the test split; a conditional
+model draws the classes in turn and is scored for label accuracy). Printed (and with
+``--record`` appended to RESULTS.md): a summary of the presets against the quality target,
+then per preset the iterations, the training wall time and every metric's median and range
+over the seeds, beside the real-data floor.
+
+Usage: python benchmarks/bench_quality.py [--presets seed,dcgan,cdcgan,wgan-gp,hinge-sn]
+    [--seeds 0,1,2] [--iters N] [--minutes M] [--set KEY=VALUE ...] [--device cpu|cuda]
+    [--jobs J] [--threads T] [--n 10000] [--out DIR] [--json PATH] [--record]
+
+``--jobs J`` trains (and evaluates) J runs at once in separate processes, each with
+``--threads`` torch threads (default: the cores divided by J); the runs then share the
+machine and slow each other, which the recorded text says. ``--out DIR`` keeps the runs;
+a run found there trained with the same settings is not trained again (its recorded
+training time is reused) and its evaluation is reused when it used the same ``--n``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import torch
+from common import machine, markdown_table, metric_rows, metric_value, record
+
+import digitgan
+from digitgan.config import MAX_INT, PRESETS
+from digitgan.fileio import atomic_write_text
+
+RECORD_FILE = "bench_quality.json"
+"""What a run directory keeps of its benchmark: settings, training time, evaluation."""
+
+TARGET = {  # the quality target of the "models and objectives" issue, on medians over seeds
+    "fid_over_floor": 3.0,
+    "is": 9.0,
+    "class_share": (0.07, 0.13),
+    "label_accuracy": 0.97,
+}
+
+
+def _list(text: str) -> list[str]:
+    return [x for x in text.replace(" ", "").split(",") if x]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--presets", type=_list, default=list(PRESETS), help="comma-separated")
+    ap.add_argument("--seeds", type=lambda s: [int(x) for x in _list(s)], default=[0, 1, 2])
+    ap.add_argument("--iters", type=int, help="iterations per run (default: the preset's own)")
+    ap.add_argument(
+        "--minutes",
+        type=float,
+        help="train each run for this wall-clock budget (train.max_minutes); without --iters "
+        "the iterations are unbounded",
+    )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override for every preset (repeatable)",
+    )
+    ap.add_argument("--device", default="auto", help="train.device and evaluation device")
+    ap.add_argument("--jobs", type=int, default=1, help="runs trained at once (processes)")
+    ap.add_argument("--threads", type=int, help="torch threads per run (default: cores / jobs)")
+    ap.add_argument("--n", type=int, default=10_000, help="samples per evaluation")
+    ap.add_argument("--out", help="keep the runs in this folder and reuse finished ones")
+    ap.add_argument("--json", help="also write every result to this JSON file")
+    ap.add_argument("--record", action="store_true", help="append the tables to RESULTS.md")
+    args = ap.parse_args(argv)
+    unknown = [p for p in args.presets if p not in PRESETS]
+    if unknown or not args.presets:
+        ap.error(
+            f"--presets: unknown {', '.join(unknown) or '(none given)'}; known {list(PRESETS)}"
+        )
+    if args.jobs < 1 or (args.threads is not None and args.threads < 1) or args.n < 2:
+        ap.error("--jobs and --threads must be at least 1, --n at least 2")
+    if args.threads is None:
+        args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    return args
+
+
+def run_one(job: dict) -> dict:
+    """Train (unless the run dir holds this job's finished training) and evaluate one run.
+
+    ``job``: the settings (preset, seed, iters, minutes, sets, device, threads, jobs), the
+    run directory ``run`` and the sample count ``n``. Returns the run's record: its
+    settings, ``train`` (iterations reached, wall seconds of the training call) and
+    ``eval`` (the evaluation's metrics, per-class accuracy and histogram).
+    """
+    from digitgan.eval.evaluate import evaluate
+
+    torch.set_num_threads(job["threads"])
+    run, settings = Path(job["run"]), job["settings"]
+    path = run / RECORD_FILE
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    if (
+        old.get("settings") != settings
+        or not (run / "checkpoints" / "latest.safetensors").is_file()
+    ):
+        overrides = {
+            "train.seed": settings["seed"],
+            "train.device": settings["device"],
+            "train.max_minutes": settings["minutes"] or 0.0,
+        }
+        iters = settings["iters"] or (MAX_INT if settings["minutes"] else None)
+        if iters:
+            overrides["train.iters"] = iters
+        cfg = digitgan.build_config(settings["preset"], None, settings["sets"], overrides)
+        data = digitgan.load_dataset(cfg.data.dataset, cfg.data.data_dir or None)
+        t0 = time.perf_counter()
+        result = digitgan.train(cfg, run, force=True, progress=False, dataset=data)
+        seconds = time.perf_counter() - t0
+        old = {
+            "settings": settings,
+            "train": {
+                "iters": result.step,
+                "seconds": seconds,
+                "loop_seconds": result.seconds,  # what train.max_minutes bounds
+                "out_of_time": result.out_of_time,
+                "finished_at": time.strftime("%Y-%m-%d %H:%M"),
+            },
+        }
+    if old.get("eval", {}).get("samples") != job["n"]:
+        report = evaluate(run, n=job["n"], device=_device(settings["device"]))
+        old["eval"] = {**report.to_dict(), "seconds": report.seconds}
+    atomic_write_text(path, json.dumps(old, indent=2) + "\n")
+    return {**old, "run": str(run)}
+
+
+def _device(name: str) -> str:
+    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+
+
+def spread(values: list[float], fmt: str) -> tuple[str, str]:
+    """(median, "min - max") of ``values``, formatted with ``fmt``."""
+    lo, hi = fmt.format(min(values)), fmt.format(max(values))
+    return fmt.format(statistics.median(values)), lo if lo == hi else f"{lo} - {hi}"
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Per preset (in the runs' order): median, min and max of the iterations, the training
+    seconds and every metric over its runs."""
+    out: dict[str, dict] = {}
+    for preset in dict.fromkeys(r["settings"]["preset"] for r in runs):
+        mine = [r for r in runs if r["settings"]["preset"] == preset]
+        metrics = [r["eval"]["metrics"] for r in mine]
+        values = {
+            "iters": [r["train"]["iters"] for r in mine],
+            "train_seconds": [r["train"]["seconds"] for r in mine],
+        }
+        values |= {key: [m[key] for m in metrics] for key, _, _ in metric_rows(*metrics)}
+        out[preset] = {
+            "seeds": [r["settings"]["seed"] for r in mine],
+            "dataset": mine[0]["eval"]["dataset"],
+            **{
+                k: {"median": statistics.median(v), "min": min(v), "max": max(v)}
+                for k, v in values.items()
+            },
+        }
+    return out
+
+
+def meets_target(s: dict, floor: dict) -> list[str]:
+    """The parts of the quality target a preset's medians miss (empty: all met)."""
+    misses = []
+    if s["fid"]["median"] > TARGET["fid_over_floor"] * floor["fid"]:
+        misses.append(f"FID > {TARGET['fid_over_floor']:g}x floor")
+    if s["is"]["median"] < TARGET["is"]:
+        misses.append(f"IS < {TARGET['is']:g}")
+    lo, hi = TARGET["class_share"]
+    if s["class_share_min"]["median"] < lo or s["class_share_max"]["median"] > hi:
+        misses.append(f"a class share outside {lo:.0%}-{hi:.0%}")
+    if "label_accuracy" in s and s["label_accuracy"]["median"] < TARGET["label_accuracy"]:
+        misses.append(f"label accuracy < {TARGET['label_accuracy']:.0%}")
+    return misses
+
+
+def _stat(s: dict, unit: str = "") -> str:
+    """A summarised value as "median (min - max)", whole numbers."""
+    med, lo, hi = (f"{s[k]:.0f}{unit}" for k in ("median", "min", "max"))
+    return med if lo == hi else f"{med} ({lo} - {hi})"
+
+
+def summary_table(summary: dict, floors: dict) -> str:
+    rows = []
+    for preset, s in summary.items():
+        floor = floors[s["dataset"]]
+        acc = s.get("label_accuracy")
+        misses = meets_target(s, floor)
+        rows.append(
+            [
+                preset,
+                _stat(s["iters"]),
+                _stat(s["train_seconds"], " s"),
+                f"{s['fid']['median']:.3f} ({s['fid']['median'] / floor['fid']:.1f}x floor)",
+                f"{s['is']['median']:.2f}",
+                f"{s['class_share_min']['median']:.1%} - {s['class_share_max']['median']:.1%}",
+                "n/a" if acc is None else f"{acc['median']:.2%}",
+                "yes" if not misses else "no: " + "; ".join(misses),
+            ]
+        )
+    return markdown_table(
+        [
+            "preset",
+            "iterations (median, range)",
+            "training time (median, range)",
+            "FID (median)",
+            "IS (median)",
+            "class shares (medians)",
+            "label accuracy (median)",
+            "meets the target",
+        ],
+        rows,
+    )
+
+
+def preset_table(preset: str, runs: list[dict], floor: dict) -> str:
+    """One preset's metrics: floor, median and range over its runs."""
+    mine = [r for r in runs if r["settings"]["preset"] == preset]
+    metrics = [r["eval"]["metrics"] for r in mine]
+    iters = [r["train"]["iters"] for r in mine]
+    secs = [r["train"]["seconds"] for r in mine]
+    rows = [
+        ["iterations", "", *spread(iters, "{:.0f}")],
+        ["training wall time, s", "", *spread(secs, "{:.0f}")],
+    ]
+    for key, label, fmt in metric_rows(*metrics):
+        vals = [metric_value(m, key) for m in metrics]
+        rows.append([label, fmt.format(metric_value(floor, key)), *spread(vals, fmt)])
+    seeds = ", ".join(str(r["settings"]["seed"]) for r in mine)
+    return markdown_table(
+        [f"{preset} (seeds {seeds})", "real data (floor)", "median", "range over seeds"], rows
+    )
+
+
+def _reproduce(args: argparse.Namespace, preset: str) -> str:
+    """The command that reproduces one preset's row."""
+    words = ["python", "benchmarks/bench_quality.py", "--presets", preset]
+    words += ["--seeds", ",".join(map(str, args.seeds)), "--n", str(args.n)]
+    words += ["--device", args.device, "--jobs", str(args.jobs), "--threads", str(args.threads)]
+    if args.iters:
+        words += ["--iters", str(args.iters)]
+    if args.minutes:
+        words += ["--minutes", f"{args.minutes:g}"]
+    for item in args.set:
+        words += ["--set", item]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = _device(args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(args.out or tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        jobs = []
+        for seed in args.seeds:  # seeds outermost: parallel jobs mix the presets
+            for preset in args.presets:
+                settings = {
+                    "preset": preset,
+                    "seed": seed,
+                    "iters": args.iters,
+                    "minutes": args.minutes,
+                    "sets": args.set,
+                    "device": args.device,
+                    "threads": args.threads,
+                    "jobs": args.jobs,
+                }
+                run = folder / f"{preset}-seed{seed}"
+                jobs.append(
+                    {"settings": settings, "run": str(run), "threads": args.threads, "n": args.n}
+                )
+        runs = []
+
+        def done(r: dict) -> None:
+            s, m = r["settings"], r["eval"]["metrics"]
+            acc = f", label accuracy {m['label_accuracy']:.3f}" if "label_accuracy" in m else ""
+            print(
+                f"{s['preset']} seed {s['seed']}: {r['train']['iters']} it in "
+                f"{r['train']['seconds']:.0f} s; FID {m['fid']:.3f}, IS {m['is']:.2f}{acc}",
+                flush=True,
+            )
+            runs.append(r)
+
+        if args.jobs == 1:
+            for job in jobs:
+                done(run_one(job))
+        else:
+            ctx = multiprocessing.get_context("spawn")  # CUDA cannot be forked
+            with ProcessPoolExecutor(args.jobs, mp_context=ctx) as pool:
+                for r in pool.map(run_one, jobs):
+                    done(r)
+    runs.sort(key=lambda r: (args.presets.index(r["settings"]["preset"]), r["settings"]["seed"]))
+
+    from digitgan.eval.evaluate import evaluate_real
+
+    datasets = dict.fromkeys(r["eval"]["dataset"] for r in runs)
+    floors = {d: evaluate_real(d, n=args.n).metrics for d in datasets}
+    summary = summarise(runs)
+    budget = (
+        f"{args.minutes:g} minutes of training each"
+        + (f" (at most {args.iters} iterations)" if args.iters else "")
+        if args.minutes
+        else f"{args.iters} iterations each"
+        if args.iters
+        else "each preset's own iterations"
+    )
+    sets = f"; config overrides {' '.join(args.set)}" if args.set else ""
+    gpu = f" ({torch.cuda.get_device_name()})" if device.startswith("cuda") else ""
+    note = (
+        f"Device {device}{gpu}; "
+        + (
+            f"{args.jobs} runs trained at once in separate processes"
+            if args.jobs > 1
+            else "one run at a time"
+        )
+        + f", {args.threads} torch thread(s) each"
+        + (
+            " (parallel runs share the machine and slow each other: the times are under that "
+            "load, not those of a run alone)"
+            if args.jobs > 1
+            else ""
+        )
+        + f". {budget}{sets}. Each run is evaluated as `digitgan evaluate RUN --n {args.n}`: "
+        f"{args.n} samples against the test split (a conditional model draws the classes in "
+        f"turn); the floor is `digitgan evaluate --real --n {args.n}`. Training time: the "
+        "wall time of the training call alone (model building, the training loop and its "
+        "outputs; no data loading, no evaluation; a --minutes budget bounds the loop, so the "
+        "call takes a few seconds longer). Target "
+        f"(medians): FID <= {TARGET['fid_over_floor']:g}x floor, IS >= {TARGET['is']:g}, every "
+        f"class {TARGET['class_share'][0]:.0%}-{TARGET['class_share'][1]:.0%} of samples, "
+        f"label accuracy >= {TARGET['label_accuracy']:.0%} (conditional presets)."
+    )
+    parts = [note, summary_table(summary, floors)]
+    for preset in summary:
+        parts.append(preset_table(preset, runs, floors[summary[preset]["dataset"]]))
+        parts.append(f"Reproduce: `{_reproduce(args, preset)}`")
+    body = "\n\n".join(parts)
+    print(body)
+    if args.json:
+        doc = {
+            "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
+            "machine": machine(),
+            "note": note,
+            "markdown": body,  # what --record would append, to paste from another machine
+            "floors": floors,
+            "summary": summary,
+            "runs": runs,
+        }
+        atomic_write_text(args.json, json.dumps(doc, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    if args.record:
+        record(f"Quality of the presets ({budget}, seeds {args.seeds})", body)
+
+
+if __name__ == "__main__":
+    main()
