@@ -279,8 +279,13 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "cdcgan": (
         "class-conditional DCGAN (label embedding in G, projection D with spectral norm, "
-        "hinge loss): choose the digit with --label",
-        _conv(model={"conditional": True, "spectral_norm": True}, loss={"objective": "hinge"}),
+        "hinge loss), 20,000 iterations: the best digits here; choose one with --label",
+        _conv(
+            model={"conditional": True, "spectral_norm": True},
+            loss={"objective": "hinge"},
+            train={"iters": 20000},
+            log={"sample_every": 1000, "ckpt_every": 2000},
+        ),
     ),
     "wgan-gp": (
         "Wasserstein critic with gradient penalty 10, 5 critic steps per G step, no norm "
