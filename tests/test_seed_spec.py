@@ -188,7 +188,7 @@ def test_seed_training_matches_a_plain_pytorch_loop(mnist20k):
             plain.bias.copy_(ours.bias)
     batches, noises = [], []  # what each iteration drew, from the data and the noise stream
     next_batch, noise = tr.batches.next, tr.noise
-    tr.batches.next = lambda: batches.append(next_batch()) or batches[-1]
+    tr.batches.next = lambda **kw: batches.append(next_batch(**kw)) or batches[-1]
     tr.noise = lambda n, generator=None: noises.append(noise(n, generator)) or noises[-1]
     opt_g = torch.optim.Adam(G.parameters(), lr=1e-3)
     opt_d = torch.optim.Adam(D.parameters(), lr=1e-3)

@@ -60,11 +60,13 @@ class EpochBatches:
             need -= take
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """This shard's part of the next batch: (images as float in the model's range, labels)."""
+    def next(self, out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """This shard's part of the next batch: (images as float in the model's range, labels).
+        The images are written into ``out`` (float, of the batch's shape) when given."""
         idx = self.next_indices()[self.part]
-        x = self.images.index_select(0, idx).float()
-        x = x.mul_(self._scale).add_(self._shift) if self._shift else x.mul_(self._scale)
+        x = torch.mul(self.images.index_select(0, idx), self._scale, out=out)
+        if self._shift:
+            x.add_(self._shift)
         return x, self.labels.index_select(0, idx)
 
     def state_dict(self) -> dict:

@@ -35,16 +35,20 @@ def _dense_layers(module: nn.Module) -> list[nn.Linear]:
     return [m for m in module.modules() if isinstance(m, nn.Linear)]
 
 
-def _forward(layers: list[nn.Linear], x: torch.Tensor):
-    """Dense layers with ReLU between them: (the input of each layer, output). The input of
-    every layer but the first is a ReLU output, which is all its backward pass needs."""
-    inputs = []
-    for i, layer in enumerate(layers):
-        inputs.append(x)
-        x = torch.addmm(layer.bias, x, layer.weight.t())
-        if i < len(layers) - 1:
-            x = x.relu_()
-    return inputs, x
+class _Buffers:
+    """Preallocated outputs, one per (name, layer, rows): a fresh tensor of a few hundred
+    kilobytes costs the kernel's page faults each time, more than the work written into it."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.store: dict[tuple, torch.Tensor] = {}
+
+    def __call__(self, name: str, layer: int, rows: int, cols: int) -> torch.Tensor:
+        key = (name, layer, rows, cols)
+        buf = self.store.get(key)
+        if buf is None:
+            buf = self.store[key] = torch.empty(rows, cols, device=self.device)
+        return buf
 
 
 def _grad_buffer(p: torch.Tensor) -> torch.Tensor:
@@ -53,7 +57,28 @@ def _grad_buffer(p: torch.Tensor) -> torch.Tensor:
     return p.grad
 
 
-def _backward(layers, inputs, grad: torch.Tensor, weight_grads: bool):
+def _forward(layers: list[nn.Linear], x: torch.Tensor, out, name: str, head: bool = True):
+    """Dense layers with ReLU between them (and after the last unless it is the ``head``),
+    each output written into ``out(name, layer, rows, cols)``: (the input of each layer,
+    output). The input of every layer but the first is a ReLU output, which is all its
+    backward pass needs."""
+    inputs = []
+    for i, layer in enumerate(layers):
+        inputs.append(x)
+        x = torch.addmm(
+            layer.bias, x, layer.weight.t(), out=out(name, i, x.shape[0], layer.out_features)
+        )
+        if not head or i < len(layers) - 1:
+            x.relu_()
+    return inputs, x
+
+
+def _relu_backward_(grad: torch.Tensor, relu_out: torch.Tensor) -> torch.Tensor:
+    """Zero ``grad`` where the ReLU's output is zero, in place."""
+    return torch.ops.aten.threshold_backward.grad_input(grad, relu_out, 0, grad_input=grad)
+
+
+def _backward(layers, inputs, grad: torch.Tensor, out, name: str, weight_grads: bool):
     """Back through :func:`_forward`: write weight gradients into ``.grad`` (if asked) and
     return the gradient with respect to the chain's input (None when weights are asked for:
     the input, data or noise, needs none)."""
@@ -64,9 +89,9 @@ def _backward(layers, inputs, grad: torch.Tensor, weight_grads: bool):
             torch.sum(grad, 0, out=_grad_buffer(layer.bias))
             if i == 0:
                 return None
-        grad = grad.mm(layer.weight)
+        grad = torch.mm(grad, layer.weight, out=out(name, i, grad.shape[0], layer.in_features))
         if i > 0:
-            grad = torch.ops.aten.threshold_backward(grad, inputs[i], 0)
+            _relu_backward_(grad, inputs[i])
     return grad
 
 
@@ -133,32 +158,46 @@ class FastMLPStep:
         self.trainer = trainer
         self.g_layers = _dense_layers(trainer.G)
         self.d_layers = _dense_layers(trainer.D)
+        self.out = _Buffers(trainer.device)
 
     @torch.no_grad()
     def __call__(self):
         """Returns (d_loss, g_loss, real_logits, fake_logits) of the iteration."""
-        tr = self.trainer
+        tr, out = self.trainer, self.out
         obj, bs, d_steps = tr.objective, tr.batch_size, tr.cfg.train.d_steps
         d_loss_fn = functools.partial(obj.d_loss, **tr.d_loss_kw)
-        z = torch.cat([tr.noise(bs) for _ in range(d_steps + 1)])
-        g_inputs, out = _forward(self.g_layers, z)
-        fakes = out.sigmoid_()
-        for k in range(d_steps):
-            x, _labels = tr.batches.next()
-            both = torch.cat([x.flatten(1), fakes[k * bs : (k + 1) * bs]])
-            inputs, logits = _forward(self.d_layers, both)
-            d_loss, grad = _logit_grads(d_loss_fn, logits.squeeze(1), bs, bs)
-            _backward(self.d_layers, inputs, grad.unsqueeze(1), weight_grads=True)
-            adam_step(tr.opt_d)
-        real_logits, fake_logits = logits.squeeze(1).split(bs)
+        pixels = self.g_layers[-1].out_features
+        noise = [tr.noise(bs) for _ in range(d_steps + 1)]
+        z = torch.cat(noise, out=out("z", 0, len(noise) * bs, tr.cfg.model.z_dim))
+        # G's hidden layers once for all the noise; its output layer batch by batch, each
+        # written beside the real batch it goes into D with
+        g_inputs, hidden = _forward(self.g_layers[:-1], z, out, "G", head=False)
+        head = self.g_layers[-1]
+        for k in range(d_steps + 1):
+            h = hidden[k * bs : (k + 1) * bs]
+            last = k == d_steps
+            dest = out("images", 0, bs, pixels) if last else out("D in", k, 2 * bs, pixels)[bs:]
+            torch.addmm(head.bias, h, head.weight.t(), out=dest).sigmoid_()
 
-        # the generator step, on the last part of the noise, through the updated D
-        rows = slice(d_steps * bs, None)
-        images = fakes[rows]
-        inputs, logits = _forward(self.d_layers, images)
+        for k in range(d_steps):
+            both = out("D in", k, 2 * bs, pixels)
+            tr.batches.next(out=both[:bs].view(bs, *tr.image_shape))
+            inputs, logits = _forward(self.d_layers, both, out, "D")
+            d_loss, grad = _logit_grads(d_loss_fn, logits.squeeze(1), bs, bs)
+            _backward(self.d_layers, inputs, grad.unsqueeze(1), out, "D back", weight_grads=True)
+            adam_step(tr.opt_d)
+        real_logits, fake_logits = logits.squeeze(1).clone().split(bs)  # (buffers are reused)
+
+        # the generator step, on the last batch of noise, through the updated D
+        images = out("images", 0, bs, pixels)
+        inputs, logits = _forward(self.d_layers, images, out, "D")
         g_loss, grad = _logit_grads(obj.g_loss, logits.squeeze(1))
-        d_images = _backward(self.d_layers, inputs, grad.unsqueeze(1), weight_grads=False)
-        d_out = torch.ops.aten.sigmoid_backward(d_images, images)
-        _backward(self.g_layers, [h[rows] for h in g_inputs], d_out, weight_grads=True)
+        d_images = _backward(
+            self.d_layers, inputs, grad.unsqueeze(1), out, "D back", weight_grads=False
+        )
+        d_out = torch.ops.aten.sigmoid_backward.grad_input(d_images, images, grad_input=d_images)
+        rows = slice(d_steps * bs, None)
+        g_in = [x[rows] for x in g_inputs] + [hidden[rows]]
+        _backward(self.g_layers, g_in, d_out, out, "G back", weight_grads=True)
         adam_step(tr.opt_g)
         return d_loss, g_loss, real_logits, fake_logits
