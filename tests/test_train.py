@@ -61,6 +61,10 @@ def test_short_run_writes_every_output(tmp_path, tiny_cfg, small_data):
         for layer in layers
         for kind in ("weight", "bias")
     }
+    for tag, size in (("G/body.fc2.weight", 784 * 32), ("D/head.bias", 1)):
+        h = acc.Histograms(tag)[-1].histogram_value
+        assert h.num == size and sum(h.bucket) == size and h.min <= h.max
+        assert h.bucket_limit[-1] == pytest.approx(h.max)
     assert "samples" in tags["images"]
     assert tags["graph"] is True
 
