@@ -1,7 +1,8 @@
 """Training speed of every preset's inner loop, ``GANTrainer.step()``, per precision/compile.
 
 For each preset (seed, dcgan, cdcgan, wgan-gp, hinge-sn) and variant (fp32, bf16, compile,
-bf16+compile: ``train.precision`` and ``train.compile``) a trainer is built on the device,
+bf16+compile: ``train.precision`` and ``train.compile``; nchw: fp32 with the weights in the
+default layout instead of the trainer's channels-last on the CPU) a trainer is built on the device,
 stepped ``--warmup`` times (this includes torch.compile's compilation), then timed over
 ``--rounds`` rounds of ``--iters`` steps; each round ends with a device synchronisation
 (``torch.cuda.synchronize()`` on CUDA), so it counts finished work.
@@ -20,7 +21,7 @@ and the distinct messages printed below the table. A variant that cannot run (sa
 compile with a gradient penalty) is reported in its row and the rest go on.
 
 Usage: python benchmarks/bench_presets.py [--device auto|cpu|cuda]
-    [--variants fp32,bf16,compile,bf16+compile] [--presets seed,dcgan,...]
+    [--variants fp32,bf16,compile,bf16+compile,nchw] [--presets seed,dcgan,...]
     [--iters N] [--rounds 3] [--warmup 10] [--check-sync] [--json PATH] [--record]
 Defaults: fp32 and 50 iterations on a CPU; fp32,bf16,compile and 200 iterations on CUDA
 (sized for about 3 minutes on one GPU).
@@ -50,7 +51,16 @@ VARIANTS = {
     "bf16": {"train__precision": "bf16"},
     "compile": {"train__compile": True},
     "bf16+compile": {"train__precision": "bf16", "train__compile": True},
+    "nchw": {},  # fp32 with the weights put back in the default layout: see as_nchw()
 }
+
+
+def as_nchw(trainer: GANTrainer) -> None:
+    """The ``nchw`` variant: the models' weights in the default contiguous layout, the
+    baseline for the trainer's channels-last weights on the CPU (same run, same machine)."""
+    models = [trainer.G, trainer.D] + ([trainer.ema.model] if trainer.ema else [])
+    for model in models:
+        model.to(memory_format=torch.contiguous_format)
 
 
 def device_name(device: torch.device) -> str:
@@ -77,6 +87,8 @@ def time_variant(dataset, device, name: str, variant: str, args) -> dict:
     row = {"preset": name, "variant": variant, "batch_size": cfg.data.batch_size}
     row["images_per_iter"] = cfg.data.batch_size * (2 * cfg.train.d_steps + 1)
     trainer = GANTrainer(cfg, dataset, device)
+    if variant == "nchw":
+        as_nchw(trainer)
     row["step"] = "hand-written" if trainer.fast_step else "autograd"
     t0 = time.perf_counter()
     for _ in range(args.warmup):

@@ -296,6 +296,12 @@ def load_optimizer(
         opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
     except (KeyError, ValueError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{source}: optimizer state {prefix} does not match: {e}") from None
+    # Saved state is contiguous; a parameter may be channels-last. The fused Adam kernel walks
+    # a parameter and its moments in memory order, so they must share a layout.
+    for p in params:
+        for name, value in opt.state[p].items():
+            if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                opt.state[p][name] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
 def _state_layout(opt: torch.optim.Optimizer) -> dict[str, bool]:

@@ -121,8 +121,11 @@ class GANTrainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.G, self.D = build_models(cfg.model, self.image_shape, self.num_classes)
-        self.G.to(self.device)
-        self.D.to(self.device)
+        # on the CPU, oneDNN's convolutions run 8-16% faster with channels-last weights
+        # (benchmarks/RESULTS.md); checkpoints hold ordinary contiguous tensors either way
+        layout = torch.channels_last if self.device.type == "cpu" else torch.preserve_format
+        self.G.to(self.device, memory_format=layout)
+        self.D.to(self.device, memory_format=layout)
         self.conditional = self.G.num_classes > 0
         self.objective = OBJECTIVES[cfg.loss.objective]
         smoothing = cfg.loss.label_smoothing
