@@ -217,6 +217,7 @@ def test_eval_every_logs_fid_and_keeps_the_best_checkpoint(tmp_path, tiny_cfg, s
     evals = [r for r in records if "eval/FID" in r]
     assert [r["step"] for r in evals] == [3, 6, 9]
     assert all(r["eval/classes_covered"] <= 10 and r["eval/FID"] > 0 for r in evals)
+    assert not any("eval/label_accuracy" in r for r in evals)  # unconditional: none
     acc = EventAccumulator(str(out / "tb"))
     acc.Reload()
     assert [e.step for e in acc.Scalars("eval/FID")] == [3, 6, 9]
@@ -290,3 +291,31 @@ def test_eval_every_scores_the_ema_generator_that_load_samples(tmp_path, tiny_cf
     assert ema.ema and not raw.ema
     assert fid == pytest.approx(fid_of(ema), rel=1e-6)
     assert fid != pytest.approx(fid_of(raw), rel=1e-4)  # the raw generator scores otherwise
+
+
+def test_eval_every_logs_label_accuracy_of_a_conditional_model(tmp_path, small_data):
+    """A conditional model is asked for its classes in turn; the logged label accuracy is the
+    share the classifier names as asked, for the generator the run samples from."""
+    from digitgan.eval.evaluate import TrainingEval
+    from digitgan.eval.metrics import extract, label_accuracy
+
+    cfg = digitgan.preset("cdcgan").replace(
+        train__iters=3,
+        data__batch_size=16,
+        model__g_channels=8,
+        model__d_channels=8,
+        train__device="cpu",
+        log__tb_every=0,
+        log__sample_every=0,
+        log__eval_every=3,
+        log__eval_samples=50,
+    )
+    out = tmp_path / "run"
+    digitgan.train(cfg, out, dataset=small_data, progress=False)
+    (record,) = [
+        json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if "eval/" in x
+    ]
+    gan = digitgan.load(out)
+    labels = torch.arange(50) % 10
+    probs = extract(TrainingEval(cfg, small_data).classifier.probs, gan.generate(50, 0, labels))
+    assert record["eval/label_accuracy"] == label_accuracy(probs, labels)["accuracy"]

@@ -389,8 +389,9 @@ class TrainingEval:
     any work). Each call draws ``log.eval_samples`` images from the trainer's generator in
     eval mode, without gradients, from noise of its own seeded generator (the same noise at
     every evaluation; the trainer's random streams are not touched, so an exact resume still
-    holds), logs ``eval/FID``, ``eval/KL_uniform``, ``eval/classes_covered`` and
-    ``eval/mean_confidence``, and saves ``checkpoints/best.safetensors`` when FID improves.
+    holds), logs ``eval/FID``, ``eval/KL_uniform``, ``eval/classes_covered``,
+    ``eval/mean_confidence`` and, for a conditional model (asked for its classes in turn),
+    ``eval/label_accuracy``, and saves ``checkpoints/best.safetensors`` when FID improves.
     """
 
     def __init__(self, cfg: Config, data: Dataset):
@@ -409,16 +410,21 @@ class TrainingEval:
         G = trainer.sampler  # the EMA generator when the run keeps one, as load() does
         was_training = G.training
         meta = {"image_shape": list(trainer.image_shape), "step": trainer.step_count}
-        images = GAN(G, trainer.cfg, meta, Path()).generate(self.n, self.seed)
+        gan = GAN(G, trainer.cfg, meta, Path())
+        labels = gan.labels(self.n)  # a conditional model's classes in turn, else None
+        images = gan.generate(self.n, self.seed, labels)
         G.train(was_training)
         feats, probs = extract(self.classifier.features_and_probs, images)
         balance = class_balance(probs)
-        return {
+        values = {
             "FID": fid_from_stats(*self.test_stats, *gaussian_stats(feats)),
             "KL_uniform": balance["kl_uniform"],
             "classes_covered": balance["classes_covered"],
             "mean_confidence": balance["mean_confidence"],
         }
+        if labels is not None:
+            values["label_accuracy"] = label_accuracy(probs, labels)["accuracy"]
+        return values
 
     def __call__(self, trainer, run, logger) -> dict[str, float]:
         """Measure, log at the trainer's step, and keep the best checkpoint by FID."""
