@@ -64,7 +64,9 @@ class EpochBatches:
         """This shard's part of the next batch: (images as float in the model's range, labels).
         The images are written into ``out`` (float, of the batch's shape) when given."""
         idx = self.next_indices()[self.part]
-        x = torch.mul(self.images.index_select(0, idx), self._scale, out=out)
+        raw = self.images.index_select(0, idx)
+        x = raw.float() if out is None else out.copy_(raw)  # (copy_ converts, no temporary)
+        x.mul_(self._scale)
         if self._shift:
             x.add_(self._shift)
         return x, self.labels.index_select(0, idx)
