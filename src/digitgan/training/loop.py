@@ -121,7 +121,7 @@ class GANTrainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.G, self.D = build_models(cfg.model, self.image_shape, self.num_classes)
-        # on the CPU, oneDNN's convolutions run 8-16% faster with channels-last weights
+        # on the CPU, oneDNN's convolutions run 4-20% faster with channels-last weights
         # (benchmarks/RESULTS.md); checkpoints hold ordinary contiguous tensors either way
         layout = torch.channels_last if self.device.type == "cpu" else torch.preserve_format
         self.G.to(self.device, memory_format=layout)
