@@ -10,11 +10,14 @@ writes them out:
   every discriminator step and of the generator step serves them all (the noise is drawn
   in the generic step's order, batch by batch, so the same numbers come out);
 - each discriminator step runs real and generated images through D as one batch of 2B
-  (D has no batch statistics, so each row's result is what two passes would give);
-- gradients are written with one ``mm`` per weight and one ``sum`` per bias straight into
-  each parameter's ``.grad`` buffer, allocated once; ReLU and sigmoid are differentiated
-  from their outputs (``threshold_backward``, ``sigmoid_backward``), and the backward pass
-  into the discriminator in the generator step computes input gradients only;
+  (D has no batch statistics, so each row's result is what two passes would give): the real
+  batch is converted into, and G's output layer written into, the two halves of one buffer;
+- every intermediate lives in a buffer allocated once (:class:`_Buffers`), and gradients
+  are written with one ``mm`` per weight and one ``sum`` per bias straight into each
+  parameter's ``.grad``; ReLU and sigmoid are differentiated from their outputs
+  (``threshold_backward``, ``sigmoid_backward``), and the backward pass into the
+  discriminator in the generator step computes input gradients only;
+- Adam is the fused kernel, called on the optimiser's own state (:func:`adam_step`);
 - the loss is still the registered objective (``losses.OBJECTIVES``): autograd
   differentiates just the loss with respect to the logits, so every objective works and
   no loss formula is written twice.
