@@ -257,7 +257,16 @@ def session() -> Iterator[Dist]:
 
 
 def _close() -> None:
+    """At exit: wait (a minute at most) until every rank is here, then tear the group down.
+    A rank that tears down while another still talks to it can die in Gloo's threads
+    (``terminate called without an active exception``, seen once in the two-rank tests)."""
+    import datetime
+
     import torch.distributed as dist
 
     if dist.is_initialized():
+        try:
+            dist.monitored_barrier(timeout=datetime.timedelta(seconds=60))
+        except RuntimeError:  # a rank is gone (or the backend has no such barrier)
+            pass
         dist.destroy_process_group()
