@@ -94,3 +94,27 @@ def mutate() -> Callable[[st.DataObject, bytes], bytes]:
         return bytes(content)
 
     return mutate
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """A factory ``tiny(name, device="cpu", **overrides)``: preset ``name`` shrunk to a few
+    small iterations (conv presets: 4 base channels), every output on."""
+    return _shrink
+
+
+def _shrink(name: str, device: str = "cpu", **overrides):
+    conv = {"model__g_channels": 4, "model__d_channels": 4} if name != "seed" else {}
+    small = {"model__g_hidden": [16], "model__d_hidden": [16]} if name == "seed" else {}
+    base = {
+        "data__batch_size": 8,
+        "model__z_dim": 8,
+        "train__device": device,
+        "train__iters": 4,
+        "log__sample_every": 2,
+        "log__tb_every": 2,
+        "log__print_every": 0,
+        "log__ckpt_every": 0,
+        "log__grid_rows": 2,
+    }
+    return preset(name).replace(**base | conv | small | overrides)

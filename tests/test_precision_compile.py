@@ -26,27 +26,11 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 CONV_PRESETS = ("dcgan", "cdcgan", "wgan-gp", "hinge-sn")
 
 
-def tiny(name: str, device: str = "cpu", **overrides):
-    """Preset ``name`` shrunk to a few small iterations (conv presets: 4 base channels)."""
-    conv = {"model__g_channels": 4, "model__d_channels": 4} if name != "seed" else {}
-    small = {"model__g_hidden": [16], "model__d_hidden": [16]} if name == "seed" else {}
-    base = {
-        "data__batch_size": 8,
-        "model__z_dim": 8,
-        "train__device": device,
-        "train__iters": 4,
-        "log__sample_every": 2,
-        "log__tb_every": 2,
-        "log__print_every": 0,
-        "log__ckpt_every": 0,
-        "log__grid_rows": 2,
-    }
-    return preset(name).replace(**base | conv | small | overrides)
-
-
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", CONV_PRESETS)
-def test_bf16_runs_forward_passes_in_bfloat16_and_keeps_float32_state(name, device, small_data):
+def test_bf16_runs_forward_passes_in_bfloat16_and_keeps_float32_state(
+    tiny, name, device, small_data
+):
     tr = GANTrainer(tiny(name, device, train__precision="bf16"), small_data, device)
     assert tr.fast_step is None
     seen = set()
@@ -70,7 +54,7 @@ def test_bf16_runs_forward_passes_in_bfloat16_and_keeps_float32_state(name, devi
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_gradient_penalty_under_bf16_autocast(device, small_data):
+def test_gradient_penalty_under_bf16_autocast(tiny, device, small_data):
     """The penalty's autograd.grad (with create_graph) works inside autocast: its value and
     its gradients (second order, through bf16 convolutions) are float32 and agree with the
     fp32 ones to bfloat16 precision."""
@@ -102,7 +86,7 @@ def _checkpoint(run: Path) -> dict:
     return load_file(run / "checkpoints" / "latest.safetensors")
 
 
-def test_bf16_run_checkpoints_float32_and_resumes_bit_identically(tmp_path, small_data):
+def test_bf16_run_checkpoints_float32_and_resumes_bit_identically(tiny, tmp_path, small_data):
     cfg = tiny("wgan-gp", train__precision="bf16", train__iters=5)
     digitgan.train(cfg, tmp_path / "a", dataset=small_data, progress=False)
     digitgan.train(cfg.replace(train__iters=2), tmp_path / "b", dataset=small_data, progress=False)
@@ -119,7 +103,7 @@ def test_bf16_run_checkpoints_float32_and_resumes_bit_identically(tmp_path, smal
 
 
 @pytest.mark.parametrize("overrides", [{"train__precision": "bf16"}, {"train__compile": True}])
-def test_hand_written_step_only_in_fp32_and_eager(overrides, small_data):
+def test_hand_written_step_only_in_fp32_and_eager(tiny, overrides, small_data):
     assert GANTrainer(tiny("seed"), small_data).fast_step is not None
     assert GANTrainer(tiny("seed", **overrides), small_data).fast_step is None
 
@@ -147,7 +131,7 @@ def compile_backend(monkeypatch):
 
 
 def test_compiled_run_writes_the_same_checkpoint_keys_and_resumes(
-    tmp_path, small_data, compile_backend
+    tiny, tmp_path, small_data, compile_backend
 ):
     cfg = tiny("cdcgan", train__iters=3)  # conditional, spectral norm, EMA
     compiled = cfg.replace(train__compile=True)
@@ -163,7 +147,9 @@ def test_compiled_run_writes_the_same_checkpoint_keys_and_resumes(
     assert digitgan.load(tmp_path / "c").sample(2, seed=0, labels=[3, 4]).shape == (2, 1, 28, 28)
 
 
-def test_compile_failure_is_a_config_error_naming_the_option(tmp_path, small_data, compile_backend):
+def test_compile_failure_is_a_config_error_naming_the_option(
+    tiny, tmp_path, small_data, compile_backend
+):
     def no_compiler(graph, example_inputs):
         raise RuntimeError("no working C++ compiler found\n(details)")
 
@@ -212,7 +198,7 @@ def no_sync_calls(monkeypatch):
         ("hinge-sn", {}),
     ],
 )
-def test_step_makes_no_host_sync(name, overrides, small_data, no_sync_calls):
+def test_step_makes_no_host_sync(tiny, name, overrides, small_data, no_sync_calls):
     tr = GANTrainer(tiny(name, **overrides), small_data)
     tr.batches.pos = tr.batches.perm.numel() - 3  # a batch across an epoch boundary
     for _ in range(2):

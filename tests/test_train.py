@@ -108,22 +108,11 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, tiny_cfg, small_
     assert "iters = 9" in (tmp_path / "b" / "config.toml").read_text()
 
 
-def test_resumed_conv_run_is_bit_identical(tmp_path, small_data):
+def test_resumed_conv_run_is_bit_identical(tmp_path, tiny, small_data):
     """Conv models train with channels-last weights on the CPU while checkpoints hold
     contiguous tensors: the Adam moments a resume loads must take the weights' layout, or
     the fused kernel pairs each weight with another's moments."""
-    cfg = digitgan.preset("dcgan").replace(
-        model__g_channels=4,
-        model__d_channels=4,
-        model__z_dim=8,
-        data__batch_size=8,
-        train__device="cpu",
-        train__iters=6,
-        log__sample_every=0,
-        log__tb_every=0,
-        log__print_every=0,
-        log__ckpt_every=0,
-    )
+    cfg = tiny("dcgan", train__iters=6)
     digitgan.train(cfg, tmp_path / "a", dataset=small_data, progress=False)
     digitgan.train(cfg.replace(train__iters=3), tmp_path / "b", dataset=small_data, progress=False)
     digitgan.resume(tmp_path / "b", iters=6, dataset=small_data, progress=False)

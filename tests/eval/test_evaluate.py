@@ -293,23 +293,13 @@ def test_eval_every_scores_the_ema_generator_that_load_samples(tmp_path, tiny_cf
     assert fid != pytest.approx(fid_of(raw), rel=1e-4)  # the raw generator scores otherwise
 
 
-def test_eval_every_logs_label_accuracy_of_a_conditional_model(tmp_path, small_data):
+def test_eval_every_logs_label_accuracy_of_a_conditional_model(tmp_path, tiny, small_data):
     """A conditional model is asked for its classes in turn; the logged label accuracy is the
     share the classifier names as asked, for the generator the run samples from."""
     from digitgan.eval.evaluate import TrainingEval
     from digitgan.eval.metrics import extract, label_accuracy
 
-    cfg = digitgan.preset("cdcgan").replace(
-        train__iters=3,
-        data__batch_size=16,
-        model__g_channels=8,
-        model__d_channels=8,
-        train__device="cpu",
-        log__tb_every=0,
-        log__sample_every=0,
-        log__eval_every=3,
-        log__eval_samples=50,
-    )
+    cfg = tiny("cdcgan", train__iters=3, log__eval_every=3, log__eval_samples=50)
     out = tmp_path / "run"
     digitgan.train(cfg, out, dataset=small_data, progress=False)
     (record,) = [
