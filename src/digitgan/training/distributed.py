@@ -23,6 +23,7 @@ command line prints each error once, on the rank where it happened.
 from __future__ import annotations
 
 import atexit
+import datetime
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -260,8 +261,6 @@ def _close() -> None:
     """At exit: wait (a minute at most) until every rank is here, then tear the group down.
     A rank that tears down while another still talks to it can die in Gloo's threads
     (``terminate called without an active exception``, seen once in the two-rank tests)."""
-    import datetime
-
     import torch.distributed as dist
 
     if dist.is_initialized():
