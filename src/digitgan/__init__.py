@@ -13,7 +13,7 @@ The library API (the command line is a thin layer over it)::
     print(report.table())                              # (digitgan.eval has each metric)
 """
 
-__version__ = "0.1.0"
+from .version import __version__ as __version__
 
 _EXPORTS = {
     "Config": "config",
@@ -23,9 +23,10 @@ _EXPORTS = {
     "train": "training.loop",
     "resume": "training.loop",
     "TrainResult": "training.loop",
-    "GANTrainer": "training.loop",
-    "load": "api",
-    "GAN": "api",
+    "Trainer": "training.trainer",
+    "Hook": "training.hooks",
+    "load": "sampling",
+    "Sampler": "sampling",
     "load_dataset": "data",
     "DigitganError": "errors",
     "evaluate": "eval.evaluate",

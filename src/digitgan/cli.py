@@ -13,8 +13,8 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__
 from .errors import ConfigError, DigitganError
+from .version import __version__
 
 # train flags that map onto a config field
 FIELD_FLAGS = {
@@ -73,7 +73,7 @@ def _train(args) -> int:
 
 
 def _sample(args) -> int:
-    from .api import load, save_image_rows
+    from .sampling import load, save_image_rows
 
     gan = load(args.source, device=_device(args.device))
     if args.class_grid:
@@ -155,7 +155,7 @@ def _classifier(args) -> int:
 
 
 def _device(name: str):
-    from .training.loop import resolve_device
+    from .config import resolve_device
 
     return resolve_device(name)
 

@@ -24,37 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
+import torch
 
 from .errors import ConfigError
-
-
-def opt(default, help: str, *, choices=None, min=None, max=None):
-    """A documented config field: its default, help text and constraints.
-
-    ``choices`` is a tuple or a function returning one (for registries filled elsewhere).
-    """
-    meta = {"help": help, "choices": choices, "min": min, "max": max}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-def _model_names() -> tuple[str, ...]:
-    from .models import MODELS
-
-    return tuple(MODELS)
-
-
-def _init_names() -> tuple[str, ...]:
-    from .models import INITS
-
-    return tuple(INITS)
-
-
-def _objective_names() -> tuple[str, ...]:
-    from .losses import OBJECTIVES
-
-    return tuple(OBJECTIVES)
+from .losses import OBJECTIVES, PENALTIES
+from .models import ARCHITECTURES, INITS
+from .options import Registry, opt
 
 
 @dataclass
@@ -68,25 +43,60 @@ class DataConfig:
     )
 
 
-@dataclass
-class ModelConfig:
-    arch: str = opt(
-        "mlp", "generator/discriminator architecture (mlp, dcgan)", choices=_model_names
-    )
+class _Parts:
+    """A section with a table of options for registered entries (``model.mlp``, ``loss.gp``).
+
+    ``PARTS`` names the registry the tables come from, and the field that chooses the one in
+    use, if one is chosen (``model.arch``); otherwise every entry's table applies (each
+    penalty is on when its weight is above 0). A table is made with its defaults on first use.
+    """
+
+    PARTS: tuple[Registry, str | None]
+
+    def part(self, name: str):
+        """The option table of entry ``name`` (a ConfigError if it has none)."""
+        parts = self.__dict__.setdefault("_parts", {})
+        if name not in parts:
+            options = type(self).PARTS[0].entry(name).options
+            if options is None:
+                raise ConfigError(f"{type(self).PARTS[0].key} {name!r} has no options")
+            parts[name] = options()
+        return parts[name]
+
+    def __getattr__(self, name: str):
+        """``cfg.model.mlp``: an entry's option table, as an attribute."""
+        if not name.startswith("_") and name in type(self).PARTS[0]:
+            return self.part(name)
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    def part_names(self) -> list[str]:
+        """The entries whose tables this section holds: the chosen one, or all of them."""
+        registry, chooser = type(self).PARTS
+        names = [getattr(self, chooser)] if chooser else list(registry)
+        return [n for n in names if n in registry and registry.entry(n).options is not None]
+
+    def __eq__(self, other) -> bool:
+        return (
+            type(self) is type(other)
+            and _plain(self) == _plain(other)
+            and all(_plain(self.part(n)) == _plain(other.part(n)) for n in self.part_names())
+        )
+
+
+def _plain(section) -> dict:
+    return {f.name: getattr(section, f.name) for f in dataclasses.fields(section)}
+
+
+@dataclass(eq=False)
+class ModelConfig(_Parts):
+    PARTS = (ARCHITECTURES, "arch")
+
+    arch: str = opt("mlp", "generator/discriminator architecture", choices=ARCHITECTURES.names)
     z_dim: int = opt(100, "dimension of the noise vector z", min=1)
     noise: str = opt(
         "uniform",
         "noise distribution: uniform(-1, 1) or normal(0, 1)",
         choices=("uniform", "normal"),
-    )
-    g_hidden: list[int] = opt([128], "mlp: widths of the generator's hidden dense layers", min=1)
-    d_hidden: list[int] = opt([128], "mlp: widths of the discriminator's hidden layers", min=1)
-    g_channels: int = opt(64, "dcgan: generator base channels (2g, then g)", min=1)
-    d_channels: int = opt(64, "dcgan: discriminator base channels (d, then 2d)", min=1)
-    d_norm: str = opt(
-        "none",
-        "dcgan: discriminator normalisation (none for WGAN-GP and R1)",
-        choices=("none", "batch", "layer"),
     )
     spectral_norm: bool = opt(False, "spectral normalisation on every discriminator layer")
     conditional: bool = opt(False, "class-conditional G and D (labels from the dataset)")
@@ -100,28 +110,34 @@ class ModelConfig:
         "seed",
         "weight init: 'seed' = Normal(0, 1/sqrt(fan_in/2)) dense weights and zero biases, "
         "'dcgan' = Normal(0, 0.02), 'torch' = PyTorch's layer defaults",
-        choices=_init_names,
+        choices=lambda: tuple(INITS),
     )
 
+    @property
+    def options(self):
+        """The chosen architecture's option table (``model.<arch>``), or None."""
+        names = self.part_names()
+        return self.part(names[0]) if names else None
 
-@dataclass
-class LossConfig:
-    objective: str = opt(
-        "ns",
-        "adversarial objective: ns (non-saturating), minimax, lsgan (least squares), "
-        "wgan (Wasserstein), hinge",
-        choices=_objective_names,
-    )
+
+@dataclass(eq=False)
+class LossConfig(_Parts):
+    PARTS = (PENALTIES, None)
+
+    objective: str = opt("ns", "adversarial objective", choices=OBJECTIVES.names)
     label_smoothing: float = opt(
         0.0, "one-sided label smoothing: real target 1 - s (ns, minimax, lsgan)", min=0.0, max=0.5
     )
-    gp_weight: float = opt(0.0, "gradient penalty weight (WGAN-GP uses 10; 0 = off)", min=0.0)
-    r1_gamma: float = opt(0.0, "R1 penalty gamma on real data (0 = off)", min=0.0)
     instance_noise: float = opt(
         0.0,
         "std of Gaussian noise added to D's inputs, annealed linearly to 0 (0 = off)",
         min=0.0,
     )
+
+    def penalties(self) -> list[tuple[str, float]]:
+        """(name, weight) of every penalty that is on (weight above 0), in registry order."""
+        on = [(n, float(self.part(n).weight)) for n in self.part_names()]
+        return [(n, w) for n, w in on if w > 0]
 
 
 @dataclass
@@ -141,9 +157,9 @@ class TrainConfig:
     d_steps: int = opt(1, "discriminator steps per generator step", min=1)
     fast_step: bool = opt(
         True,
-        "use the hand-written step for unconditional MLP models without penalties (the same "
-        "math as autograd with less overhead; one process only, not under torchrun, fp32 "
-        "and not compiled); false = the generic autograd step",
+        "use a specialised kernel where one handles the run (the dense ReLU kernel: "
+        "unconditional MLPs, fp32, one process, no penalties or instance noise): the same "
+        "math as the generic step with less overhead; false = always the generic step",
     )
     ema_decay: float = opt(
         0.0,
@@ -216,7 +232,22 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """``{"preset": ..., section: {field: value, part: {field: value}}}``."""
+        out: dict[str, Any] = {"preset": self.preset}
+        for sname in SECTIONS:
+            section = getattr(self, sname)
+            out[sname] = copy.deepcopy(_plain(section))
+            if isinstance(section, _Parts):
+                for name in section.part_names():
+                    out[sname][name] = copy.deepcopy(_plain(section.part(name)))
+        return out
+
+    def flat(self) -> dict[str, Any]:
+        """Every field by its dotted key (``model.mlp.g_hidden``), the preset excluded."""
+        out = {}
+        for prefix, table in _tables(self):
+            out |= {f"{prefix}.{k}": v for k, v in _plain(table).items()}
+        return out
 
     def to_toml(self) -> str:
         return tomli_w.dumps(self.to_dict())
@@ -251,8 +282,7 @@ _CONV = {
         "noise": "normal",
         "z_dim": 64,
         "init": "dcgan",
-        "g_channels": 32,
-        "d_channels": 32,
+        "dcgan": {"g_channels": 32, "d_channels": 32},
     },
     "data": {"batch_size": 64},
     "optim": {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999},
@@ -262,8 +292,15 @@ _CONV = {
 
 
 def _conv(**sections: dict[str, Any]) -> dict[str, Any]:
-    """The shared convolutional recipe with some sections' fields changed."""
-    return {name: {**_CONV.get(name, {}), **sections.get(name, {})} for name in {*_CONV, *sections}}
+    """The shared convolutional recipe with some fields changed (tables merged key by key)."""
+
+    def merge(a: dict, b: dict) -> dict:
+        out = dict(a)
+        for k, v in b.items():
+            out[k] = merge(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
+        return out
+
+    return merge(_CONV, sections)
 
 
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -275,7 +312,7 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "dcgan": (
         "convolutional G and D (DCGAN), non-saturating loss, BatchNorm in D, EMA of G: "
         "smooth digits in minutes on a CPU",
-        _conv(model={"d_norm": "batch"}),
+        _conv(model={"dcgan": {"d_norm": "batch"}}),
     ),
     "cdcgan": (
         "class-conditional DCGAN (label embedding in G, projection D with spectral norm, "
@@ -291,7 +328,7 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
         "Wasserstein critic with gradient penalty 10, 5 critic steps per G step, no norm "
         "in D (Gulrajani et al. 2017)",
         _conv(
-            loss={"objective": "wgan", "gp_weight": 10.0},
+            loss={"objective": "wgan", "gp": {"weight": 10.0}},
             optim={"lr_g": 1e-4, "lr_d": 1e-4, "beta1": 0.0, "beta2": 0.9},
             train={"d_steps": 5, "iters": 2000},
         ),
@@ -327,6 +364,19 @@ def _fields(obj) -> dict[str, dataclasses.Field]:
 
 def _field_type(section_obj, name: str):
     return typing.get_type_hints(type(section_obj))[name]
+
+
+RENAMED = {
+    "model.g_hidden": "model.mlp.g_hidden",
+    "model.d_hidden": "model.mlp.d_hidden",
+    "model.g_channels": "model.dcgan.g_channels",
+    "model.d_channels": "model.dcgan.d_channels",
+    "model.d_norm": "model.dcgan.d_norm",
+    "loss.gp_weight": "loss.gp.weight",
+    "loss.r1_gamma": "loss.r1.gamma",
+}
+"""Keys of earlier versions -> where they live now; configs and checkpoints that use the old
+keys are read with them moved (and written with the new ones)."""
 
 
 def _coerce(value: Any, tp, where: str) -> Any:
@@ -376,40 +426,53 @@ def _parse_scalar(text: str) -> Any:
         return text
 
 
-def set_value(cfg: Config, dotted: str, value: Any, source: str = "--set") -> None:
-    """Set ``section.key`` on ``cfg`` from a raw value (strings are parsed as TOML values)."""
-    parts = dotted.split(".")
+def _target(cfg: Config, dotted: str, source: str):
+    """(the section or option table holding ``dotted``, field name) for a key such as
+    ``train.iters`` or ``model.mlp.g_hidden``; a ConfigError that lists what exists if none."""
     if dotted == "preset":
         raise ConfigError(f"{source}: 'preset' is chosen with --preset, not set as a value")
-    if len(parts) != 2 or parts[0] not in SECTIONS:
+    parts = RENAMED.get(dotted, dotted).split(".")
+    if len(parts) not in (2, 3) or parts[0] not in SECTIONS:
         raise ConfigError(
             f"{source}: unknown config key {dotted!r}; keys look like section.key with section "
             f"one of {', '.join(SECTIONS)}"
         )
-    section = getattr(cfg, parts[0])
-    if parts[1] not in _fields(section):
+    owner = getattr(cfg, parts[0])
+    if len(parts) == 3:
+        if not isinstance(owner, _Parts):
+            raise ConfigError(f"{source}: unknown config key {dotted!r}; {parts[0]} has no tables")
+        owner = owner.part(parts[1])
+    if parts[-1] not in _fields(owner):
+        where = ".".join(parts[:-1])
         raise ConfigError(
-            f"{source}: unknown config key {dotted!r}; {parts[0]} has {', '.join(_fields(section))}"
+            f"{source}: unknown config key {dotted!r}; {where} has {', '.join(_fields(owner))}"
         )
+    return owner, parts[-1]
+
+
+def set_value(cfg: Config, dotted: str, value: Any, source: str = "--set") -> None:
+    """Set ``section.key`` (or ``section.table.key``) on ``cfg`` from a raw value (strings
+    given with --set are parsed as TOML values)."""
+    owner, name = _target(cfg, dotted, source)
     if isinstance(value, str) and source == "--set":
         value = _parse_scalar(value)
-    setattr(section, parts[1], _coerce(value, _field_type(section, parts[1]), f"{dotted}"))
+    setattr(owner, name, _coerce(value, _field_type(owner, name), RENAMED.get(dotted, dotted)))
 
 
 def apply_dict(cfg: Config, d: dict[str, Any], source: str) -> None:
-    """Apply a nested ``{section: {key: value}}`` dict (or dotted keys) onto ``cfg``."""
+    """Apply a nested ``{section: {key: value, table: {key: value}}}`` dict (or dotted keys)
+    onto ``cfg``."""
     for key, value in d.items():
         if key == "preset":
             if not isinstance(value, str):
                 raise ConfigError(f"{source}: preset must be a string, got {value!r}")
             cfg.preset = value
         elif isinstance(value, dict):
-            if key not in SECTIONS:
+            if key.split(".")[0] not in SECTIONS:
                 raise ConfigError(
                     f"{source}: unknown section [{key}]; sections are {', '.join(SECTIONS)}"
                 )
-            for sub, v in value.items():
-                set_value(cfg, f"{key}.{sub}", v, source)
+            apply_dict(cfg, {f"{key}.{sub}": v for sub, v in value.items()}, source)
         else:
             set_value(cfg, key, value, source)
 
@@ -460,21 +523,32 @@ def build_config(
 # --- validation -----------------------------------------------------------------------------
 
 
+def _tables(cfg: Config, every: bool = False):
+    """(key prefix, section or option table) for every place a field of ``cfg`` lives; with
+    ``every``, the tables of every registered entry (not only those in use)."""
+    for sname in SECTIONS:
+        section = getattr(cfg, sname)
+        yield sname, section
+        if isinstance(section, _Parts):
+            registry = type(section).PARTS[0]
+            names = [e.name for e in registry.entries() if e.options] if every else None
+            for name in names or section.part_names():
+                yield f"{sname}.{name}", section.part(name)
+
+
 def validate(cfg: Config) -> None:
     """Check every field against its type and constraints; raise ConfigError naming it."""
     if cfg.preset not in PRESETS:
         raise ConfigError(f"preset: unknown preset {cfg.preset!r}; known: {', '.join(PRESETS)}")
-    for sname in SECTIONS:
-        section = getattr(cfg, sname)
-        for name, f in _fields(section).items():
-            where = f"{sname}.{name}"
-            value = getattr(section, name)
-            value = _coerce(value, _field_type(section, name), where)
+    for prefix, table in _tables(cfg):
+        for name, f in _fields(table).items():
+            where = f"{prefix}.{name}"
+            value = _coerce(getattr(table, name), _field_type(table, name), where)
             items = value if isinstance(value, list) else [value]
             meta = f.metadata
             if isinstance(value, list) and not value:
                 raise ConfigError(f"{where}: must not be empty")
-            choices = meta["choices"]() if callable(meta["choices"]) else meta["choices"]
+            choices = _choices(f)
             for v in items:
                 if choices is not None and v not in choices:
                     raise ConfigError(
@@ -484,9 +558,9 @@ def validate(cfg: Config) -> None:
                     raise ConfigError(f"{where}: {v!r} is not a finite number")
                 if isinstance(v, int) and abs(v) > MAX_INT:
                     raise ConfigError(f"{where}: {v!r} is too large (the limit is {MAX_INT})")
-                if meta["min"] is not None and v < meta["min"]:
+                if meta.get("min") is not None and v < meta["min"]:
                     raise ConfigError(f"{where}: {v!r} is below the minimum {meta['min']}")
-                if meta["max"] is not None and v > meta["max"]:
+                if meta.get("max") is not None and v > meta["max"]:
                     raise ConfigError(f"{where}: {v!r} is above the maximum {meta['max']}")
     _check_combinations(cfg)
     dev = cfg.train.device
@@ -494,10 +568,13 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.device: {dev!r} is not one of auto, cpu, cuda, cuda:N")
 
 
+def _choices(f: dataclasses.Field) -> tuple | None:
+    choices = f.metadata.get("choices")
+    return choices() if callable(choices) else choices
+
+
 def _check_combinations(cfg: Config) -> None:
     """Options that are valid alone but not together."""
-    from .losses import OBJECTIVES
-
     loss = cfg.loss
     if loss.label_smoothing and not OBJECTIVES[loss.objective].real_target:
         with_target = [name for name, o in OBJECTIVES.items() if o.real_target]
@@ -505,30 +582,36 @@ def _check_combinations(cfg: Config) -> None:
             f"loss.label_smoothing: applies to the {', '.join(with_target)} objectives, "
             f"not {loss.objective}"
         )
-    if (
-        (loss.gp_weight or loss.r1_gamma)
-        and cfg.model.arch == "dcgan"
-        and (cfg.model.d_norm == "batch")
-    ):
-        raise ConfigError(
-            "model.d_norm: batch norm mixes samples, which breaks the per-sample gradient "
-            "penalty (loss.gp_weight / loss.r1_gamma); use model.d_norm=none or layer"
-        )
-    if cfg.train.compile and (loss.gp_weight or loss.r1_gamma):
+    penalties = loss.penalties()
+    if cfg.train.compile and penalties:
+        keys = ", ".join(f"loss.{name}" for name, _ in penalties)
         raise ConfigError(
             "train.compile: torch.compile cannot differentiate twice, which the gradient "
-            "penalties (loss.gp_weight / loss.r1_gamma) need; use train.compile=false"
+            f"penalties ({keys}) need; use train.compile=false"
         )
 
 
 def describe() -> list[tuple[str, str, Any, str]]:
-    """(key, type, default, help) for every field: the documentation of all options."""
+    """(key, type, default, help) for every field, with the option tables of every registered
+    architecture and penalty: the one source of ``digitgan config --explain`` and of the
+    configuration reference. A field with named choices lists them after its help."""
     rows = []
-    cfg = Config()
-    for sname in SECTIONS:
-        section = getattr(cfg, sname)
-        for name, f in _fields(section).items():
-            tp = _field_type(section, name)
-            tname = getattr(tp, "__name__", str(tp))
-            rows.append((f"{sname}.{name}", tname, getattr(section, name), f.metadata["help"]))
+    for prefix, table in _tables(Config(), every=True):
+        for name, f in _fields(table).items():
+            tp = _field_type(table, name)
+            text = f.metadata["help"]
+            if (choices := _choices(f)) is not None:
+                text += f" (one of: {', '.join(map(str, choices))})"
+            rows.append(
+                (f"{prefix}.{name}", getattr(tp, "__name__", str(tp)), getattr(table, name), text)
+            )
     return rows
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; a cuda request without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine; use cpu")
+    return torch.device(name)

@@ -1,14 +1,15 @@
 """Adversarial objectives and discriminator penalties: small pure functions.
 
 Each objective is one :class:`Objective` registered once in :data:`OBJECTIVES`;
-the training loop looks it up by name (``loss.objective``) and never branches on
+the training step looks it up by name (``loss.objective``) and never branches on
 it. ``d_loss(real_logits, fake_logits)`` is minimised by the discriminator and
 ``g_loss(fake_logits)`` by the generator; both return scalar tensors. Objectives
 with ``real_target`` take one-sided label smoothing (``d_loss(..., real_target=0.9)``).
 
-Penalties (:data:`PENALTIES`) regularise the discriminator; each is
-``penalty(D, real, fake, labels, generator) -> scalar`` and is added to the D loss
-times its weight from the config (``loss.gp_weight``, ``loss.r1_gamma``).
+Penalties (:data:`PENALTIES`) regularise the discriminator; each is a
+:class:`Penalty` around ``fn(D, real, fake, labels, generator) -> scalar``, registered
+with its options table (``[loss.gp]``, ``[loss.r1]``), whose ``weight`` turns it on
+(above 0) and scales it in the D loss.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from .options import Registry, opt
 
 Tensor = torch.Tensor
 
@@ -80,37 +83,34 @@ def hinge_d_loss(real: Tensor, fake: Tensor) -> Tensor:
     return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
 
 
-OBJECTIVES: dict[str, Objective] = {
-    o.name: o
-    for o in (
-        Objective(
-            "ns",
-            bce_d_loss,
-            ns_g_loss,
-            "non-saturating (the seed's): G maximises log D(G(z))",
-            real_target=True,
-        ),
-        Objective(
-            "minimax",
-            bce_d_loss,
-            minimax_g_loss,
-            "minimax (Goodfellow et al. 2014): G minimises log(1 - D(G(z)))",
-            real_target=True,
-        ),
-        Objective(
-            "lsgan", lsgan_d_loss, lsgan_g_loss, "least squares (Mao et al. 2017)", real_target=True
-        ),
-        Objective(
-            "wgan",
-            wgan_d_loss,
-            wgan_g_loss,
-            "Wasserstein critic (Arjovsky et al. 2017); pair with loss.gp_weight",
-        ),
-        Objective(
-            "hinge", hinge_d_loss, wgan_g_loss, "hinge (Lim & Ye 2017), as in SN-GAN and BigGAN"
-        ),
-    )
-}
+OBJECTIVES: Registry[Objective] = Registry("objective", "loss.objective")
+for _o in (
+    Objective(
+        "ns",
+        bce_d_loss,
+        ns_g_loss,
+        "non-saturating (the seed's): G maximises log D(G(z))",
+        real_target=True,
+    ),
+    Objective(
+        "minimax",
+        bce_d_loss,
+        minimax_g_loss,
+        "minimax (Goodfellow et al. 2014): G minimises log(1 - D(G(z)))",
+        real_target=True,
+    ),
+    Objective(
+        "lsgan", lsgan_d_loss, lsgan_g_loss, "least squares (Mao et al. 2017)", real_target=True
+    ),
+    Objective(
+        "wgan",
+        wgan_d_loss,
+        wgan_g_loss,
+        "Wasserstein critic (Arjovsky et al. 2017); pair with loss.gp.weight",
+    ),
+    Objective("hinge", hinge_d_loss, wgan_g_loss, "hinge (Lim & Ye 2017), as in SN-GAN and BigGAN"),
+):
+    OBJECTIVES.register(_o.name, _o, doc=_o.doc)
 
 
 def _input_grad(D, x: Tensor, labels: Tensor | None) -> Tensor:
@@ -152,8 +152,41 @@ def r1_penalty(
     return 0.5 * _input_grad(D, real, labels).square().sum(dim=1).mean()
 
 
-# config field (in the loss section) holding each penalty's weight -> the penalty
-PENALTIES: dict[str, Callable[..., Tensor]] = {
-    "gp_weight": gradient_penalty,
-    "r1_gamma": r1_penalty,
-}
+@dataclass(frozen=True)
+class Penalty:
+    """A discriminator penalty: ``fn(D, real, fake, labels, generator) -> scalar``.
+
+    ``per_sample``: it is a sum over samples of a per-sample term (a gradient with respect to
+    each input), which a discriminator with batch statistics would mix up.
+    """
+
+    fn: Callable[..., Tensor]
+    per_sample: bool = True
+
+
+@dataclass
+class GPOptions:
+    """The ``loss.gp`` table."""
+
+    weight: float = opt(0.0, "WGAN-GP gradient penalty weight (10 in the paper; 0 = off)", min=0.0)
+
+
+@dataclass
+class R1Options:
+    """The ``loss.r1`` table."""
+
+    gamma: float = opt(0.0, "R1 penalty gamma on real data (0 = off)", min=0.0)
+
+    @property
+    def weight(self) -> float:
+        """The penalty's weight in the D loss: gamma (:func:`r1_penalty` holds the 1/2)."""
+        return self.gamma
+
+
+PENALTIES: Registry[Penalty] = Registry("penalty", "loss")
+PENALTIES.register(
+    "gp", Penalty(gradient_penalty), options=GPOptions, doc="WGAN-GP (Gulrajani et al. 2017)"
+)
+PENALTIES.register(
+    "r1", Penalty(r1_penalty), options=R1Options, doc="R1 on real data (Mescheder et al. 2018)"
+)

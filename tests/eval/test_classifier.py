@@ -52,7 +52,7 @@ def test_a_damaged_weights_file_is_refused(tmp_path):
 
 
 def _checkpoint_like(tmp_path):
-    from digitgan.training.checkpoint import save_checkpoint
+    from digitgan.store.checkpoint import save_checkpoint
 
     path = tmp_path / "ck.safetensors"
     save_checkpoint(path, {"a": torch.zeros(1)}, {"step": 1})

@@ -12,7 +12,7 @@ import digitgan
 from digitgan.errors import ConfigError, DataError
 from digitgan.eval.classifier import SHIPPED, classifier_for
 from digitgan.eval.evaluate import evaluate, evaluate_real
-from digitgan.training.checkpoint import read_checkpoint
+from digitgan.store.checkpoint import read_checkpoint
 
 SCALARS = {
     "fid",
@@ -214,17 +214,17 @@ def test_eval_every_logs_fid_and_keeps_the_best_checkpoint(tmp_path, tiny_cfg, s
     out = tmp_path / "run"
     digitgan.train(_eval_cfg(tiny_cfg), out, dataset=small_data, progress=False)
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    evals = [r for r in records if "eval/FID" in r]
+    evals = [r for r in records if "eval/fid" in r]
     assert [r["step"] for r in evals] == [3, 6, 9]
-    assert all(r["eval/classes_covered"] <= 10 and r["eval/FID"] > 0 for r in evals)
+    assert all(r["eval/classes_covered"] <= 10 and r["eval/fid"] > 0 for r in evals)
     assert not any("eval/label_accuracy" in r for r in evals)  # unconditional: none
     acc = EventAccumulator(str(out / "tb"))
     acc.Reload()
-    assert [e.step for e in acc.Scalars("eval/FID")] == [3, 6, 9]
-    assert "eval/KL_uniform" in acc.Tags()["scalars"]
-    best = min(evals, key=lambda r: r["eval/FID"])
+    assert [e.step for e in acc.Scalars("eval/fid")] == [3, 6, 9]
+    assert "eval/kl_uniform" in acc.Tags()["scalars"]
+    best = min(evals, key=lambda r: r["eval/fid"])
     _, meta = read_checkpoint(out / "checkpoints" / "best.safetensors")
-    assert meta["step"] == best["step"] and meta["eval"]["FID"] == best["eval/FID"]
+    assert meta["step"] == best["step"] and meta["eval"]["fid"] == best["eval/fid"]
     assert (out / "checkpoints" / "best.json").is_file()
     assert digitgan.load(out / "checkpoints" / "best.safetensors").step == best["step"]
     # evaluating does not disturb training: the same weights as a run without it
@@ -249,7 +249,7 @@ def test_eval_every_resumes_exactly_and_keeps_the_best_so_far(tmp_path, tiny_cfg
 
     def evals(run):
         lines = (run / "metrics.jsonl").read_text().splitlines()
-        return [json.loads(x) for x in lines if "eval/FID" in x]
+        return [json.loads(x) for x in lines if "eval/fid" in x]
 
     assert evals(tmp_path / "a") == evals(tmp_path / "b")
 
@@ -269,15 +269,15 @@ def test_eval_every_without_a_classifier_fails_before_training(tmp_path, tiny_cf
 
 def test_eval_every_scores_the_ema_generator_that_load_samples(tmp_path, tiny_cfg, small_data):
     """With EMA on, the FID logged in training is the averaged generator's, not the raw one's."""
-    from digitgan.eval.evaluate import TrainingEval
+    from digitgan.eval.evaluate import SampleScorer
 
     cfg = _eval_cfg(tiny_cfg, log__eval_every=9, train__ema_decay=0.9)
     out = tmp_path / "run"
     digitgan.train(cfg, out, dataset=small_data, progress=False)
     logged = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    (fid,) = [r["eval/FID"] for r in logged if "eval/FID" in r]
+    (fid,) = [r["eval/fid"] for r in logged if "eval/fid" in r]
 
-    scorer = TrainingEval(cfg, small_data)
+    scorer = SampleScorer(small_data, n=cfg.log.eval_samples, seed=cfg.train.seed)
     latest = out / "checkpoints" / "latest.safetensors"
 
     def fid_of(gan):
@@ -290,13 +290,14 @@ def test_eval_every_scores_the_ema_generator_that_load_samples(tmp_path, tiny_cf
     ema, raw = digitgan.load(latest), digitgan.load(latest, ema=False)
     assert ema.ema and not raw.ema
     assert fid == pytest.approx(fid_of(ema), rel=1e-6)
+    assert fid == pytest.approx(scorer(ema)["fid"], rel=1e-6)
     assert fid != pytest.approx(fid_of(raw), rel=1e-4)  # the raw generator scores otherwise
 
 
 def test_eval_every_logs_label_accuracy_of_a_conditional_model(tmp_path, tiny, small_data):
     """A conditional model is asked for its classes in turn; the logged label accuracy is the
     share the classifier names as asked, for the generator the run samples from."""
-    from digitgan.eval.evaluate import TrainingEval
+    from digitgan.eval.evaluate import SampleScorer
     from digitgan.eval.metrics import extract, label_accuracy
 
     cfg = tiny("cdcgan", train__iters=3, log__eval_every=3, log__eval_samples=50)
@@ -307,5 +308,5 @@ def test_eval_every_logs_label_accuracy_of_a_conditional_model(tmp_path, tiny, s
     ]
     gan = digitgan.load(out)
     labels = torch.arange(50) % 10
-    probs = extract(TrainingEval(cfg, small_data).classifier.probs, gan.generate(50, 0, labels))
+    probs = extract(SampleScorer(small_data).classifier.probs, gan.generate(50, 0, labels))
     assert record["eval/label_accuracy"] == label_accuracy(probs, labels)["accuracy"]

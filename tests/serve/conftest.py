@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import digitgan
-from digitgan.api import GAN
+from digitgan.sampling import Sampler
 from digitgan.serve import create_app
 from digitgan.serve.app import _listen
 
@@ -51,12 +51,12 @@ def tiny_run(tmp_path_factory, small_data) -> Path:
 
 
 @pytest.fixture(scope="session")
-def gan(tiny_run) -> GAN:
+def gan(tiny_run) -> Sampler:
     return digitgan.load(tiny_run)
 
 
 @pytest.fixture(scope="session")
-def cond_gan(cond_run) -> GAN:
+def cond_gan(cond_run) -> Sampler:
     """A real class-conditional model: a few iterations of a small cdcgan."""
     return digitgan.load(cond_run)
 

@@ -83,10 +83,10 @@ def test_info_reports_a_conditional_model(cond_client):
 
 
 def test_info_reads_metrics_and_floor_from_eval_json(tmp_path, gan):
-    from digitgan.api import GAN
+    from digitgan.sampling import Sampler
 
     ckpt = tmp_path / "checkpoints" / "latest.safetensors"
-    moved = GAN(gan.generator, gan.config, gan.meta, ckpt)  # a run dir we can write to
+    moved = Sampler(gan.generator, gan.config, gan.meta, ckpt)  # a run dir we can write to
     (tmp_path / "eval.json").write_text(
         json.dumps({"metrics": {"fid": 41.5, "kid": 0.03}, "floor": {"fid": 1.25}})
     )

@@ -8,9 +8,9 @@ import logging
 import pytest
 import torch
 
-from digitgan.api import GAN
 from digitgan.errors import ConfigError
 from digitgan.models import interpolate_noise, sample_noise
+from digitgan.sampling import Sampler
 from digitgan.serve.model import read_evaluation, walk
 
 
@@ -47,8 +47,8 @@ def test_slerp_of_parallel_vectors_falls_back_to_the_line():
         interpolate_noise(a, a, 3, "cauchy")
 
 
-class Recording(GAN):
-    """A GAN that keeps the noise vectors it was asked to decode."""
+class Recording(Sampler):
+    """A Sampler that keeps the noise vectors it was asked to decode."""
 
     def decode(self, z, labels=None, batch_size=1000):
         self.seen = z
@@ -113,7 +113,7 @@ def test_evaluate_save_is_what_the_page_shows(tiny_run, tmp_path, capsys):
     import shutil
 
     from digitgan.cli import main
-    from digitgan.training.checkpoint import resolve_checkpoint
+    from digitgan.store.checkpoint import resolve_checkpoint
 
     run = shutil.copytree(tiny_run, tmp_path / "run")  # the shared run must stay unscored
     assert main(["evaluate", str(run), "--n", "200", "--save"]) == 0

@@ -5,7 +5,8 @@
 - :mod:`digitgan.eval.metrics`: FID, KID, Inception Score, precision/recall,
   density/coverage, class balance, label accuracy and memorisation, as plain functions of
   features (or of images and any feature function);
-- :mod:`digitgan.eval.evaluate`: ``digitgan evaluate`` and the ``log.eval_every`` hook.
+- :mod:`digitgan.eval.evaluate`: ``digitgan evaluate``, and the scorer the ``log.eval_every``
+  training hook uses.
 """
 
 from .classifier import DigitClassifier, classifier_for, load_classifier, train_classifier

@@ -41,10 +41,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import __version__
 from ..data import Dataset, Split, load_dataset
 from ..errors import CheckpointError, ConfigError
-from ..training.checkpoint import read_checkpoint, save_checkpoint
+from ..store.checkpoint import read_checkpoint, save_checkpoint
+from ..version import __version__
 
 FORMAT = "digitgan-classifier"
 VERSION = 1

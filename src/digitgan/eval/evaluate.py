@@ -5,8 +5,8 @@ The reference is always the dataset's **test split**: generated images (or, for
 saw. The real training split against the test split is the floor that no model beats
 (except by luck of the draw). Memorisation compares against the training split.
 
-During training, ``log.eval_every`` runs :class:`TrainingEval`: FID and class balance
-on ``log.eval_samples`` generated images, logged and used to keep the best checkpoint.
+During training, the ``log.eval_every`` hook scores the generator with a
+:class:`SampleScorer`: FID and class balance on ``log.eval_samples`` generated images.
 """
 
 from __future__ import annotations
@@ -19,10 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import Config
 from ..data import Dataset, load_dataset
 from ..data.registry import DEFAULT_DATASET
 from ..errors import ConfigError, DataError
+from ..fileio import atomic_write_text
+from ..sampling import Sampler, load
+from ..store.checkpoint import resolve_checkpoint
+from ..store.rundir import run_dir_of
 from .classifier import DigitClassifier, classifier_for
 from .metrics import (
     class_balance,
@@ -310,8 +313,6 @@ def evaluate(
             "--labels: only for a .npy file of samples; a conditional model draws its classes"
         )
     else:
-        from ..api import load
-
         gan = load(path, device=device)
         spec, default_dir = gan.config.data.dataset, gan.config.data.data_dir or None
     dataset = dataset or spec
@@ -358,10 +359,6 @@ def save_evaluation(source: str | Path, report: EvalReport, floor: EvalReport) -
     """Write ``{"metrics": ..., "floor": ...}`` (numbers only; the floor of the metrics the
     model has: no label accuracy beside an unconditional model) to the run directory of the
     evaluated run or checkpoint, atomically; ``digitgan serve`` shows it beside the model."""
-    from ..fileio import atomic_write_text
-    from ..training.checkpoint import resolve_checkpoint
-    from ..training.rundir import run_dir_of
-
     ckpt = resolve_checkpoint(source)
 
     def numbers(metrics: dict) -> dict:
@@ -382,62 +379,37 @@ def save_evaluation(source: str | Path, report: EvalReport, floor: EvalReport) -
 # --- during training -------------------------------------------------------------------------
 
 
-class TrainingEval:
-    """FID and class balance during training, every ``log.eval_every`` iterations.
+class SampleScorer:
+    """FID and class balance of a generator's samples, cheap enough to run during training.
 
-    Built before training starts (so a missing test split or classifier is reported before
-    any work). Each call draws ``log.eval_samples`` images from the trainer's generator in
-    eval mode, without gradients, from noise of its own seeded generator (the same noise at
-    every evaluation; the trainer's random streams are not touched, so an exact resume still
-    holds), logs ``eval/FID``, ``eval/KL_uniform``, ``eval/classes_covered``,
-    ``eval/mean_confidence`` and, for a conditional model (asked for its classes in turn),
-    ``eval/label_accuracy``, and saves ``checkpoints/best.safetensors`` when FID improves.
+    Built once (the classifier and the test split's feature statistics; a missing test split
+    or classifier is reported at once), then called with a :class:`~digitgan.sampling.Sampler`:
+    it draws ``n`` images with noise ``seed`` (the same every call; no other random state is
+    touched), and returns ``fid``, ``kl_uniform``, ``classes_covered``, ``mean_confidence``
+    and, for a conditional model (asked for its classes in turn), ``label_accuracy``: the
+    keys of :func:`evaluate_images`. It returns numbers and writes nothing.
     """
 
-    def __init__(self, cfg: Config, data: Dataset):
-        log = cfg.log
-        self.n, self.seed = log.eval_samples, cfg.train.seed
-        self.classifier = classifier_for(data.name, log.eval_classifier or None)
+    def __init__(
+        self, data: Dataset, classifier: str | Path | None = None, n: int = 2000, seed: int = 0
+    ):
+        self.n, self.seed = n, seed
+        self.classifier = classifier_for(data.name, classifier)
         _check_shape(f"dataset {data.name}", data.image_shape, data, self.classifier)
         test = _test_split(data)
         self.test_stats = gaussian_stats(extract(self.classifier.features, test.images))
-        self.best: float | None = None
 
-    def measure(self, trainer) -> dict[str, float]:
-        """The eval metrics of the generator that samples (the EMA one when enabled) now."""
-        from ..api import GAN
-
-        G = trainer.sampler  # the EMA generator when the run keeps one, as load() does
-        was_training = G.training
-        meta = {"image_shape": list(trainer.image_shape), "step": trainer.step_count}
-        gan = GAN(G, trainer.cfg, meta, Path())
-        labels = gan.labels(self.n)  # a conditional model's classes in turn, else None
-        images = gan.generate(self.n, self.seed, labels)
-        G.train(was_training)
+    def __call__(self, sampler: Sampler) -> dict[str, float]:
+        labels = sampler.labels(self.n)  # a conditional model's classes in turn, else None
+        images = sampler.generate(self.n, self.seed, labels)
         feats, probs = extract(self.classifier.features_and_probs, images)
         balance = class_balance(probs)
         values = {
-            "FID": fid_from_stats(*self.test_stats, *gaussian_stats(feats)),
-            "KL_uniform": balance["kl_uniform"],
+            "fid": fid_from_stats(*self.test_stats, *gaussian_stats(feats)),
+            "kl_uniform": balance["kl_uniform"],
             "classes_covered": balance["classes_covered"],
             "mean_confidence": balance["mean_confidence"],
         }
         if labels is not None:
             values["label_accuracy"] = label_accuracy(probs, labels)["accuracy"]
-        return values
-
-    def __call__(self, trainer, run, logger) -> dict[str, float]:
-        """Measure, log at the trainer's step, and keep the best checkpoint by FID."""
-        from ..training.checkpoint import SUFFIX, read_checkpoint, save_checkpoint
-
-        values = self.measure(trainer)
-        step = trainer.step_count
-        logger.eval_scalars(step, {f"eval/{k}": v for k, v in values.items()})
-        best_file = run.checkpoints / f"best{SUFFIX}"
-        if self.best is None and best_file.is_file():  # a resumed run: the best so far
-            self.best = read_checkpoint(best_file)[1].get("eval", {}).get("FID")
-        if self.best is None or values["FID"] < self.best:
-            self.best = values["FID"]
-            tensors, meta = trainer.state()
-            save_checkpoint(best_file, tensors, {**meta, "eval": {"step": step, **values}})
         return values

@@ -1,10 +1,12 @@
 """Generators and discriminators, built by name from the ``model`` config section.
 
-An architecture is one entry in :data:`MODELS`: a function
-``build(cfg: ModelConfig, image_shape, num_classes, wrap) -> (generator, discriminator)``
-that returns a :class:`~.base.Generator` and a :class:`~.base.Discriminator` (see
-base.py for the calling convention and class conditioning). ``wrap`` is applied to
-every weight layer of the discriminator (spectral normalisation, when enabled).
+An architecture is one entry in :data:`ARCHITECTURES`: a function
+``build(cfg, image_shape, num_classes, wrap) -> (generator, discriminator)`` that returns
+a :class:`~.base.Generator` and a :class:`~.base.Discriminator` (see base.py for the
+calling convention and class conditioning), registered with the dataclass of its own
+options, which become the config table ``model.<name>`` (``cfg.options`` in the builder).
+``cfg`` is the ``model`` section (``z_dim``, ``embed_dim``, ``cond_d``, ...); ``wrap`` is
+applied to every weight layer of the discriminator (spectral normalisation, when enabled).
 Image shape is a property of the dataset, passed in.
 """
 
@@ -17,16 +19,20 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import _SpectralNorm, spectral_norm
 
+from ..options import Registry
 from .base import Discriminator, Generator
-from .dcgan import build_dcgan
-from .mlp import build_mlp
+from .dcgan import DCGANOptions, build_dcgan
+from .mlp import MLPOptions, build_mlp
 
 Builder = Callable[..., tuple[Generator, Discriminator]]
 
-MODELS: dict[str, Builder] = {
-    "mlp": build_mlp,
-    "dcgan": build_dcgan,
-}
+ARCHITECTURES: Registry[Builder] = Registry("architecture", "model.arch")
+ARCHITECTURES.register(
+    "mlp", build_mlp, options=MLPOptions, doc="the seed's dense networks with ReLU"
+)
+ARCHITECTURES.register(
+    "dcgan", build_dcgan, options=DCGANOptions, doc="DCGAN's convolutional networks"
+)
 
 
 def build_models(cfg, image_shape: tuple[int, int, int], num_classes: int = 0):
@@ -37,7 +43,7 @@ def build_models(cfg, image_shape: tuple[int, int, int], num_classes: int = 0):
     """
     wrap = _float32_spectral_norm if cfg.spectral_norm else (lambda m: m)
     classes = num_classes if cfg.conditional else 0
-    g, d = MODELS[cfg.arch](cfg, tuple(image_shape), classes, wrap)
+    g, d = ARCHITECTURES[cfg.arch](cfg, tuple(image_shape), classes, wrap)
     for module in (g, d):
         INITS[cfg.init](module)
     return g, d
@@ -58,6 +64,22 @@ def _float32_spectral_norm(module: nn.Module) -> nn.Module:
     spectral_norm(module)
     module.parametrizations.weight[0].__class__ = _Float32SpectralNorm
     return module
+
+
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+def has_batch_stats(module: nn.Module) -> bool:
+    """Whether ``module`` normalises by statistics of the batch (BatchNorm in training mode),
+    so that one sample's output depends on the others in its batch."""
+    return any(isinstance(m, _BATCH_NORMS) for m in module.modules())
+
+
+def has_forward_state(module: nn.Module) -> bool:
+    """Whether a forward pass in training mode changes ``module``'s state: BatchNorm's running
+    statistics, spectral norm's power-iteration vectors. Two passes over two halves of a
+    batch then differ from one pass over the whole."""
+    return has_batch_stats(module) or any(parametrize.is_parametrized(m) for m in module.modules())
 
 
 def _weight(m: nn.Module) -> torch.Tensor:

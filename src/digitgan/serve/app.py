@@ -135,7 +135,8 @@ def _error(status: int, message: str, headers=None) -> JSONResponse:
 
 
 def create_app(gan) -> Starlette:
-    """The Starlette app serving ``gan`` (a :class:`digitgan.api.GAN` or the same interface)."""
+    """The Starlette app serving ``gan`` (a :class:`digitgan.sampling.Sampler`, or an object
+    with the same interface)."""
     lock = threading.Lock()
     classes = num_classes(gan)
 
@@ -242,7 +243,7 @@ def serve(path, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu") 
     """
     import uvicorn
 
-    from ..api import load
+    from ..sampling import load
 
     gan = load(path, device=device)
     sock = _listen(host, port)

@@ -1,10 +1,10 @@
 """What the web server asks of a model: images (samples, a class-by-sample grid, a latent walk)
 and facts (configuration, iterations trained, evaluation metrics).
 
-Everything here is plain library code over a :class:`digitgan.api.GAN` (or any object with its
-interface: ``noise(n, seed)``, ``decode(z, labels)``, ``config``, ``meta``, ``path``, ``step``,
-``image_shape`` and, for class-conditional models, ``num_classes``); the HTTP layer is app.py.
-Images come back as float tensors (N, C, H, W) in [0, 1].
+Everything here is plain library code over a :class:`digitgan.sampling.Sampler` (or any
+object with its interface: ``noise(n, seed)``, ``decode(z, labels)``, ``config``, ``meta``,
+``path``, ``step``, ``image_shape`` and, for class-conditional models, ``num_classes``); the
+HTTP layer is app.py. Images come back as float tensors (N, C, H, W) in [0, 1].
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..eval.evaluate import EVAL_FILE
-from ..training.rundir import run_dir_of
+from ..store.rundir import run_dir_of
 
 log = logging.getLogger("digitgan.serve")
 
@@ -34,13 +34,13 @@ def samples(gan, n: int, seed: int, label: int | None = None) -> torch.Tensor:
 
 def class_grid(gan, n: int, seed: int) -> torch.Tensor:
     """``n`` samples of every class, class by class: (num_classes * n, C, H, W); column j uses
-    the same noise vector in every row (see ``GAN.class_grid``)."""
+    the same noise vector in every row (see ``Sampler.class_grid``)."""
     return gan.class_grid(n, seed)
 
 
 def walk(gan, seed_a: int, seed_b: int, steps: int, label: int | None = None) -> torch.Tensor:
     """A latent walk of ``steps`` images from seed_a's first sample to seed_b's
-    (see ``GAN.interpolate``)."""
+    (see ``Sampler.interpolate``)."""
     return gan.interpolate(seed_a, seed_b, steps, label)
 
 

@@ -1,9 +1,10 @@
 """TensorBoard summaries and metrics.jsonl for a run.
 
-Tags: scalars ``D_loss``, ``G_loss``, ``D_real`` (mean D(x) on the real batch) and
-``D_fake`` (mean D(G(z)) on the fake batch) of the discriminator step, plus
-``it_per_s``; with ``log.eval_every``, the scalars ``eval/FID``, ``eval/KL_uniform``,
-``eval/classes_covered`` and ``eval/mean_confidence``; histograms ``G/<param>`` and
+Tags: the scalars of a step (:meth:`~.step.StepResult.scalars`: ``D_loss``, ``G_loss``,
+``D_real`` (mean D(x) on the real batch), ``D_fake`` (mean D(G(z)) on the fake batch) and
+any extras), plus ``it_per_s``; with ``log.eval_every``, ``eval/fid``, ``eval/kl_uniform``,
+``eval/classes_covered``, ``eval/mean_confidence`` (and ``eval/label_accuracy`` for
+conditional models); histograms ``G/<param>`` and
 ``D/<param>`` of every weight and bias; the image ``samples`` (the fixed-noise grid);
 and the graph of one discriminator evaluation on real and generated images.
 """
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .rundir import RunDir
+from ..store.rundir import RunDir
 
 
 class _GraphView(nn.Module):

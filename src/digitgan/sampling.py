@@ -1,0 +1,191 @@
+"""Using a trained generator: load a run or checkpoint, draw samples, class grids and walks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import Config
+from .errors import ConfigError
+from .models import build_models, interpolate_noise, sample_noise
+from .models.base import check_label_values
+from .store.checkpoint import (
+    check_models,
+    checkpoint_config,
+    load_module_state,
+    read_checkpoint,
+    resolve_checkpoint,
+)
+from .viz import make_grid, save_png, to_uint8
+
+Labels = int | Sequence[int] | torch.Tensor | None
+
+
+class Sampler:
+    """A trained generator, ready to draw images. Made by :func:`load`.
+
+    When the run kept an exponential moving average of the generator, that is the one
+    loaded (``ema`` is True).
+    """
+
+    def __init__(
+        self, generator: torch.nn.Module, config: Config, meta: dict, path: Path, ema: bool = False
+    ):
+        self.generator = generator.eval()
+        self.config = config
+        self.meta = meta
+        self.path = path
+        self.ema = ema
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.meta["image_shape"])
+
+    @property
+    def step(self) -> int:
+        """Iterations the model was trained for."""
+        return int(self.meta["step"])
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes a conditional model draws; 0 for an unconditional one."""
+        return self.generator.num_classes
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        names = self.meta.get("class_names") or [str(i) for i in range(self.num_classes)]
+        return tuple(names)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.generator.parameters()).device
+
+    def noise(self, n: int, seed: int = 0) -> torch.Tensor:
+        """``n`` noise vectors, the same for a given seed on every device."""
+        gen = torch.Generator().manual_seed(seed)
+        m = self.config.model
+        return sample_noise(n, m.z_dim, m.noise, gen)
+
+    def labels(self, n: int, labels: Labels = None) -> torch.Tensor | None:
+        """Labels for ``n`` samples: one int for all, one per sample, or (default) the classes
+        in turn 0, 1, ..., K-1, 0, 1, ... Unconditional models take none."""
+        if not self.num_classes:
+            if labels is not None:
+                raise ConfigError("--label: this model is unconditional; it draws no chosen class")
+            return None
+        if labels is None:
+            return torch.arange(n) % self.num_classes
+        if isinstance(labels, int):
+            labels = [labels] * n
+        t = torch.as_tensor(labels, dtype=torch.long).flatten()
+        if t.numel() != n:
+            raise ConfigError(f"--label: {t.numel()} labels for {n} samples")
+        try:
+            check_label_values(t, self.num_classes)
+        except ValueError as e:
+            raise ConfigError(f"--label: {e}") from None
+        return t
+
+    @torch.no_grad()
+    def decode(
+        self, z: torch.Tensor, labels: Labels = None, batch_size: int = 1000
+    ) -> torch.Tensor:
+        """Images (n, C, H, W) in [0, 1] for noise ``z`` (and labels, see :meth:`labels`), in
+        batches, without gradients."""
+        labels = self.labels(z.shape[0], labels)
+        lo, hi = self.generator.out_range
+        out = []
+        for i in range(0, z.shape[0], batch_size):
+            y = None if labels is None else labels[i : i + batch_size].to(self.device)
+            x = self.generator(z[i : i + batch_size].to(self.device), y)
+            out.append(((x - lo) / (hi - lo)).clamp_(0, 1).cpu())
+        return torch.cat(out) if out else torch.empty(0, *self.image_shape)
+
+    def generate(
+        self, n: int, seed: int = 0, labels: Labels = None, batch_size: int = 1000
+    ) -> torch.Tensor:
+        """``n`` images as a float tensor (n, C, H, W) in [0, 1], reproducible for ``seed``.
+
+        ``labels`` chooses the classes of a conditional model (see :meth:`labels`).
+        ``generate(k, s)`` is the first k of ``generate(n, s)`` for k < n.
+        """
+        if n < 0:
+            raise ConfigError(f"--n: cannot draw {n} samples")
+        return self.decode(self.noise(n, seed), labels, batch_size)
+
+    def sample(self, n: int, seed: int = 0, labels: Labels = None) -> np.ndarray:
+        """``n`` images as a uint8 array (n, C, H, W), reproducible for ``seed``."""
+        return to_uint8(self.generate(n, seed, labels))
+
+    def class_grid(self, per_class: int = 8, seed: int = 0) -> torch.Tensor:
+        """A conditional model's classes by rows: (K * per_class, C, H, W), row k = class k,
+        column j = the same noise vector in every row."""
+        if not self.num_classes:
+            raise ConfigError("--class-grid: this model is unconditional; it has no classes")
+        z = self.noise(per_class, seed).repeat(self.num_classes, 1)
+        labels = torch.arange(self.num_classes).repeat_interleave(per_class)
+        return self.decode(z, labels)
+
+    def interpolate(
+        self, seed_a: int, seed_b: int, steps: int = 10, label: int | None = None
+    ) -> torch.Tensor:
+        """``steps`` images walking from seed_a's first sample to seed_b's (both included), along
+        :func:`~digitgan.models.interpolate_noise`: linear for uniform noise, slerp for normal."""
+        if steps < 2:
+            raise ConfigError(f"--steps: an interpolation needs at least 2 steps, got {steps}")
+        za, zb = self.noise(1, seed_a)[0], self.noise(1, seed_b)[0]
+        z = interpolate_noise(za, zb, steps, self.config.model.noise)
+        if label is None and self.num_classes:
+            label = 0  # a conditional walk stays within one class
+        return self.decode(z, label)
+
+    def save_samples(self, path: str | Path, n: int, seed: int = 0, labels: Labels = None) -> Path:
+        """Write ``n`` samples to ``.png`` (a grid) or ``.npy`` (uint8, (n, H, W) for grey,
+        (n, H, W, C) for colour)."""
+        path = _output_path(path, (".png", ".npy"))
+        images = self.sample(n, seed, labels)
+        if path.suffix == ".png":
+            if n == 0:
+                raise ConfigError("--n: a PNG grid needs at least one sample")
+            save_png(path, make_grid(images))
+        else:
+            arr = images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1)
+            with path.open("wb") as f:
+                np.save(f, np.ascontiguousarray(arr))
+        return path
+
+
+def _output_path(path: str | Path, suffixes: tuple[str, ...]) -> Path:
+    """Check an output file's suffix and folder before any work is done."""
+    path = Path(path)
+    if path.suffix not in suffixes:
+        raise ConfigError(f"--out {path}: the file must end in {' or '.join(suffixes)}")
+    if not path.parent.is_dir():
+        raise ConfigError(f"--out {path}: folder {path.parent} does not exist")
+    return path
+
+
+def save_image_rows(images: torch.Tensor, nrow: int, path: str | Path) -> Path:
+    """Write float images in [0, 1] as a PNG grid with ``nrow`` per row."""
+    path = _output_path(path, (".png",))
+    save_png(path, make_grid(to_uint8(images), nrow=nrow))
+    return path
+
+
+def load(path: str | Path, device: str | torch.device = "cpu", ema: bool = True) -> Sampler:
+    """Load the generator of a run directory (its latest checkpoint) or a checkpoint file.
+
+    With ``ema`` (the default) the averaged generator is used when the run kept one.
+    """
+    ckpt = resolve_checkpoint(path)
+    tensors, meta = read_checkpoint(ckpt)
+    cfg = checkpoint_config(meta, ckpt)
+    check_models(cfg.model, meta, tensors, "G", ckpt)
+    with torch.random.fork_rng(devices=[]):  # building draws an init we then overwrite
+        G, _ = build_models(cfg.model, meta["image_shape"], meta["num_classes"])
+    use_ema = ema and any(k.startswith("G_ema.") for k in tensors)
+    load_module_state(G, tensors, "G_ema" if use_ema else "G", ckpt)
+    return Sampler(G.to(device), cfg, meta, ckpt, ema=use_ema)

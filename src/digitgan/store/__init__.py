@@ -1,0 +1,1 @@
+"""The stored formats: checkpoint files (checkpoint.py) and run directories (rundir.py)."""

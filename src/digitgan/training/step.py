@@ -1,0 +1,204 @@
+"""One training iteration: ``d_steps`` discriminator steps, then one generator step.
+
+:class:`Step` computes an iteration for every model, objective, penalty, ``d_steps``,
+EMA, conditioning, precision and process count, and returns a :class:`StepResult`.
+Its order of work and randomness:
+
+1. the generator inputs of the whole iteration (fake labels, then noise, batch by batch:
+   one batch per discriminator step, then the generator step's) are drawn first;
+2. each discriminator step takes a real batch and its fake images, perturbs both (instance
+   noise), scores them, adds every penalty that is on (each a phase of its own, drawing
+   its own randomness), and takes an optimiser step;
+3. the generator step scores fresh fakes through the updated D and steps G;
+4. the EMA of G moves towards G.
+
+Where it is the same math, the step does less work:
+
+- G's weights do not change during the D steps, so a generator without forward state
+  (no BatchNorm: :func:`~digitgan.models.has_forward_state`) makes the fakes of all D
+  steps in one pass;
+- a discriminator without forward state (no BatchNorm, no spectral norm's power iteration)
+  scores the real and the fake batch as one batch.
+
+A specialised kernel (:mod:`.dense`) is a subclass that computes :meth:`Step.iterate`
+another way. It declares the :func:`features` it handles (``FEATURES``) and the structure of
+models it computes (``fits``); :func:`~.loop.make_step` uses it only for a run that both
+describe.
+"""
+
+from __future__ import annotations
+
+import functools
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ..losses import OBJECTIVES, PENALTIES
+from ..models import has_forward_state
+from .trainer import Trainer
+
+
+@dataclass
+class StepResult:
+    """What one iteration returns. The tensors stay on the device: reading one is a host
+    sync, which the loop does only when something is logged."""
+
+    d_loss: Tensor
+    """The last discriminator step's loss (penalties included)."""
+    g_loss: Tensor
+    real_logits: Tensor
+    """D's logits on the last discriminator step's real batch."""
+    fake_logits: Tensor
+    """D's logits on the last discriminator step's fake batch."""
+    extras: dict[str, Tensor] = field(default_factory=dict)
+    """Further scalars of the iteration, by name (each penalty's value, ``<name>_penalty``)."""
+
+    def scalars(self) -> dict[str, Tensor]:
+        """Every logged scalar by name: ``D_loss``, ``G_loss``, ``D_real`` (mean D(x)),
+        ``D_fake`` (mean D(G(z))) and the extras. What is logged, printed and plotted
+        follows from this one dictionary."""
+        return {
+            "D_loss": self.d_loss,
+            "G_loss": self.g_loss,
+            "D_real": torch.sigmoid(self.real_logits).mean(),
+            "D_fake": torch.sigmoid(self.fake_logits).mean(),
+            **self.extras,
+        }
+
+
+def read_scalars(result: StepResult, dist) -> dict[str, float]:
+    """``result``'s scalars as floats (one host sync); across processes, their means over the
+    ranks: a collective, which every rank calls at the same step."""
+    scalars = result.scalars()
+    values = dist.mean(torch.stack(list(scalars.values()))).tolist()
+    return dict(zip(scalars, values, strict=True))
+
+
+def features(trainer: Trainer) -> frozenset[str]:
+    """What this run's iteration involves beyond the plain step (an unconditional, eager,
+    float32, one-process step with one D step and the bare objective): a kernel runs only a
+    run whose features it declares it handles."""
+    cfg = trainer.cfg
+    on = {
+        "conditional": trainer.conditional,
+        "several_d_steps": cfg.train.d_steps > 1,
+        "label_smoothing": cfg.loss.label_smoothing > 0,
+        "penalties": bool(cfg.loss.penalties()),
+        "instance_noise": cfg.loss.instance_noise > 0,
+        "bf16": cfg.train.precision != "fp32",
+        "compile": cfg.train.compile,
+        "distributed": trainer.dist.world > 1,
+    }
+    return frozenset(name for name, used in on.items() if used)
+
+
+class Step:
+    """The generic iteration, through autograd. Call it for one iteration."""
+
+    FEATURES: frozenset[str] | None = None
+    """The features a specialised subclass handles (None: all, the generic step)."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+        cfg = trainer.cfg
+        self.objective = OBJECTIVES[cfg.loss.objective]
+        smoothing = cfg.loss.label_smoothing
+        self.d_loss = functools.partial(
+            self.objective.d_loss, **({"real_target": 1.0 - smoothing} if smoothing else {})
+        )
+        self.penalties = [(n, w, PENALTIES[n]) for n, w in cfg.loss.penalties()]
+        self.autocast = (
+            functools.partial(torch.autocast, trainer.device.type, torch.bfloat16)
+            if cfg.train.precision == "bf16"
+            else nullcontext
+        )
+        """The context of G's and D's forward passes: bfloat16 autocast for train.precision =
+        bf16 (weights, gradients, optimiser state and losses stay float32)."""
+        self.one_g_pass = not has_forward_state(trainer.G)
+        self.one_d_pass = not has_forward_state(trainer.D)
+
+    def __call__(self) -> StepResult:
+        tr = self.trainer
+        result = self.iterate()
+        if tr.ema:
+            tr.ema.update(tr.G, tr.step_count)
+        tr.step_count += 1
+        return result
+
+    def draw_inputs(self) -> list[tuple[Tensor | None, Tensor]]:
+        """(fake labels, noise) of every batch of the iteration: the D steps', then G's."""
+        tr = self.trainer
+        bs = tr.batch_size
+        return [(tr.fake_labels(bs), tr.noise(bs)) for _ in range(tr.cfg.train.d_steps + 1)]
+
+    def perturb(self, x: Tensor) -> Tensor:
+        """Instance noise (Sonderby et al. 2016): Gaussian noise on D's inputs, its std
+        annealed linearly from ``loss.instance_noise`` to 0 over the run."""
+        tr = self.trainer
+        sigma = tr.cfg.loss.instance_noise * max(
+            0.0, 1.0 - tr.step_count / max(1, tr.cfg.train.iters)
+        )
+        if sigma == 0.0:
+            return x
+        noise = torch.randn(x.shape, generator=tr.noise_gen, device=x.device, dtype=x.dtype)
+        return x + sigma * noise
+
+    def iterate(self) -> StepResult:
+        """The D steps and the G step (G and D under :attr:`autocast`, their outputs cast to
+        float32, so perturbations, objectives and penalty norms are computed in float32)."""
+        tr, amp = self.trainer, self.autocast
+        G, D, k = tr.G_train, tr.D_train, tr.cfg.train.d_steps
+        inputs = self.draw_inputs()
+        fakes = self._fakes(inputs[:k])
+        extras: dict[str, Tensor] = {}
+        for (fake_y, _), fake in zip(inputs[:k], fakes, strict=True):
+            x, labels = tr.batches.next()
+            y = labels if tr.conditional else None
+            real_logits, fake_logits = self._discriminate(
+                self.perturb(x), y, self.perturb(fake), fake_y
+            )
+            d_loss = self.d_loss(real_logits, fake_logits)
+            for name, weight, penalty in self.penalties:
+                with amp():  # D's input gradient is float32: its inputs are
+                    value = penalty.fn(D, x, fake, y, tr.noise_gen)
+                extras[f"{name}_penalty"] = value.detach()
+                d_loss = d_loss + weight * value
+            tr.opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            tr.opt_d.step()
+        D.requires_grad_(False)
+        fake_y, z = inputs[k]
+        with amp():
+            g_logits = D(self.perturb(G(z, fake_y).float()), fake_y).float()
+        g_loss = self.objective.g_loss(g_logits)
+        tr.opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        tr.opt_g.step()
+        D.requires_grad_(True)
+        return StepResult(
+            d_loss.detach(), g_loss.detach(), real_logits.detach(), fake_logits.detach(), extras
+        )
+
+    @torch.no_grad()
+    def _fakes(self, inputs: list[tuple[Tensor | None, Tensor]]) -> list[Tensor]:
+        """The fake images of the D steps (float32, no graph): one pass of G when it holds."""
+        G, amp = self.trainer.G_train, self.autocast
+        with amp():
+            if not self.one_g_pass or len(inputs) == 1:
+                return [G(z, y).float() for y, z in inputs]
+            labels = [y for y, _ in inputs]
+            y = None if labels[0] is None else torch.cat(labels)
+            return list(G(torch.cat([z for _, z in inputs]), y).float().split(len(inputs[0][1])))
+
+    def _discriminate(
+        self, real: Tensor, y: Tensor | None, fake: Tensor, fake_y: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """D's float32 logits on the real and the fake batch: one pass when it holds."""
+        D, amp = self.trainer.D_train, self.autocast
+        with amp():
+            if not self.one_d_pass:
+                return D(real, y).float(), D(fake, fake_y).float()
+            both_y = None if y is None else torch.cat([y, fake_y])
+            return D(torch.cat([real, fake]), both_y).float().split(len(real))
