@@ -6,21 +6,28 @@ ratio. Three things are timed:
 
 - ``plain``: the textbook eager loop (nn.Sequential MLPs, BCEWithLogits, two Adams,
   one D step then one G step on fresh noise, random batches from a float tensor);
-- ``digitgan step``: ``GANTrainer.step()`` alone, the inner loop of ``digitgan train``,
-  with the hand-written MLP step (the default, training/fast_mlp.py) and with the generic
-  autograd step (``train.fast_step = false``);
+- ``digitgan step``: the step alone, the inner loop of ``digitgan train``, with the dense
+  kernel (the default, training/dense.py) and with the generic step
+  (``train.fast_step = false``);
 - ``digitgan train``: the whole ``digitgan.train`` call with its normal outputs (grids,
-  TensorBoard with histograms, checkpoints, metrics), start-up included.
+  TensorBoard with histograms, checkpoints, metrics), start-up included;
+- with ``--baseline REV``: the same ``digitgan.train`` call of this tree and of git revision
+  REV (checked out into a temporary worktree), each in a fresh process per round, timed
+  inside the call as above: a before/after comparison in one run.
 
-Usage: python benchmarks/bench_speed.py [--iters 1000] [--rounds 3] [--record]
+Usage: python benchmarks/bench_speed.py [--iters 1000] [--rounds 3] [--baseline REV] [--record]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 from common import markdown_table, record
@@ -29,7 +36,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import digitgan
 from digitgan.data import load_dataset
-from digitgan.training.loop import GANTrainer
+from digitgan.training.loop import make_step
+from digitgan.training.step import read_scalars
+from digitgan.training.trainer import Trainer
 
 
 class PlainLoop:
@@ -67,16 +76,19 @@ def timed(step, iters: int) -> float:
     return time.perf_counter() - t0
 
 
-def seed_trainer(dataset, fast: bool = True) -> GANTrainer:
+def seed_step(dataset, fast: bool = True):
+    """The step ``digitgan train`` runs for the seed preset (or the generic one)."""
     cfg = digitgan.preset("seed").replace(train__device="cpu", train__fast_step=fast)
-    return GANTrainer(cfg, dataset)
+    return make_step(Trainer(cfg, dataset))
 
 
 def digitgan_steps(dataset, iters: int, fast: bool = True) -> float:
-    trainer = seed_trainer(dataset, fast)
-    seconds = timed(trainer.step, iters)
-    trainer.stats()  # the last step's results, as a caller would read them
-    return seconds
+    step = seed_step(dataset, fast)
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        result = step()
+    read_scalars(result, step.trainer.dist)  # the last step's results, as the loop reads them
+    return time.perf_counter() - t0
 
 
 def digitgan_train(dataset, iters: int) -> float:
@@ -86,6 +98,45 @@ def digitgan_train(dataset, iters: int) -> float:
         t0 = time.perf_counter()
         digitgan.train(cfg, f"{tmp}/run", dataset=dataset, progress=False)
         return time.perf_counter() - t0
+
+
+_TRAIN_CALL = """
+import sys, tempfile, time
+import digitgan
+from digitgan.data import load_dataset
+dataset = load_dataset("mnist20k")
+cfg = digitgan.preset("seed").replace(train__iters=int(sys.argv[1]), train__device="cpu")
+with tempfile.TemporaryDirectory() as tmp:
+    t0 = time.perf_counter()
+    digitgan.train(cfg, tmp + "/run", dataset=dataset, progress=False)
+    print("seconds", time.perf_counter() - t0)
+"""
+
+
+def train_in_process_of(src: Path, iters: int) -> float:
+    """Seconds of the seed preset's ``digitgan.train`` call with the package in ``src``, in a
+    fresh Python process (its start-up and imports not counted)."""
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    out = subprocess.run(
+        [sys.executable, "-c", _TRAIN_CALL, str(iters)],
+        env=env,
+        cwd=tempfile.gettempdir(),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return float(out.split("seconds")[-1])
+
+
+def worktree(rev: str, into: Path) -> Path:
+    """A checkout of git revision ``rev`` in ``into``; its ``src`` folder."""
+    repo = Path(__file__).resolve().parents[1]
+    subprocess.run(
+        ["git", "-C", str(repo), "worktree", "add", "--detach", str(into), rev],
+        check=True,
+        capture_output=True,
+    )
+    return into / "src"
 
 
 def flops_per_iteration(step) -> int:
@@ -113,13 +164,18 @@ def main() -> None:
         "--train-iters", type=int, default=2000, help="iterations of the whole train call"
     )
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also time the train call of git revision REV against this tree's, alternating",
+    )
     ap.add_argument("--record", action="store_true", help="append the table to RESULTS.md")
     args = ap.parse_args()
 
     dataset = load_dataset("mnist20k")
     flat = torch.from_numpy(dataset.train.images).float().div(255).flatten(1)
     plain_flops = flops_per_iteration(PlainLoop(flat).step)
-    step_flops = flops_per_iteration(seed_trainer(dataset).step)
+    step_flops = flops_per_iteration(seed_step(dataset))
     # name: (iterations, seconds for them, FLOP per iteration)
     runs = {
         "plain eager loop": (
@@ -135,7 +191,7 @@ def main() -> None:
         "digitgan step (autograd)": (
             args.iters,
             lambda: digitgan_steps(dataset, args.iters, fast=False),
-            flops_per_iteration(seed_trainer(dataset, fast=False).step),
+            flops_per_iteration(seed_step(dataset, fast=False)),
         ),
         "digitgan train (all outputs)": (
             args.train_iters,
@@ -143,11 +199,25 @@ def main() -> None:
             step_flops,
         ),
     }
+    base_dir = tempfile.TemporaryDirectory()
+    if args.baseline:
+        here = Path(digitgan.__file__).resolve().parents[1]
+        old = worktree(args.baseline, Path(base_dir.name) / "baseline")
+        for name, src in (("this tree", here), (args.baseline, old)):
+            runs[f"digitgan train, own process ({name})"] = (
+                args.train_iters,
+                lambda src=src: train_in_process_of(src, args.train_iters),
+                step_flops,
+            )
     timed(PlainLoop(flat).step, 50)  # warm-up
     times: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(args.rounds):
         for name, (_, fn, _) in runs.items():
             times[name].append(fn())
+    if args.baseline:
+        repo = Path(__file__).resolve().parents[1]
+        subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", old.parent])
+    base_dir.cleanup()
     peak = matmul_rate()
     rates = {name: sorted(runs[name][0] / t for t in ts) for name, ts in times.items()}
     base = statistics.median(rates["plain eager loop"])
@@ -178,7 +248,8 @@ def main() -> None:
         rows,
     )
     notes = (
-        f"Matrix-multiply rate of this machine: {peak / 1e9:.0f} GFLOP/s (best of 10 float32 "
+        (f"Baseline: git revision {args.baseline}. " if args.baseline else "")
+        + f"Matrix-multiply rate of this machine: {peak / 1e9:.0f} GFLOP/s (best of 10 float32 "
         f"2048x2048 products, {torch.get_num_threads()} threads). FLOP per iteration counted by "
         "torch.utils.flop_counter (matrix products only). Timed loops: "
         f"{args.iters} iterations; the train call: {args.train_iters} iterations, start-up, "

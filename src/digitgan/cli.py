@@ -3,11 +3,15 @@
 Every user mistake is a DigitganError: printed as one line, exit status 2, and no
 traceback unless ``--debug`` is given. Under torchrun each error is printed by the process
 that met it (the others stop with the same status, silently).
+
+Each command imports the library inside its function: ``digitgan --help`` and a mistyped
+option answer at once, without loading PyTorch.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -229,6 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"digitgan {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    p.add_argument(
+        "--plugin",
+        action="append",
+        metavar="MODULE",
+        help="import MODULE first (repeatable): its registered architectures, objectives, "
+        "penalties and datasets become choosable (see the extending docs)",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser(
@@ -402,9 +413,18 @@ def env_rank() -> int:
     return int(rank) if rank.isdigit() else 0
 
 
+def _import_plugins(names: list[str]) -> None:
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise ConfigError(f"--plugin {name}: cannot import it ({e})") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _import_plugins(args.plugin or [])
         return args.func(args)
     except DigitganError as e:
         if args.debug:

@@ -26,5 +26,16 @@ class RunDirError(DigitganError):
     """A run directory cannot be used (exists already, locked, not a run)."""
 
 
+class MissingExtraError(DigitganError, ImportError):
+    """A command needs an optional part of digitgan that is not installed."""
+
+
+def missing_extra(extra: str, packages: str, what: str) -> MissingExtraError:
+    """The error for ``what`` needing ``packages`` of the extra ``digitgan[extra]``."""
+    return MissingExtraError(
+        f"{what} needs {packages}, which is not installed: pip install 'digitgan[{extra}]'"
+    )
+
+
 class DivergenceError(DigitganError):
     """Training produced NaN or infinite losses or weights; the message says how to go on."""

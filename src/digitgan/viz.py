@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import io
+import json
 import math
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
-from .fileio import atomic_write_bytes
+from .errors import RunDirError, missing_extra
+from .fileio import atomic_write, atomic_write_bytes
 
 
 def to_uint8(images: torch.Tensor, out_range: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
@@ -38,8 +41,6 @@ def make_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2) -> np.n
 
 def png_bytes(grid: np.ndarray, scale: int = 1) -> bytes:
     """Encode a grey (H, W) or colour (H, W, 3) uint8 image as PNG, upscaled ``scale`` times."""
-    from PIL import Image
-
     if scale > 1:
         grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
     buf = io.BytesIO()
@@ -60,11 +61,6 @@ def progress_gif(
     Written to ``out`` (default ``RUN/plots/progress.gif``); frames are upscaled ``scale``
     times with nearest-neighbour so single pixels stay sharp.
     """
-    from PIL import Image
-
-    from .errors import RunDirError
-    from .fileio import atomic_write
-
     run_dir = Path(run_dir)
     frames = sorted(p for p in (run_dir / "samples").glob("[0-9][0-9][0-9]*.png"))
     if not frames:
@@ -87,15 +83,7 @@ def progress_gif(
 def plot_metrics(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """A PNG of a run's logged curves (from metrics.jsonl): losses, D outputs, and any
     evaluation metrics, one panel each, against the iteration."""
-    import json
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .errors import RunDirError
-    from .fileio import atomic_write
+    plt = _pyplot()
 
     run_dir = Path(run_dir)
     records = []
@@ -133,3 +121,16 @@ def plot_metrics(run_dir: str | Path, out: str | Path | None = None) -> Path:
         fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
     return out
+
+
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend: imported here, when a plot is drawn,
+    because it is an optional extra (``digitgan[plot]``) and slow to import."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise missing_extra("plot", "matplotlib", "digitgan plot") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

@@ -19,7 +19,14 @@ from digitgan.data.datasets import (
 )
 from digitgan.data.fetch import FileCheck
 from digitgan.data.idx import read_idx, write_idx
-from digitgan.data.registry import DEFAULT_DATASET, REGISTRY, DataFile, DatasetEntry
+from digitgan.data.registry import (
+    DEFAULT_DATASET,
+    REGISTRY,
+    DataFile,
+    DatasetEntry,
+    DatasetLoader,
+    register_dataset,
+)
 
 __all__ = [
     "DEFAULT_DATASET",
@@ -29,6 +36,7 @@ __all__ = [
     "DataFile",
     "Dataset",
     "DatasetEntry",
+    "DatasetLoader",
     "FileCheck",
     "Split",
     "dataset_info",
@@ -36,6 +44,7 @@ __all__ = [
     "list_datasets",
     "load_dataset",
     "read_idx",
+    "register_dataset",
     "verify_dataset",
     "write_idx",
 ]

@@ -20,7 +20,7 @@ import numpy as np
 from digitgan.data.fetch import FileCheck, check_file, download_file
 from digitgan.data.idx import read_idx
 from digitgan.data.npz import read_npz
-from digitgan.data.registry import REGISTRY, DatasetEntry
+from digitgan.data.registry import REGISTRY, DatasetEntry, DatasetLoader
 from digitgan.errors import DataError
 
 __all__ = [
@@ -105,7 +105,7 @@ def default_data_dir() -> Path:
     return Path(cache) / "digitgan"
 
 
-def list_datasets() -> list[DatasetEntry]:
+def list_datasets() -> list[DatasetEntry | DatasetLoader]:
     """The named datasets (registry entries), in a stable order."""
     return list(REGISTRY.values())
 
@@ -120,6 +120,8 @@ def load_dataset(
     if kind == "npz":
         return _load_npz(spec, target)
     entry = REGISTRY[target]
+    if isinstance(entry, DatasetLoader):
+        return _from_loader(entry, data_dir)
     folder = _registry_folder(entry, data_dir)
     _ensure_files(entry, folder, download)
     train_images, train_labels, test_images, test_labels = (folder / f.name for f in entry.files)
@@ -138,7 +140,11 @@ def dataset_info(spec: str, data_dir: str | os.PathLike[str] | None = None) -> d
     download), so a damaged one raises DataError.
     """
     kind, target = _parse(spec)
-    if kind == "registry":
+    if kind == "registry" and isinstance(REGISTRY[target], DatasetLoader):
+        entry = REGISTRY[target]
+        info = {"name": spec, "description": entry.description, "location": "(made by a function)"}
+        info |= {"present": True, "source": entry.source, "license": entry.license}
+    elif kind == "registry":
         entry = REGISTRY[target]
         location = _registry_folder(entry, data_dir)
         info = {
@@ -194,6 +200,8 @@ def verify_dataset(spec: str, data_dir: str | os.PathLike[str] | None = None) ->
             f"checksums; load it to check its structure"
         )
     entry = REGISTRY[target]
+    if isinstance(entry, DatasetLoader):
+        raise DataError(f"cannot verify {spec}: it is made by a function, it has no pinned files")
     folder = _registry_folder(entry, data_dir)
     return [check_file(folder / file.name, file) for file in entry.files]
 
@@ -249,6 +257,17 @@ def _ensure_files(entry: DatasetEntry, folder: Path, download: bool) -> None:
             raise DataError(
                 f"{path} is damaged: expected {check.expected}, found {check.actual}; {fix}"
             )
+
+
+def _from_loader(entry: DatasetLoader, data_dir: str | os.PathLike[str] | None) -> Dataset:
+    """The dataset a registered function makes, checked to be one."""
+    dataset = entry.load(Path(data_dir) if data_dir else None)
+    if not isinstance(dataset, Dataset):
+        raise DataError(
+            f"dataset {entry.name}: its loader returned {type(dataset).__name__}, not a "
+            "digitgan.data.Dataset"
+        )
+    return dataset
 
 
 def _find_idx_file(folder: Path, stem: str) -> Path | None:

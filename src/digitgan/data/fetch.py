@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from digitgan import __version__
 from digitgan.data.registry import DataFile, DatasetEntry
 from digitgan.errors import DataError
 from digitgan.fileio import atomic_write
+from digitgan.version import __version__
 
 __all__ = ["TIMEOUT_S", "FileCheck", "check_file", "download_file"]
 

@@ -6,6 +6,14 @@ serve("runs/demo", host="127.0.0.1", port=8000)   # what `digitgan serve` runs
 app = create_app(digitgan.load("runs/demo"))       # a Starlette app, e.g. for TestClient
 """
 
-from .app import create_app, serve
+from ..errors import missing_extra
+
+try:
+    import starlette  # noqa: F401
+    import uvicorn  # noqa: F401
+except ImportError:
+    raise missing_extra("serve", "starlette and uvicorn", "digitgan serve") from None
+
+from .app import create_app, serve  # noqa: E402
 
 __all__ = ["create_app", "serve"]

@@ -29,6 +29,7 @@ import socket
 import threading
 from pathlib import Path
 
+import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -38,6 +39,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..errors import ConfigError
+from ..sampling import load
 from ..viz import make_grid, png_bytes, to_uint8
 from .model import class_grid, model_info, num_classes, samples, walk
 
@@ -241,10 +243,6 @@ def serve(path, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu") 
 
     Prints the address (the real port when ``port`` is 0) as soon as it accepts connections.
     """
-    import uvicorn
-
-    from ..sampling import load
-
     gan = load(path, device=device)
     sock = _listen(host, port)
     addr, real_port = sock.getsockname()[:2]

@@ -29,8 +29,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from ..config import Config
 from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_write_bytes
+from ..models import build_models
 
 FORMAT = "digitgan-checkpoint"
 VERSION = 1
@@ -210,8 +212,6 @@ def check_module_state(
 
 def checkpoint_config(meta: dict, source: Path):
     """The validated :class:`~digitgan.config.Config` stored in checkpoint metadata."""
-    from ..config import Config
-
     try:
         return Config.from_dict(meta["config"], source="config")
     except ConfigError as e:
@@ -226,8 +226,6 @@ def check_models(
     The models are built on the meta device, so a tampered config (say, a billion hidden
     units) costs no memory; ``prefixes`` is "GD" for a trainer, "G" for sampling.
     """
-    from ..models import build_models
-
     try:
         with torch.device("meta"):
             G, D = build_models(model_cfg, meta["image_shape"], meta["num_classes"])

@@ -31,8 +31,10 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
-from .. import errors
+from .. import errors  # (the module: copies of errors are rebuilt by class name)
 from ..errors import ConfigError, DigitganError
 
 T = TypeVar("T")
@@ -82,8 +84,6 @@ class Dist:
         itself in one process."""
         if self.world == 1:
             return module
-        from torch.nn.parallel import DistributedDataParallel
-
         device = next(module.parameters()).device
         ids = [device.index] if device.type == "cuda" else None
         return DistributedDataParallel(module, device_ids=ids)
@@ -94,8 +94,6 @@ class Dist:
         """The mean of ``t`` over the ranks (on ``t``'s device)."""
         if self.world == 1:
             return t
-        import torch.distributed as dist
-
         t = t.clone()
         dist.all_reduce(t)
         return t.div_(self.world)
@@ -104,8 +102,6 @@ class Dist:
         """Whether ``flag`` is true on any rank."""
         if self.world == 1:
             return flag
-        import torch.distributed as dist
-
         t = torch.tensor([int(flag)])
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
@@ -122,8 +118,6 @@ class Dist:
         """Every rank's copy of a CPU tensor of the same shape on every rank, in rank order."""
         if self.world == 1:
             return [t]
-        import torch.distributed as dist
-
         parts = [torch.empty_like(t) for _ in range(self.world)]
         dist.all_gather(parts, t.contiguous())
         return parts
@@ -132,8 +126,6 @@ class Dist:
         """Rank ``src``'s ``data`` on every rank (the others pass None)."""
         if self.world == 1:
             return data
-        import torch.distributed as dist
-
         size = torch.tensor([len(data) if self.rank == src else 0], dtype=torch.int64)
         dist.broadcast(size, src)
         if not size.item():
@@ -149,8 +141,6 @@ class Dist:
         """Each rank passes the error it met (or None); if any rank met one, every rank raises:
         those that met one their own, the others a copy of the lowest such rank's."""
         if self.world > 1:
-            import torch.distributed as dist
-
             first = torch.tensor([self.rank if error is not None else self.world])
             dist.all_reduce(first, op=dist.ReduceOp.MIN)
             origin = int(first.item())
@@ -223,8 +213,6 @@ def session() -> Iterator[Dist]:
     in the same group. A group the caller initialised already is used as it is (its local
     rank is ``LOCAL_RANK``, or else the rank modulo the number of GPUs).
     """
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         rank = dist.get_rank()
         local = os.environ.get("LOCAL_RANK")
@@ -261,8 +249,6 @@ def _close() -> None:
     """At exit: wait (a minute at most) until every rank is here, then tear the group down.
     A rank that tears down while another still talks to it can die in Gloo's threads
     (``terminate called without an active exception``, seen once in the two-rank tests)."""
-    import torch.distributed as dist
-
     if dist.is_initialized():
         try:
             dist.monitored_barrier(timeout=datetime.timedelta(seconds=60))

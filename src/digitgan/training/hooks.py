@@ -24,6 +24,7 @@ import threading
 from typing import TYPE_CHECKING
 
 import torch
+from tqdm import tqdm
 
 from ..config import Config
 from ..data import Dataset
@@ -155,8 +156,6 @@ class Console(Hook):
     def start(self, loop):
         tr = loop.trainer
         if self.progress:
-            from tqdm import tqdm
-
             self.bar = tqdm(
                 total=loop.iters,
                 initial=tr.step_count,
