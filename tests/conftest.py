@@ -43,8 +43,8 @@ def tiny_cfg():
     """The seed model, shrunk: a few iterations with every output written."""
     return preset("seed").replace(
         data__batch_size=16,
-        model__g_hidden=[32],
-        model__d_hidden=[32],
+        model__mlp__g_hidden=[32],
+        model__mlp__d_hidden=[32],
         train__iters=6,
         train__device="cpu",
         log__sample_every=2,
@@ -63,8 +63,8 @@ def cond_run(tmp_path_factory, small_data) -> Path:
     cfg = preset("cdcgan").replace(
         train__iters=3,
         data__batch_size=16,
-        model__g_channels=8,
-        model__d_channels=8,
+        model__dcgan__g_channels=8,
+        model__dcgan__d_channels=8,
         log__tb_every=0,
         log__sample_every=0,
         train__device="cpu",
@@ -104,8 +104,8 @@ def tiny():
 
 
 def _shrink(name: str, device: str = "cpu", **overrides):
-    conv = {"model__g_channels": 4, "model__d_channels": 4} if name != "seed" else {}
-    small = {"model__g_hidden": [16], "model__d_hidden": [16]} if name == "seed" else {}
+    conv = {"model__dcgan__g_channels": 4, "model__dcgan__d_channels": 4} if name != "seed" else {}
+    small = {"model__mlp__g_hidden": [16], "model__mlp__d_hidden": [16]} if name == "seed" else {}
     base = {
         "data__batch_size": 8,
         "model__z_dim": 8,

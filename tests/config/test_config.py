@@ -22,7 +22,7 @@ def test_set_overrides_parse_values_by_type(tmp_path):
         "seed",
         sets=[
             "optim.lr_g=2e-4",
-            "model.g_hidden=[256, 256]",
+            "model.mlp.g_hidden=[256, 256]",
             "log.histograms=false",
             "data.dataset=idx:/x",
         ],
@@ -41,7 +41,7 @@ def test_toml_file_then_set_then_flags(tmp_path):
 
 
 def test_round_trip_through_toml():
-    cfg = build_config("seed", sets=["model.d_hidden=[64,32]", "train.iters=7"])
+    cfg = build_config("seed", sets=["model.mlp.d_hidden=[64,32]", "train.iters=7"])
     import tomllib
 
     again = Config.from_dict(tomllib.loads(cfg.to_toml()))

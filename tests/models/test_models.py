@@ -13,7 +13,9 @@ from digitgan.training.trainer import Trainer
 
 
 def _model_cfg(**kw):
-    base = dict(model__arch="dcgan", model__g_channels=8, model__d_channels=8, model__z_dim=6)
+    base = dict(
+        model__arch="dcgan", model__dcgan__g_channels=8, model__dcgan__d_channels=8, model__z_dim=6
+    )
     return preset("seed").replace(**{**base, **kw}).model
 
 
@@ -76,7 +78,7 @@ def test_bad_combinations_are_refused(small_data):
     with pytest.raises(ConfigError, match="loss.label_smoothing"):
         preset("wgan-gp").replace(loss__label_smoothing=0.1)
     with pytest.raises(ConfigError, match="loss.gp: the penalty is per sample, but this discr"):
-        Trainer(preset("wgan-gp").replace(model__d_norm="batch"), small_data)
+        Trainer(preset("wgan-gp").replace(model__dcgan__d_norm="batch"), small_data)
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -84,10 +86,10 @@ def test_every_preset_trains_a_few_iterations(name, tmp_path, small_data):
     cfg = preset(name).replace(
         train__iters=2,
         data__batch_size=8,
-        model__g_channels=8,
-        model__d_channels=8,
-        model__g_hidden=[16],
-        model__d_hidden=[16],
+        model__dcgan__g_channels=8,
+        model__dcgan__d_channels=8,
+        model__mlp__g_hidden=[16],
+        model__mlp__d_hidden=[16],
         train__device="cpu",
         log__sample_every=1,
         log__tb_every=1,

@@ -39,8 +39,8 @@ def tiny_run(tmp_path_factory, small_data) -> Path:
     cfg = digitgan.preset("seed").replace(
         train__iters=3,
         data__batch_size=16,
-        model__g_hidden=[16],
-        model__d_hidden=[16],
+        model__mlp__g_hidden=[16],
+        model__mlp__d_hidden=[16],
         log__tb_every=0,
         log__sample_every=0,
         train__device="cpu",

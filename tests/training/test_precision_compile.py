@@ -195,7 +195,7 @@ def no_sync_calls(monkeypatch):
         ("seed", {"train__fast_step": False, "loss__label_smoothing": 0.1}),
         ("dcgan", {"loss__instance_noise": 0.1}),
         ("cdcgan", {"model__cond_d": "concat", "train__precision": "bf16"}),
-        ("wgan-gp", {"loss__r1_gamma": 1.0}),
+        ("wgan-gp", {"loss__r1__gamma": 1.0}),
         ("hinge-sn", {}),
     ],
 )

@@ -127,7 +127,11 @@ def test_epoch_stream_visits_every_image_once_per_epoch(mnist20k):
     [
         {},
         {"loss__objective": "minimax", "train__d_steps": 2},
-        {"loss__objective": "hinge", "model__g_hidden": [64, 32], "model__d_hidden": [48, 24]},
+        {
+            "loss__objective": "hinge",
+            "model__mlp__g_hidden": [64, 32],
+            "model__mlp__d_hidden": [48, 24],
+        },
         {"loss__label_smoothing": 0.1, "train__ema_decay": 0.9},
     ],
 )
@@ -176,7 +180,9 @@ def test_seed_training_matches_a_plain_pytorch_loop(mnist20k):
     batches, noises = [], []  # what each iteration drew, from the data and the noise stream
     next_batch, noise = tr.batches.next, tr.noise
     tr.batches.next = lambda **kw: batches.append(next_batch(**kw)) or batches[-1]
-    tr.trainer.noise = lambda n, generator=None: noises.append(noise(n, generator)) or noises[-1]
+    tr.trainer.noise = lambda n, generator=None, out=None: (
+        noises.append(noise(n, generator, out)) or noises[-1]
+    )
     opt_g = torch.optim.Adam(G.parameters(), lr=1e-3)
     opt_d = torch.optim.Adam(D.parameters(), lr=1e-3)
     bce = nn.BCEWithLogitsLoss()

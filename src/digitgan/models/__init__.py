@@ -124,14 +124,20 @@ INITS: dict[str, Callable[[nn.Module], None]] = {
 
 
 def sample_noise(
-    n: int, z_dim: int, kind: str, generator: torch.Generator | None = None, device=None
+    n: int,
+    z_dim: int,
+    kind: str,
+    generator: torch.Generator | None = None,
+    device=None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Noise vectors: ``uniform`` on [-1, 1) (the seed's) or standard ``normal``."""
+    """Noise vectors: ``uniform`` on [-1, 1) (the seed's) or standard ``normal``; written into
+    ``out`` (an (n, z_dim) tensor on the generator's device) when given."""
+    where = {"device": device} if out is None else {"out": out}
     if kind == "uniform":
-        z = torch.rand(n, z_dim, generator=generator, device=device)
-        return z.mul_(2.0).sub_(1.0)
+        return torch.rand(n, z_dim, generator=generator, **where).mul_(2.0).sub_(1.0)
     if kind == "normal":
-        return torch.randn(n, z_dim, generator=generator, device=device)
+        return torch.randn(n, z_dim, generator=generator, **where)
     raise ValueError(f"unknown noise kind {kind!r}")
 
 

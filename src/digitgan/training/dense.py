@@ -12,14 +12,15 @@ chains (the ``mlp`` architecture, unconditional, without spectral norm):
   generator step (G's weights do not change in between); its output layer batch by batch,
   each written beside the real batch it goes into D with;
 - each discriminator step runs real and generated images through D as one batch of 2B;
-- every intermediate lives in a buffer allocated once (:class:`_Buffers`), and gradients
+- every intermediate lives in a buffer allocated once (:func:`_buffers`), and gradients
   are written with one ``mm`` per weight and one ``sum`` per bias straight into each
   parameter's ``.grad``; ReLU and sigmoid are differentiated from their outputs (the
   ``threshold_backward`` and ``sigmoid_backward`` operators of ``torch.ops.aten``), and the
   backward pass into the discriminator in the generator step computes input gradients only;
 - the loss is still the registered objective: autograd differentiates just the loss with
   respect to the logits, so every objective works and no loss formula is written twice;
-- the optimisers are the run's own, stepped as the generic step steps them.
+- the optimisers are the run's own, stepped as the generic step steps them
+  (:func:`~.step.optimizer_step`).
 
 ``train.fast_step = false`` selects the generic step.
 """
@@ -31,24 +32,28 @@ from torch import nn
 
 from ..models.base import Discriminator, Generator
 from ..models.mlp import DenseReLU
-from .step import Step, StepResult
+from .step import Step, StepResult, optimizer_step
 from .trainer import Trainer
 
 
-class _Buffers:
-    """Preallocated outputs, one per (name, layer, rows): a fresh tensor of a few hundred
-    kilobytes costs the kernel's page faults each time, more than the work written into it."""
+class _Layer:
+    """A dense layer's tensors, looked up once: its weight, the transposed view the forward
+    pass multiplies by, its bias (the parameters are updated in place, so these stay valid)."""
 
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.store: dict[tuple, torch.Tensor] = {}
+    __slots__ = ("weight", "weight_t", "bias", "in_features", "out_features")
 
-    def __call__(self, name: str, layer: int, rows: int, cols: int) -> torch.Tensor:
-        key = (name, layer, rows, cols)
-        buf = self.store.get(key)
-        if buf is None:
-            buf = self.store[key] = torch.empty(rows, cols, device=self.device)
-        return buf
+    def __init__(self, linear: nn.Linear):
+        self.weight, self.weight_t, self.bias = linear.weight, linear.weight.t(), linear.bias
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+
+
+def _buffers(layers: list[_Layer], rows: int, device, inputs: bool) -> list[torch.Tensor]:
+    """One preallocated (rows, width) output per layer, allocated once: a fresh tensor of a
+    few hundred kilobytes costs the kernel's page faults each time, more than the work written
+    into it. ``inputs``: the widths of the layers' inputs (for a backward pass), else of their
+    outputs."""
+    widths = [layer.in_features if inputs else layer.out_features for layer in layers]
+    return [torch.empty(rows, w, device=device) for w in widths]
 
 
 def _grad_buffer(p: torch.Tensor) -> torch.Tensor:
@@ -57,17 +62,14 @@ def _grad_buffer(p: torch.Tensor) -> torch.Tensor:
     return p.grad
 
 
-def _forward(layers: list[nn.Linear], x: torch.Tensor, out, name: str, head: bool = True):
+def _forward(layers: list[_Layer], x: torch.Tensor, outs: list[torch.Tensor], head=True):
     """Dense layers with ReLU between them (and after the last unless it is the ``head``),
-    each output written into ``out(name, layer, rows, cols)``: (the input of each layer,
-    output). The input of every layer but the first is a ReLU output, which is all its
-    backward pass needs."""
+    layer i's output written into ``outs[i]``: (the input of each layer, output). The input
+    of every layer but the first is a ReLU output, which is all its backward pass needs."""
     inputs = []
     for i, layer in enumerate(layers):
         inputs.append(x)
-        x = torch.addmm(
-            layer.bias, x, layer.weight.t(), out=out(name, i, x.shape[0], layer.out_features)
-        )
+        x = torch.addmm(layer.bias, x, layer.weight_t, out=outs[i])
         if not head or i < len(layers) - 1:
             x.relu_()
     return inputs, x
@@ -78,10 +80,10 @@ def _relu_backward_(grad: torch.Tensor, relu_out: torch.Tensor) -> torch.Tensor:
     return torch.ops.aten.threshold_backward.grad_input(grad, relu_out, 0, grad_input=grad)
 
 
-def _backward(layers, inputs, grad: torch.Tensor, out, name: str, weight_grads: bool):
+def _backward(layers, inputs, grad: torch.Tensor, outs: list[torch.Tensor], weight_grads: bool):
     """Back through :func:`_forward`: write weight gradients into ``.grad`` (if asked) and
     return the gradient with respect to the chain's input (None when weights are asked for:
-    the input, data or noise, needs none)."""
+    the input, data or noise, needs none); layer i's input gradient goes into ``outs[i]``."""
     for i in range(len(layers) - 1, -1, -1):
         layer = layers[i]
         if weight_grads:
@@ -89,7 +91,7 @@ def _backward(layers, inputs, grad: torch.Tensor, out, name: str, weight_grads: 
             torch.sum(grad, 0, out=_grad_buffer(layer.bias))
             if i == 0:
                 return None
-        grad = torch.mm(grad, layer.weight, out=out(name, i, grad.shape[0], layer.in_features))
+        grad = torch.mm(grad, layer.weight, out=outs[i])
         if i > 0:
             _relu_backward_(grad, inputs[i])
     return grad
@@ -136,46 +138,53 @@ class DenseStep(Step):
 
     def __init__(self, trainer: Trainer):
         super().__init__(trainer)
-        self.g_layers = _dense_layers(trainer.G.body)
-        self.d_layers = _dense_layers(trainer.D.features) + [trainer.D.head]
-        self.out = _Buffers(trainer.device)
+        self.g_layers = [_Layer(m) for m in _dense_layers(trainer.G.body)]
+        self.d_layers = [_Layer(m) for m in _dense_layers(trainer.D.features) + [trainer.D.head]]
+        bs, k, device = trainer.batch_size, trainer.cfg.train.d_steps, trainer.device
+        g, d = self.g_layers, self.d_layers
+        # D's inputs: [real 1 | fake 1 | ... | real k | fake k | G step's fake], so that the
+        # fakes of the last D step and of the G step are one block for G's output layer
+        self.images = torch.empty((2 * k + 1) * bs, g[-1].out_features, device=device)
+        self.z = torch.empty((k + 1) * bs, trainer.cfg.model.z_dim, device=device)
+        self.g_out = _buffers(g[:-1], (k + 1) * bs, device, inputs=False)
+        self.g_back = _buffers(g, bs, device, inputs=True)
+        self.d_out = {n: _buffers(d, n, device, inputs=False) for n in (bs, 2 * bs)}
+        self.d_back = {n: _buffers(d, n, device, inputs=True) for n in (bs, 2 * bs)}
 
     @torch.no_grad()
     def iterate(self) -> StepResult:
-        tr, out = self.trainer, self.out
-        bs, d_steps = tr.batch_size, tr.cfg.train.d_steps
-        pixels = self.g_layers[-1].out_features
-        noise = [z for _, z in self.draw_inputs()]
-        z = torch.cat(noise, out=out("z", 0, len(noise) * bs, tr.cfg.model.z_dim))
-        # G's hidden layers once for all the noise; its output layer batch by batch, each
-        # written beside the real batch it goes into D with
-        g_inputs, hidden = _forward(self.g_layers[:-1], z, out, "G", head=False)
-        head = self.g_layers[-1]
-        for k in range(d_steps + 1):
-            h = hidden[k * bs : (k + 1) * bs]
-            last = k == d_steps
-            dest = out("images", 0, bs, pixels) if last else out("D in", k, 2 * bs, pixels)[bs:]
-            torch.addmm(head.bias, h, head.weight.t(), out=dest).sigmoid_()
+        tr, bs, k = self.trainer, self.trainer.batch_size, self.trainer.cfg.train.d_steps
+        images, head = self.images, self.g_layers[-1]
+        self.draw_inputs(out=self.z)
+        z = self.z
+        # G's hidden layers once for all the noise; its output layer into the D inputs: the
+        # first k - 1 D steps' fakes one by one, the last D step's and the G step's as one
+        g_inputs, hidden = _forward(self.g_layers[:-1], z, self.g_out, head=False)
+        for i in range(k - 1):
+            fake = images[(2 * i + 1) * bs : (2 * i + 2) * bs]
+            torch.addmm(head.bias, hidden[i * bs : (i + 1) * bs], head.weight_t, out=fake)
+        last = images[(2 * k - 1) * bs :]
+        torch.addmm(head.bias, hidden[(k - 1) * bs :], head.weight_t, out=last).sigmoid_()
+        for i in range(k - 1):
+            images[(2 * i + 1) * bs : (2 * i + 2) * bs].sigmoid_()
 
-        for k in range(d_steps):
-            both = out("D in", k, 2 * bs, pixels)
+        for i in range(k):
+            both = images[2 * i * bs : (2 * i + 2) * bs]
             tr.batches.next(out=both[:bs].view(bs, *tr.image_shape))
-            inputs, logits = _forward(self.d_layers, both, out, "D")
+            inputs, logits = _forward(self.d_layers, both, self.d_out[2 * bs])
             d_loss, grad = _logit_grads(self.d_loss, logits.squeeze(1), bs, bs)
-            _backward(self.d_layers, inputs, grad.unsqueeze(1), out, "D back", weight_grads=True)
-            tr.opt_d.step()
+            _backward(self.d_layers, inputs, grad.unsqueeze(1), self.d_back[2 * bs], True)
+            optimizer_step(tr.opt_d)
         real_logits, fake_logits = logits.squeeze(1).clone().split(bs)  # (buffers are reused)
 
         # the generator step, on the last batch of noise, through the updated D
-        images = out("images", 0, bs, pixels)
-        inputs, logits = _forward(self.d_layers, images, out, "D")
+        fakes = images[2 * k * bs :]
+        inputs, logits = _forward(self.d_layers, fakes, self.d_out[bs])
         g_loss, grad = _logit_grads(self.objective.g_loss, logits.squeeze(1))
-        d_images = _backward(
-            self.d_layers, inputs, grad.unsqueeze(1), out, "D back", weight_grads=False
-        )
-        d_out = torch.ops.aten.sigmoid_backward.grad_input(d_images, images, grad_input=d_images)
-        rows = slice(d_steps * bs, None)
+        d_images = _backward(self.d_layers, inputs, grad.unsqueeze(1), self.d_back[bs], False)
+        d_out = torch.ops.aten.sigmoid_backward.grad_input(d_images, fakes, grad_input=d_images)
+        rows = slice(k * bs, None)
         g_in = [x[rows] for x in g_inputs] + [hidden[rows]]
-        _backward(self.g_layers, g_in, d_out, out, "G back", weight_grads=True)
-        tr.opt_g.step()
+        _backward(self.g_layers, g_in, d_out, self.g_back, weight_grads=True)
+        optimizer_step(tr.opt_g)
         return StepResult(d_loss, g_loss, real_logits, fake_logits)

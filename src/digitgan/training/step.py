@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+from torch.optim.adam import adam
 
 from ..losses import OBJECTIVES, PENALTIES
 from ..models import has_forward_state
@@ -66,6 +67,44 @@ class StepResult:
             "D_fake": torch.sigmoid(self.fake_logits).mean(),
             **self.extras,
         }
+
+
+def optimizer_step(opt: torch.optim.Optimizer) -> None:
+    """``opt.step()`` for a fused Adam with one parameter group, through the function Adam's
+    step calls (``torch.optim.adam.adam``) without the per-call wrapper work of
+    ``Optimizer.step`` (hooks, profiler records, grad-mode switches: about 30 us a call on a
+    CPU, a tenth of a millisecond per iteration): the same kernel on the same state, so the
+    same numbers (tested). Any other optimiser, the first call (which creates the state) and
+    a step where a parameter got no gradient go through ``opt.step()``."""
+    group = opt.param_groups[0]
+    params = group["params"]
+    simple = (
+        type(opt) is torch.optim.Adam
+        and len(opt.param_groups) == 1
+        and group["fused"]
+        and not (group["amsgrad"] or group["decoupled_weight_decay"])
+    )
+    if not (simple and opt.state and all(p.grad is not None for p in params)):
+        opt.step()
+        return
+    states = [opt.state[p] for p in params]
+    beta1, beta2 = group["betas"]
+    adam(
+        params,
+        [p.grad for p in params],
+        [s["exp_avg"] for s in states],
+        [s["exp_avg_sq"] for s in states],
+        [],
+        [s["step"] for s in states],
+        fused=True,
+        amsgrad=False,
+        beta1=beta1,
+        beta2=beta2,
+        lr=group["lr"],
+        weight_decay=group["weight_decay"],
+        eps=group["eps"],
+        maximize=group["maximize"],
+    )
 
 
 def read_scalars(result: StepResult, dist) -> dict[str, float]:
@@ -127,11 +166,16 @@ class Step:
         tr.step_count += 1
         return result
 
-    def draw_inputs(self) -> list[tuple[Tensor | None, Tensor]]:
-        """(fake labels, noise) of every batch of the iteration: the D steps', then G's."""
+    def draw_inputs(self, out: Tensor | None = None) -> list[tuple[Tensor | None, Tensor]]:
+        """(fake labels, noise) of every batch of the iteration: the D steps', then G's. The
+        noise is written into the rows of ``out``, batch after batch, when it is given."""
         tr = self.trainer
         bs = tr.batch_size
-        return [(tr.fake_labels(bs), tr.noise(bs)) for _ in range(tr.cfg.train.d_steps + 1)]
+        rows = [
+            None if out is None else out[i * bs : (i + 1) * bs]
+            for i in range(tr.cfg.train.d_steps + 1)
+        ]
+        return [(tr.fake_labels(bs), tr.noise(bs, out=z)) for z in rows]
 
     def perturb(self, x: Tensor) -> Tensor:
         """Instance noise (Sonderby et al. 2016): Gaussian noise on D's inputs, its std
@@ -167,7 +211,7 @@ class Step:
                 d_loss = d_loss + weight * value
             tr.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
-            tr.opt_d.step()
+            optimizer_step(tr.opt_d)
         D.requires_grad_(False)
         fake_y, z = inputs[k]
         with amp():
@@ -175,7 +219,7 @@ class Step:
         g_loss = self.objective.g_loss(g_logits)
         tr.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
-        tr.opt_g.step()
+        optimizer_step(tr.opt_g)
         D.requires_grad_(True)
         return StepResult(
             d_loss.detach(), g_loss.detach(), real_logits.detach(), fake_logits.detach(), extras

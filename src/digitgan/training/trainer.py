@@ -146,11 +146,17 @@ class Trainer:
         """The generator that draws samples and is evaluated: the EMA one when enabled."""
         return self.ema.model if self.ema else self.G
 
-    def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``n`` noise vectors on the training device, from the run's noise stream by default."""
+    def noise(
+        self, n: int, generator: torch.Generator | None = None, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``n`` noise vectors on the training device, from the run's noise stream by default;
+        written into ``out`` when given."""
         gen = generator or self.noise_gen
         m = self.cfg.model
-        return sample_noise(n, m.z_dim, m.noise, gen, gen.device).to(self.device)
+        if out is not None and out.device == gen.device:
+            return sample_noise(n, m.z_dim, m.noise, gen, out=out)
+        z = sample_noise(n, m.z_dim, m.noise, gen, gen.device).to(self.device)
+        return z if out is None else out.copy_(z)
 
     def fake_labels(self, n: int) -> torch.Tensor | None:
         """Uniformly drawn class labels for generated images (None for unconditional models)."""

@@ -39,7 +39,14 @@ CLASSIFIER = Path(digitgan.__file__).parent / "eval" / "weights" / "mnist20k.saf
 WORLD = 2
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models, and the ranks busy
 
-TINY = ["--batch-size", "16", "--set", "model.g_hidden=[16]", "--set", "model.d_hidden=[16]"]
+TINY = [
+    "--batch-size",
+    "16",
+    "--set",
+    "model.mlp.g_hidden=[16]",
+    "--set",
+    "model.mlp.d_hidden=[16]",
+]
 TINY += ["--no-progress"]
 """Options for a tiny model (the global batch of 16 is 8 images per rank)."""
 
@@ -102,13 +109,19 @@ SCENARIOS = {
     "resume": (["train", "--resume", "resumed", "--iters", "6", "--no-progress"], 0),
     "gp": (
         ["train", "--out", "gp", "--iters", "3", *TINY, "--set", "train.d_steps=2"]
-        + ["--set", "loss.objective=wgan", "--set", "loss.gp_weight=10"],
+        + ["--set", "loss.objective=wgan", "--set", "loss.gp.weight=10"],
         0,
     ),
     # BatchNorm (buffers), spectral norm, class conditioning, EMA
     "conv": (
         ["train", "--out", "conv", "--preset", "dcgan", "--iters", "2", "--batch-size", "8"]
-        + ["--set", "model.g_channels=4", "--set", "model.d_channels=4", "--no-progress"]
+        + [
+            "--set",
+            "model.dcgan.g_channels=4",
+            "--set",
+            "model.dcgan.d_channels=4",
+            "--no-progress",
+        ]
         + ["--set", "model.conditional=true", "--set", "model.spectral_norm=true"],
         0,
     ),
@@ -246,8 +259,9 @@ def _one_process_reference(run: Path, dataset, split: bool) -> Stepping:
         gens = [noise_stream(torch.device("cpu"), cfg.train.seed, r) for r in range(WORLD)]
         m = cfg.model
 
-        def noise(n, generator=None):
-            return torch.cat([sample_noise(n // WORLD, m.z_dim, m.noise, g) for g in gens])
+        def noise(n, generator=None, out=None):
+            z = torch.cat([sample_noise(n // WORLD, m.z_dim, m.noise, g) for g in gens])
+            return z if out is None else out.copy_(z)
 
         def split_penalty(fn):
             def penalty(D, real, fake, labels, generator):

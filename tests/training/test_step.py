@@ -1,0 +1,110 @@
+"""The step: which implementation runs, the passes it saves, its optimiser call, its result."""
+
+import pytest
+import torch
+from helpers import Stepping
+
+from digitgan.config import preset
+from digitgan.training.dense import DenseStep
+from digitgan.training.step import Step, features, optimizer_step
+
+
+def tiny_seed(**overrides):
+    return preset("seed").replace(
+        train__device="cpu", data__batch_size=16, model__mlp__g_hidden=[16], **overrides
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides, kernel, declared",
+    [
+        ({}, DenseStep, set()),
+        ({"train__d_steps": 2, "loss__label_smoothing": 0.1}, DenseStep, set()),
+        ({"model__conditional": True}, Step, {"conditional"}),
+        ({"loss__r1__gamma": 1.0}, Step, {"penalties"}),
+        ({"loss__instance_noise": 0.1}, Step, {"instance_noise"}),
+        ({"train__precision": "bf16"}, Step, {"bf16"}),
+        ({"model__spectral_norm": True}, Step, set()),  # the models' structure, not a feature
+        ({"train__fast_step": False}, Step, set()),
+    ],
+)
+def test_the_dense_kernel_runs_only_what_it_declares(overrides, kernel, declared, small_data):
+    s = Stepping(tiny_seed(**overrides), small_data)
+    assert type(s.kernel) is kernel
+    assert (features(s.trainer) - DenseStep.FEATURES) == declared
+
+
+@pytest.mark.parametrize(
+    "name, overrides, d_calls",
+    [
+        ("seed", {"train__fast_step": False}, 2),  # no forward state: real and fake in one pass
+        ("wgan-gp", {"train__d_steps": 1, "loss__gp__weight": 0.0}, 2),  # no norm, no SN
+        ("dcgan", {}, 3),  # BatchNorm: real and fake apart, as two batches
+        ("hinge-sn", {}, 3),  # spectral norm: one power iteration per pass, as before
+    ],
+)
+def test_real_and_fake_share_a_pass_where_d_has_no_forward_state(
+    tiny, name, overrides, d_calls, small_data
+):
+    cfg = tiny(name, **overrides) if name != "seed" else tiny_seed(**overrides)
+    s = Stepping(cfg, small_data)
+    calls = []
+    s.D.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    s.step()
+    bs = cfg.data.batch_size
+    assert len(calls) == d_calls
+    assert calls[0] == (2 * bs if d_calls == 2 else bs) and calls[-1] == bs
+
+
+def test_one_generator_pass_serves_every_d_step_and_computes_the_same(small_data, one_thread):
+    """With d_steps = 3 an MLP generator (no batch statistics) makes the fakes of the three
+    D steps in one pass; the losses and weights are those of one pass per D step."""
+    cfg = tiny_seed(train__fast_step=False, train__d_steps=3)
+    one, apart = Stepping(cfg, small_data), Stepping(cfg, small_data)
+    apart.kernel.one_g_pass = False
+    calls = []
+    one.G.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    for _ in range(3):
+        one.step()
+        apart.step()
+        for key, value in one.stats().items():
+            assert value == pytest.approx(apart.stats()[key], rel=1e-5, abs=1e-7), key
+    assert calls == [3 * 16, 16] * 3  # D steps' fakes at once, then the G step's
+    for p, q in zip(one.G.parameters(), apart.G.parameters(), strict=True):
+        assert (p - q).abs().max() < 1e-5
+
+
+def test_optimizer_step_is_adam_step_exactly():
+    """The step's Adam call gives the weights and state of ``opt.step()``, bit for bit."""
+    torch.manual_seed(0)
+    a = [torch.randn(7, 5, requires_grad=True), torch.randn(5, requires_grad=True)]
+    b = [p.detach().clone().requires_grad_(True) for p in a]
+    kw = {"lr": 1e-2, "betas": (0.5, 0.99), "eps": 1e-8, "fused": True}
+    opt_a, opt_b = torch.optim.Adam(a, **kw), torch.optim.Adam(b, **kw)
+    for _ in range(4):
+        grads = [torch.randn_like(p) for p in a]
+        for p, q, g in zip(a, b, grads, strict=True):
+            p.grad, q.grad = g.clone(), g.clone()
+        opt_a.step()
+        optimizer_step(opt_b)
+        assert all(torch.equal(p, q) for p, q in zip(a, b, strict=True))
+    sa, sb = opt_a.state_dict()["state"], opt_b.state_dict()["state"]
+    assert all(torch.equal(sa[i][k], sb[i][k]) for i in sa for k in sa[i])
+    assert float(sb[0]["step"]) == 4
+
+
+def test_a_parameter_without_gradient_is_left_alone_as_adam_does():
+    used, unused = torch.ones(3, requires_grad=True), torch.ones(2, requires_grad=True)
+    opt = torch.optim.Adam([used, unused], lr=0.1, fused=True)
+    for _ in range(2):
+        used.grad = torch.ones(3)
+        optimizer_step(opt)
+    assert torch.equal(unused, torch.ones(2)) and not torch.equal(used, torch.ones(3))
+
+
+def test_the_result_names_every_scalar_penalties_included(tiny, small_data):
+    s = Stepping(tiny("wgan-gp"), small_data)
+    s.step()
+    stats = s.stats()
+    assert set(stats) == {"D_loss", "G_loss", "D_real", "D_fake", "gp_penalty"}
+    assert stats["gp_penalty"] >= 0
