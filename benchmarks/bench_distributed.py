@@ -4,7 +4,7 @@ Each case runs ``torchrun --nproc_per_node N -m digitgan train`` on this machine
 the CPU, NCCL with --device cuda) with the given preset and only the final checkpoint as
 output, and reads the training time that ``digitgan train`` prints (start-up excluded). The
 table shows iterations per second (median over rounds) and global-batch images per second.
-One process runs the hand-written MLP step where it applies (train.fast_step), several
+One process runs the dense kernel where it applies (train.fast_step), several
 processes the autograd step with DistributedDataParallel.
 
 Usage: python benchmarks/bench_distributed.py [--procs 1 2] [--iters 300] [--rounds 3]
@@ -28,7 +28,7 @@ from common import markdown_table, record
 import digitgan
 
 NOTE = (
-    "One process runs the hand-written MLP step where it applies (train.fast_step), "
+    "One process runs the dense kernel where it applies (train.fast_step), "
     "several processes the autograd step with DistributedDataParallel."
 )
 QUIET = ["log.sample_every=0", "log.print_every=0", "log.tb_every=0", "log.ckpt_every=0"]

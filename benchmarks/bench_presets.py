@@ -1,4 +1,4 @@
-"""Training speed of every preset's inner loop, ``GANTrainer.step()``, per precision/compile.
+"""Training speed of every preset's inner loop, the training step, per precision/compile.
 
 For each preset (seed, dcgan, cdcgan, wgan-gp, hinge-sn) and variant (fp32, bf16, compile,
 bf16+compile: ``train.precision`` and ``train.compile``; nchw: fp32 with the weights in the
@@ -43,7 +43,11 @@ import digitgan
 from digitgan.data import load_dataset
 from digitgan.errors import DigitganError
 from digitgan.fileio import atomic_write_text
-from digitgan.training.loop import GANTrainer, resolve_device
+from digitgan.config import resolve_device
+from digitgan.training.dense import DenseStep
+from digitgan.training.loop import make_step
+from digitgan.training.step import read_scalars
+from digitgan.training.trainer import Trainer
 
 PRESETS = ("seed", "dcgan", "cdcgan", "wgan-gp", "hinge-sn")
 VARIANTS = {
@@ -55,7 +59,7 @@ VARIANTS = {
 }
 
 
-def as_nchw(trainer: GANTrainer) -> None:
+def as_nchw(trainer: Trainer) -> None:
     """The ``nchw`` variant: the models' weights in the default contiguous layout, the
     baseline for the trainer's channels-last weights on the CPU (same run, same machine)."""
     models = [trainer.G, trainer.D] + ([trainer.ema.model] if trainer.ema else [])
@@ -86,13 +90,14 @@ def time_variant(dataset, device, name: str, variant: str, args) -> dict:
     cfg = digitgan.preset(name).replace(train__device=str(device), **VARIANTS[variant])
     row = {"preset": name, "variant": variant, "batch_size": cfg.data.batch_size}
     row["images_per_iter"] = cfg.data.batch_size * (2 * cfg.train.d_steps + 1)
-    trainer = GANTrainer(cfg, dataset, device)
+    trainer = Trainer(cfg, dataset, device)
     if variant == "nchw":
         as_nchw(trainer)
-    row["step"] = "hand-written" if trainer.fast_step else "autograd"
+    step = make_step(trainer)
+    row["step"] = "dense kernel" if isinstance(step, DenseStep) else "generic"
     t0 = time.perf_counter()
     for _ in range(args.warmup):
-        trainer.step()
+        result = step()
     synchronize(device)
     row["warmup_s"] = time.perf_counter() - t0
     rates = []
@@ -105,7 +110,7 @@ def time_variant(dataset, device, name: str, variant: str, args) -> dict:
                 synchronize(device)
                 t0 = time.perf_counter()
                 for _ in range(args.iters):
-                    trainer.step()
+                    result = step()
                 synchronize(device)
                 rates.append(args.iters / (time.perf_counter() - t0))
         finally:
@@ -115,7 +120,7 @@ def time_variant(dataset, device, name: str, variant: str, args) -> dict:
         if not (args.check_sync and is_sync(w)):
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     syncs = [str(w.message) for w in caught if is_sync(w)]
-    finite = all(math.isfinite(v) for v in trainer.stats().values())
+    finite = all(math.isfinite(v) for v in read_scalars(result, trainer.dist).values())
     row |= {
         "it_per_s": statistics.median(rates),
         "it_per_s_rounds": rates,
