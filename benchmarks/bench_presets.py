@@ -40,10 +40,10 @@ import torch
 from common import cpu_model, machine, markdown_table, record
 
 import digitgan
+from digitgan.config import resolve_device
 from digitgan.data import load_dataset
 from digitgan.errors import DigitganError
 from digitgan.fileio import atomic_write_text
-from digitgan.config import resolve_device
 from digitgan.training.dense import DenseStep
 from digitgan.training.loop import make_step
 from digitgan.training.step import read_scalars
