@@ -183,12 +183,12 @@ def main() -> None:
             lambda: timed(PlainLoop(flat).step, args.iters),
             plain_flops,
         ),
-        "digitgan step (hand-written, default)": (
+        "digitgan step (dense kernel, default)": (
             args.iters,
             lambda: digitgan_steps(dataset, args.iters),
             step_flops,
         ),
-        "digitgan step (autograd)": (
+        "digitgan step (generic)": (
             args.iters,
             lambda: digitgan_steps(dataset, args.iters, fast=False),
             flops_per_iteration(seed_step(dataset, fast=False)),
