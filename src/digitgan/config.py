@@ -126,7 +126,10 @@ class LossConfig(_Parts):
 
     objective: str = opt("ns", "adversarial objective", choices=OBJECTIVES.names)
     label_smoothing: float = opt(
-        0.0, "one-sided label smoothing: real target 1 - s (ns, minimax, lsgan)", min=0.0, max=0.5
+        0.0,
+        "one-sided label smoothing: real target 1 - s (for objectives with a real target)",
+        min=0.0,
+        max=0.5,
     )
     instance_noise: float = opt(
         0.0,

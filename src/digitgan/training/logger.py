@@ -36,6 +36,8 @@ class _GraphView(nn.Module):
 
 class RunLogger:
     def __init__(self, run: RunDir, purge_step: int | None = None):
+        # imported here: TensorBoard's writer (tensorboard, protobuf) takes a large share of
+        # start-up, and only the process that writes a run needs it
         from torch.utils.tensorboard import SummaryWriter
 
         self.run = run

@@ -120,9 +120,10 @@ class Loop:
         return self.trainer.step_count >= self.iters or "out_of_time" in self.stopped
 
 
-def fit(trainer: Trainer, step: Step, hooks: Sequence[Hook], loop: Loop) -> TrainResult:
-    """Run ``step`` until ``loop.iters`` iterations are done or a hook asks to stop."""
-    dist = trainer.dist
+def fit(loop: Loop, step: Step, hooks: Sequence[Hook]) -> TrainResult:
+    """Run ``step`` until ``loop.iters`` iterations are done or a hook asks to stop, with the
+    hooks around it."""
+    trainer, dist = loop.trainer, loop.trainer.dist
     try:
         for hook in hooks:
             hook.start(loop)
@@ -197,7 +198,7 @@ def train(
         with dist.on_main(create) or nullcontext() as run:
             built_in = default_hooks(trainer, run is not None, _want_progress(progress), scorer)
             loop = Loop(trainer, run, cfg.train.iters, fresh=True)
-            return fit(trainer, step, [*built_in, *hooks], loop)
+            return fit(loop, step, [*built_in, *hooks])
 
 
 def resume(
@@ -242,7 +243,7 @@ def resume(
         dist.on_main(continue_run)
         built_in = default_hooks(trainer, run is not None, _want_progress(progress), scorer)
         loop = Loop(trainer, run, trainer.cfg.train.iters, fresh=False)
-        return fit(trainer, step, [*built_in, *hooks], loop)
+        return fit(loop, step, [*built_in, *hooks])
 
 
 FIXED_ON_RESUME = ("model", "data.dataset", "train.seed", "train.ema_decay")

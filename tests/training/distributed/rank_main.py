@@ -32,9 +32,9 @@ trained = []
 fit = loop.fit
 
 
-def capture(trainer, *args, **kwargs):
-    trained.append(trainer)
-    return fit(trainer, *args, **kwargs)
+def capture(run_loop, *args, **kwargs):
+    trained.append(run_loop.trainer)
+    return fit(run_loop, *args, **kwargs)
 
 
 loop.fit = capture
