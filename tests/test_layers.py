@@ -2,6 +2,7 @@
 its parts, and digitgan's own modules imported inside functions only by the command line."""
 
 import ast
+import re
 from pathlib import Path
 
 import digitgan
@@ -117,3 +118,14 @@ def test_digitgan_modules_are_imported_inside_functions_only_by_the_command_line
         if path.relative_to(PACKAGE).parts[0].removesuffix(".py") not in LAZY_ALLOWED
     }
     assert {k: v for k, v in lazy.items() if v} == {}
+
+
+def test_the_package_uses_public_torch_names():
+    """No private ``torch._*`` name beyond the ``torch._foreach_*`` family that torch.optim
+    itself is built on."""
+    private = re.compile(r"\btorch\._(?!foreach_|_)\w+")
+    found = {
+        str(path.relative_to(PACKAGE)): private.findall(path.read_text())
+        for path in PACKAGE.rglob("*.py")
+    }
+    assert {k: v for k, v in found.items() if v} == {}
