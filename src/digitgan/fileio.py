@@ -1,14 +1,23 @@
-"""Files that users keep are written atomically: a reader sees the old file or the new one."""
+"""Reading and writing files safely.
+
+Files that users keep are written atomically: a reader sees the old file or the new one.
+Files digitgan reads are read with a bound: only regular files (a FIFO or a device could block
+or never end), at most a stated number of bytes, and a failure is one line naming the file.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+from .errors import DigitganError
 
 _TOKEN_BYTES = 6
 _PARTIAL = re.compile(rf"\..+\.[0-9a-f]{{{2 * _TOKEN_BYTES}}}\.part")
@@ -65,3 +74,59 @@ def remove_partial_files(folder: str | os.PathLike) -> list[Path]:
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed
+
+
+MiB = 1 << 20
+
+
+def read_bounded(
+    path: str | os.PathLike, limit: int, what: str, error: type[DigitganError] = DigitganError
+) -> bytes:
+    """The bytes of regular file ``path``, at most ``limit`` of them; otherwise ``error`` with
+    one line naming ``what`` the file is, the file, and the reason (missing, not a regular
+    file, too large, unreadable)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise error(f"{what} {path}: not a regular file")
+            if st.st_size > limit:
+                raise error(f"{what} {path}: {st.st_size:,} bytes, more than the {limit:,} allowed")
+            data = f.read(limit + 1)
+    except FileNotFoundError:
+        raise error(f"{what} {path}: no such file") from None
+    except IsADirectoryError:
+        raise error(f"{what} {path}: is a folder, not a file") from None
+    except OSError as e:
+        raise error(f"{what} {path}: cannot read it: {e.strerror or e}") from None
+    if len(data) > limit:  # it grew while being read
+        raise error(f"{what} {path}: more than the {limit:,} bytes allowed")
+    return data
+
+
+def read_text_bounded(
+    path: str | os.PathLike, limit: int, what: str, error: type[DigitganError] = DigitganError
+) -> str:
+    """:func:`read_bounded`, decoded as UTF-8 (a file that is not is ``error``)."""
+    try:
+        return read_bounded(path, limit, what, error).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise error(f"{what} {path}: not UTF-8 text (byte {e.start})") from None
+
+
+def read_jsonl(path: str | os.PathLike, limit: int, what: str) -> list[dict]:
+    """The JSON objects of a JSON-lines file written by digitgan (``metrics.jsonl``), at most
+    ``limit`` bytes. Lines that are not a JSON object (cut short by a crash, or damaged, not
+    UTF-8 included) are skipped; a missing file has none."""
+    if not Path(path).exists():
+        return []
+    records = []
+    for line in read_bounded(path, limit, what).splitlines():
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
