@@ -61,6 +61,11 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def is_partial_file(path: Path) -> bool:
+    """Whether ``path`` is the temporary file of an atomic write that never finished."""
+    return bool(_PARTIAL.fullmatch(path.name)) and path.is_file()
+
+
 def remove_partial_files(folder: str | os.PathLike) -> list[Path]:
     """Delete the temporary files of atomic writes into ``folder`` that never finished.
 
@@ -70,7 +75,7 @@ def remove_partial_files(folder: str | os.PathLike) -> list[Path]:
     """
     removed = []
     for p in Path(folder).glob(".*.part"):
-        if _PARTIAL.fullmatch(p.name) and p.is_file():
+        if is_partial_file(p):
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed

@@ -7,7 +7,10 @@ DIR/samples/final.png  the grid at the end of training
 DIR/tb/                TensorBoard event files
 DIR/checkpoints/       step-NNNNNNN.safetensors (+ .json) and latest.safetensors (+ .json);
                        best.safetensors (+ .json), the lowest FID so far, with log.eval_every
+DIR/plots/              curves and the sample GIF (``digitgan plot``)
+DIR/eval.json          scores of ``digitgan evaluate --save``
 DIR/.lock              held by the process that trains in DIR (see :class:`RunLock`)
+DIR/.digitgan-run      the marker that says DIR is a run digitgan made (see :meth:`RunDir.foreign`)
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import RunDirError
-from ..fileio import atomic_write_text, remove_partial_files
+from ..fileio import atomic_write_text, is_partial_file, remove_partial_files
 
 try:
     import fcntl
@@ -29,6 +32,19 @@ except ImportError:  # Windows: no flock(2); runs are not locked there
     fcntl = None
 
 LOCK_NAME = ".lock"
+MARKER_NAME = ".digitgan-run"
+KNOWN = {
+    "config.toml": "file",
+    "metrics.jsonl": "file",
+    "eval.json": "file",
+    LOCK_NAME: "file",
+    MARKER_NAME: "file",
+    "samples": "dir",
+    "tb": "dir",
+    "checkpoints": "dir",
+    "plots": "dir",
+}
+"""What digitgan puts in a run directory: every name, and whether it is a file or a folder."""
 
 
 class RunLock:
@@ -116,12 +132,31 @@ class RunDir:
     def is_run(self) -> bool:
         return self.config.is_file()
 
+    def foreign(self) -> list[str]:
+        """What in this folder digitgan did not make, so that ``--force`` must not delete it:
+        every entry but the known files and folders of a run (and the half-written files of an
+        interrupted atomic write), or, without the run marker (digitgan 0.1.0's runs have
+        none), the whole folder unless it has config.toml and a run's sub-folders."""
+        entries = sorted(self.root.iterdir())
+        odd = [
+            p.name + ("/" if p.is_dir() else "")
+            for p in entries
+            if not is_partial_file(p)
+            and KNOWN.get(p.name) != ("dir" if p.is_dir() and not p.is_symlink() else "file")
+        ]
+        if odd:
+            return odd
+        marked = (self.root / MARKER_NAME).is_file()
+        legacy = self.is_run() and any((self.root / d).is_dir() for d in ("checkpoints", "tb"))
+        return [] if marked or legacy else [p.name for p in entries if p.name != LOCK_NAME]
+
     @classmethod
     def create(cls, root: str | Path, force: bool = False) -> RunDir:
         """A new, empty, locked run directory. An existing one is replaced only with ``force``.
 
-        ``force`` deletes only a digitgan run directory (one with config.toml) or an empty
-        folder, never an unrelated folder, and never a run that another process is training.
+        ``force`` deletes only a run directory digitgan made (its marker file and nothing but
+        the files a run holds: :meth:`foreign`) or an empty folder, never another folder, and
+        never a run that another process is training.
         """
         run = cls(root)
         if run.root.exists() and not run.root.is_dir():
@@ -133,12 +168,18 @@ class RunDir:
                     f"run directory {run.root} already exists; use --resume {run.root} to "
                     "continue it, --force to replace it, or another --out"
                 )
-            if not run.is_run():
+            if odd := run.foreign():
+                shown = ", ".join(odd[:5]) + (f" and {len(odd) - 5} more" if len(odd) > 5 else "")
                 raise RunDirError(
-                    f"--out {run.root}: not empty and not a digitgan run (no config.toml); "
-                    "refusing to delete it, even with --force"
+                    f"--out {run.root}: not a digitgan run directory (it holds {shown}, which "
+                    "digitgan did not write); refusing to delete it, even with --force"
                 )
         run._lock_and_prepare("--out", old)
+        try:
+            atomic_write_text(run.root / MARKER_NAME, "a run directory of digitgan\n")
+        except OSError as e:
+            run.close()
+            raise RunDirError(f"--out {run.root}: cannot write in it: {e.strerror or e}") from e
         return run
 
     @classmethod
