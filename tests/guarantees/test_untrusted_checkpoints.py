@@ -220,7 +220,7 @@ def test_pickle_is_never_run(original, dataset, tmp_path):
     path = tmp_path / "evil.safetensors"
     for payload in (pickle.dumps(Evil(marker)), encode(original[1], "x") + pickle.dumps(1)):
         path.write_bytes(payload)
-        with pytest.raises(CheckpointError, match="not a"):
+        with pytest.raises(CheckpointError, match="not a|damaged checkpoint"):
             digitgan.load(path)
         with pytest.raises(CheckpointError):
             restore_trainer(path, dataset=dataset)

@@ -29,7 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from ..config import Config
+from ..config import MAX_INT, Config
 from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_write_bytes
 from ..models import build_models
@@ -80,11 +80,13 @@ def read_checkpoint(
 
 
 def read_checkpoint_bytes(path: Path, fmt: str = FORMAT, version: int = VERSION) -> bytes:
-    """The bytes of a checkpoint file, read only after its header has been checked."""
+    """The bytes of a checkpoint file, read only after its header has been checked, and no
+    more than the header declares (the file must be exactly that long)."""
     with _open_checkpoint(path) as f:
         _read_header(f, path, fmt, version)
+        size = f.seek(0, os.SEEK_END)
         f.seek(0)
-        return f.read()
+        return f.read(size)
 
 
 def parse_checkpoint(
@@ -122,7 +124,7 @@ def _open_checkpoint(path: Path) -> Iterator[BinaryIO]:
 
 # Checked before anything else is read: (test, what the value must be).
 _META_FIELDS = {
-    "step": (lambda v: type(v) is int and v >= 0, "a non-negative integer"),
+    "step": (lambda v: type(v) is int and 0 <= v <= MAX_INT, f"an integer in 0..{MAX_INT}"),
     "config": (lambda v: isinstance(v, dict), "a table of config sections"),
     "image_shape": (
         lambda v: isinstance(v, list) and len(v) == 3 and all(type(x) is int and x > 0 for x in v),
@@ -153,6 +155,13 @@ def _read_header(
         meta = json.loads(header["__metadata__"]["digitgan"])
     except (ValueError, KeyError, TypeError, RecursionError):
         raise CheckpointError(f"{path}: not a {_kind(fmt)} (no digitgan metadata)") from None
+    declared = 8 + header_len + _data_bytes(header, path)
+    if size != declared:
+        how = "cut short" if size < declared else "followed by data that is not its own"
+        raise CheckpointError(
+            f"{path}: damaged checkpoint ({how}: its header declares {declared:,} bytes, the "
+            f"file has {size:,})"
+        )
     if not isinstance(meta, dict) or meta.get("format") != fmt:
         raise CheckpointError(f"{path}: not a {_kind(fmt)} (no such digitgan metadata)")
     if meta.get("version") != version:
@@ -164,6 +173,23 @@ def _read_header(
         if key not in meta or not ok(meta[key]):
             raise CheckpointError(f"{path}: metadata field {key!r} is missing or not {what}")
     return meta
+
+
+def _data_bytes(header: dict, path: Path) -> int:
+    """How many bytes of tensor data a safetensors header declares (the end of the last)."""
+    end = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (
+            isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(type(o) is int and o >= 0 for o in offsets)
+        ):
+            raise CheckpointError(f"{path}: damaged checkpoint (tensor {name!r} has no offsets)")
+        end = max(end, offsets[1])
+    return end
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
