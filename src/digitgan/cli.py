@@ -219,6 +219,25 @@ def _config(args) -> int:
     return 0
 
 
+def _int(lo: int, hi: int):
+    """An argparse type: an integer in lo..hi (a parse error of one line otherwise)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{value} is not in {lo}..{hi}")
+        return value
+
+    return parse
+
+
+SEED = _int(0, 2**63 - 1)
+"""A noise seed: any integer torch's generators take."""
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line, like every other digitgan error."""
 
@@ -291,10 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help=".png for a grid, .npy for a uint8 array (N, 28, 28)",
     )
-    s.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    s.add_argument("--seed", type=SEED, default=0, help="noise seed (default 0)")
     s.add_argument(
         "--label",
-        type=int,
+        type=_int(0, 2**31 - 1),
         help="conditional models: draw this class (default: all classes in turn)",
     )
     mode = s.add_mutually_exclusive_group()
@@ -305,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mode.add_argument(
         "--walk",
-        type=int,
+        type=SEED,
         metavar="SEED_B",
         help="latent walk from --seed to SEED_B in --n steps (.png)",
     )
@@ -324,7 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="127.0.0.1",
         help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 for all)",
     )
-    v.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free)")
+    v.add_argument(
+        "--port", type=_int(0, 65535), default=8000, help="port (default 8000; 0 = any free)"
+    )
     v.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     v.set_defaults(func=_serve)
 
@@ -369,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--classifier", metavar="FILE", help="classifier weights (default: the shipped one)"
     )
-    e.add_argument("--seed", type=int, default=0, help="noise or subset seed (default 0)")
+    e.add_argument("--seed", type=SEED, default=0, help="noise or subset seed (default 0)")
     e.add_argument("--device", default="cpu", help="where the generator runs (default cpu)")
     e.add_argument("--json", action="store_true", help="print JSON")
     e.add_argument(
@@ -390,8 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ct.add_argument("--dataset", required=True, help="dataset spec: name, idx:DIR or npz:FILE")
     ct.add_argument("--out", required=True, metavar="FILE", help="weights file (.safetensors)")
-    ct.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    ct.add_argument("--epochs", type=int, help="training epochs (default 20)")
+    ct.add_argument("--seed", type=_int(0, 2**31 - 1), default=0, help="random seed (default 0)")
+    ct.add_argument("--epochs", type=_int(1, 10_000), help="training epochs (default 20)")
     ct.add_argument("--data-dir", help="download cache (env DIGITGAN_DATA)")
     cl.set_defaults(func=_classifier)
 

@@ -459,7 +459,9 @@ def set_value(cfg: Config, dotted: str, value: Any, source: str = "--set") -> No
     owner, name = _target(cfg, dotted, source)
     if isinstance(value, str) and source == "--set":
         value = _parse_scalar(value)
-    setattr(owner, name, _coerce(value, _field_type(owner, name), RENAMED.get(dotted, dotted)))
+    key = RENAMED.get(dotted, dotted)
+    setattr(owner, name, _coerce(value, _field_type(owner, name), key))
+    _check_field(owner, name, key)  # now: a later setting must not hide a bad value
 
 
 def apply_dict(cfg: Config, d: dict[str, Any], source: str) -> None:
@@ -544,31 +546,33 @@ def validate(cfg: Config) -> None:
     if cfg.preset not in PRESETS:
         raise ConfigError(f"preset: unknown preset {cfg.preset!r}; known: {', '.join(PRESETS)}")
     for prefix, table in _tables(cfg):
-        for name, f in _fields(table).items():
-            where = f"{prefix}.{name}"
-            value = _coerce(getattr(table, name), _field_type(table, name), where)
-            items = value if isinstance(value, list) else [value]
-            meta = f.metadata
-            if isinstance(value, list) and not value:
-                raise ConfigError(f"{where}: must not be empty")
-            choices = _choices(f)
-            for v in items:
-                if choices is not None and v not in choices:
-                    raise ConfigError(
-                        f"{where}: {v!r} is not one of {', '.join(map(str, choices))}"
-                    )
-                if isinstance(v, float) and not math.isfinite(v):
-                    raise ConfigError(f"{where}: {v!r} is not a finite number")
-                if isinstance(v, int) and abs(v) > MAX_INT:
-                    raise ConfigError(f"{where}: {v!r} is too large (the limit is {MAX_INT})")
-                if meta.get("min") is not None and v < meta["min"]:
-                    raise ConfigError(f"{where}: {v!r} is below the minimum {meta['min']}")
-                if meta.get("max") is not None and v > meta["max"]:
-                    raise ConfigError(f"{where}: {v!r} is above the maximum {meta['max']}")
+        for name in _fields(table):
+            _check_field(table, name, f"{prefix}.{name}")
     _check_combinations(cfg)
-    dev = cfg.train.device
-    if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
-        raise ConfigError(f"train.device: {dev!r} is not one of auto, cpu, cuda, cuda:N")
+    if not _device_name(cfg.train.device):
+        raise ConfigError(f"train.device: {cfg.train.device!r} is not one of {DEVICES}")
+
+
+def _check_field(table, name: str, where: str) -> None:
+    """Check one field against its type and constraints; raise ConfigError naming it."""
+    f = _fields(table)[name]
+    value = _coerce(getattr(table, name), _field_type(table, name), where)
+    items = value if isinstance(value, list) else [value]
+    meta = f.metadata
+    if isinstance(value, list) and not value:
+        raise ConfigError(f"{where}: must not be empty")
+    choices = _choices(f)
+    for v in items:
+        if choices is not None and v not in choices:
+            raise ConfigError(f"{where}: {v!r} is not one of {', '.join(map(str, choices))}")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{where}: {v!r} is not a finite number")
+        if isinstance(v, int) and abs(v) > MAX_INT:
+            raise ConfigError(f"{where}: {v!r} is too large (the limit is {MAX_INT})")
+        if meta.get("min") is not None and v < meta["min"]:
+            raise ConfigError(f"{where}: {v!r} is below the minimum {meta['min']}")
+        if meta.get("max") is not None and v > meta["max"]:
+            raise ConfigError(f"{where}: {v!r} is above the maximum {meta['max']}")
 
 
 def _choices(f: dataclasses.Field) -> tuple | None:
@@ -611,10 +615,26 @@ def describe() -> list[tuple[str, str, Any, str]]:
     return rows
 
 
+DEVICES = "auto, cpu, cuda, cuda:N"
+"""The device names digitgan takes."""
+
+
+def _device_name(name: str) -> bool:
+    return name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit())
+
+
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; a cuda request without a GPU is an error."""
+    """``auto`` -> cuda when available, else cpu; a cuda request without a GPU, or a name that
+    is not one of :data:`DEVICES`, is an error."""
+    if not _device_name(name):
+        raise ConfigError(f"--device {name}: not one of {DEVICES}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {name}: CUDA is not available on this machine; use cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"--device {name}: this machine has {torch.cuda.device_count()} CUDA devices"
+        )
+    return device

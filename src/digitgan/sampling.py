@@ -23,6 +23,11 @@ from .viz import make_grid, save_png, to_uint8
 
 Labels = int | Sequence[int] | torch.Tensor | None
 
+MAX_DRAW_BYTES = 2 << 30
+"""The most memory one draw may take (its noise and its float images): 2 GiB."""
+MAX_GRID_IMAGES = 10_000
+"""The most images in one PNG grid (a 100 x 100 grid)."""
+
 
 class Sampler:
     """A trained generator, ready to draw images. Made by :func:`load`.
@@ -63,8 +68,26 @@ class Sampler:
     def device(self) -> torch.device:
         return next(self.generator.parameters()).device
 
+    def max_draw(self) -> int:
+        """The most samples one call draws: their noise and float images fit in
+        :data:`MAX_DRAW_BYTES`."""
+        c, h, w = self.image_shape
+        return MAX_DRAW_BYTES // (4 * (self.config.model.z_dim + c * h * w))
+
+    def _check_count(self, n: int, what: str = "--n", limit: int | None = None) -> None:
+        limit = self.max_draw() if limit is None else min(limit, self.max_draw())
+        if not 0 <= n <= limit:
+            shape = "x".join(map(str, self.image_shape))
+            raise ConfigError(
+                f"{what} {n}: draw 0 to {limit:,} images of {shape} at a time (split larger "
+                "draws over several calls with other seeds)"
+            )
+
     def noise(self, n: int, seed: int = 0) -> torch.Tensor:
         """``n`` noise vectors, the same for a given seed on every device."""
+        if not 0 <= seed < 2**63:
+            raise ConfigError(f"--seed {seed}: a seed is an integer in 0..2^63-1")
+        self._check_count(n)
         gen = torch.Generator().manual_seed(seed)
         m = self.config.model
         return sample_noise(n, m.z_dim, m.noise, gen)
@@ -112,8 +135,6 @@ class Sampler:
         ``labels`` chooses the classes of a conditional model (see :meth:`labels`).
         ``generate(k, s)`` is the first k of ``generate(n, s)`` for k < n.
         """
-        if n < 0:
-            raise ConfigError(f"--n: cannot draw {n} samples")
         return self.decode(self.noise(n, seed), labels, batch_size)
 
     def sample(self, n: int, seed: int = 0, labels: Labels = None) -> np.ndarray:
@@ -125,6 +146,9 @@ class Sampler:
         column j = the same noise vector in every row."""
         if not self.num_classes:
             raise ConfigError("--class-grid: this model is unconditional; it has no classes")
+        self._check_count(per_class, "--n", MAX_GRID_IMAGES // self.num_classes)
+        if per_class < 1:
+            raise ConfigError(f"--n {per_class}: a class grid needs at least one per class")
         z = self.noise(per_class, seed).repeat(self.num_classes, 1)
         labels = torch.arange(self.num_classes).repeat_interleave(per_class)
         return self.decode(z, labels)
@@ -135,7 +159,8 @@ class Sampler:
         """``steps`` images walking from seed_a's first sample to seed_b's (both included), along
         :func:`~digitgan.models.interpolate_noise`: linear for uniform noise, slerp for normal."""
         if steps < 2:
-            raise ConfigError(f"--steps: an interpolation needs at least 2 steps, got {steps}")
+            raise ConfigError(f"--n {steps}: a walk needs at least 2 steps")
+        self._check_count(steps, "--n", MAX_GRID_IMAGES)
         za, zb = self.noise(1, seed_a)[0], self.noise(1, seed_b)[0]
         z = interpolate_noise(za, zb, steps, self.config.model.noise)
         if label is None and self.num_classes:
@@ -146,10 +171,12 @@ class Sampler:
         """Write ``n`` samples to ``.png`` (a grid) or ``.npy`` (uint8, (n, H, W) for grey,
         (n, H, W, C) for colour)."""
         path = _output_path(path, (".png", ".npy"))
-        images = self.sample(n, seed, labels)
         if path.suffix == ".png":
+            self._check_count(n, "--n", MAX_GRID_IMAGES)
             if n == 0:
                 raise ConfigError("--n: a PNG grid needs at least one sample")
+        images = self.sample(n, seed, labels)
+        if path.suffix == ".png":
             save_png(path, make_grid(images))
         else:
             arr = images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1)

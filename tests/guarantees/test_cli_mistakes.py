@@ -40,10 +40,23 @@ CASES = [
     (["sample", "{tmp}/absent", "--out", "{tmp}/x.png"], "no such run directory or checkpoint"),
     (["sample", "{run}", "--out", "{tmp}/x.gif"], "--out {tmp}/x.gif: the file must end in"),
     (["sample", "{run}", "--out", "{tmp}/absent/x.png"], "folder {tmp}/absent does not exist"),
-    (["sample", "{run}", "--n", "-1", "--out", "{tmp}/x.npy"], "--n: cannot draw -1 samples"),
+    (["sample", "{run}", "--n", "-1", "--out", "{tmp}/x.npy"], "--n -1: draw 0 to "),
     (["sample", "{tmp}/bad.toml", "--out", "{tmp}/x.png"], "{tmp}/bad.toml: not a safetensors"),
     (["train", "--dataset", "idx:{tmp}/absent"], "not found: {tmp}/absent (expected a folder"),
     (["data", "verify", "nosuch"], "unknown dataset 'nosuch'"),
+    # numbers beyond what the work can take: refused before any work, with the limit
+    (["sample", "{run}", "--n", "1000000000", "--out", "{tmp}/x.npy"], "--n 1000000000: draw 0"),
+    (["sample", "{run}", "--n", "99999999999999999999", "--out", "{tmp}/x.npy"], "draw 0 to"),
+    (["sample", "{run}", "--n", "20000", "--out", "{tmp}/x.png"], "draw 0 to 10,000 images"),
+    (["sample", "{run}", "--walk", "3", "--n", "100000000", "--out", "{tmp}/x.png"], "0 to 10,000"),
+    (["sample", "{run}", "--walk", "5", "--n", "1", "--out", "{tmp}/x.png"], "--n 1: a walk needs"),
+    (["evaluate", "{run}", "--n", "1000000000"], "--n 1000000000: evaluate 2 to 100,000 samples"),
+    (["sample", "{run}", "--seed", "9" * 23, "--out", "{tmp}/x.png"], "--seed: 9999"),
+    (["sample", "{run}", "--walk", "9" * 23, "--out", "{tmp}/x.png"], "--walk: 9999"),
+    (["evaluate", "{run}", "--seed", "-1"], "argument --seed: -1 is not in 0.."),
+    (["sample", "{run}", "--device", "tpu", "--out", "{tmp}/x.png"], "--device tpu: not one of"),
+    (["serve", "{run}", "--device", "tpu"], "--device tpu: not one of auto, cpu, cuda, cuda:N"),
+    (["train", "--dry-run", "--set", "train.iters=" + "9" * 23], "train.iters: 9999"),
 ]
 if not torch.cuda.is_available():
     CASES.append((["train", "--device", "cuda"], "--device cuda: CUDA is not available"))

@@ -40,6 +40,8 @@ from .metrics import (
 )
 
 DEFAULT_N = 10_000
+MAX_N = 100_000
+"""The most samples one evaluation scores (its nearest-neighbour metrics grow as n^2)."""
 
 
 @dataclass
@@ -274,8 +276,8 @@ def _dataset(dataset: str | Dataset, data_dir: str | None) -> Dataset:
 
 def _count(n: int | None, available: int | None = None) -> int:
     count = DEFAULT_N if n is None else n
-    if count < 2:
-        raise ConfigError(f"--n {n}: need at least 2 samples")
+    if not 2 <= count <= MAX_N:
+        raise ConfigError(f"--n {n}: evaluate 2 to {MAX_N:,} samples")
     return count if available is None else min(count, available)
 
 
@@ -313,14 +315,15 @@ def evaluate(
             "--labels: only for a .npy file of samples; a conditional model draws its classes"
         )
     else:
+        count = _count(n)  # before any work
         gan = load(path, device=device)
         spec, default_dir = gan.config.data.dataset, gan.config.data.data_dir or None
     dataset = dataset or spec
     clf = classifier_for(_name(dataset), classifier)  # before loading: fail fast
     data = _dataset(dataset, data_dir or default_dir)
     if gan is not None:
-        labels = gan.labels(_count(n))  # None for an unconditional model
-        images = gan.generate(_count(n), seed, labels)
+        labels = gan.labels(count)  # None for an unconditional model
+        images = gan.generate(count, seed, labels)
     _check_shape(str(source), images.shape[1:], data, clf)
     return _report(str(source), data, images, clf, t0, labels)
 
