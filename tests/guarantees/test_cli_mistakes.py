@@ -85,3 +85,20 @@ def test_mistake_is_one_line_without_traceback(argv, message, tmp_path, trained_
 def test_debug_shows_the_traceback():
     with pytest.raises(ConfigError, match="unknown preset"):
         main(["--debug", "train", "--preset", "nope"])
+
+
+def test_resume_to_fewer_iterations_than_done_says_so(trained_run, capsys):
+    assert main(["train", "--resume", str(trained_run), "--iters", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "Note: the run is at iteration 2, at or past the 1 asked for: nothing to train" in out
+
+
+def test_a_class_grid_of_zero_columns_is_refused(cond_run, tmp_path, capsys):
+    assert (
+        main(
+            ["sample", str(cond_run), "--class-grid", "--n", "0", "--out", str(tmp_path / "g.png")]
+        )
+        == 2
+    )
+    assert "--n 0: a class grid needs at least one per class" in capsys.readouterr().err
+    assert not (tmp_path / "g.png").exists()

@@ -33,7 +33,7 @@ def test_file_size_limit_during_a_checkpoint_write(trained_run, cli):
     r = cli.run("train", "--resume", trained_run, "--iters", 4, preexec_fn=limit_file_size)
     assert r.returncode == 2
     line = _one_error_line(r.stderr)
-    assert "cannot write checkpoint" in line and "step-0000004.safetensors" in line
+    assert "cannot write checkpoint" in line and "latest.safetensors" in line
     assert os.strerror(27) in line  # "File too large"
     assert "last good checkpoint" in line and "iteration 2" in line
     assert f"digitgan train --resume {trained_run}" in line
@@ -67,3 +67,31 @@ def test_read_only_checkpoint_folder(trained_run, cli):
     assert "cannot write checkpoint" in line and os.strerror(13) in line  # Permission denied
     assert "iteration 2" in line
     assert _checkpoints(trained_run) == before
+
+
+def test_a_disk_full_after_one_file_names_the_checkpoint_that_is_there(
+    tmp_path, tiny_data, monkeypatch, capsys, cli
+):
+    """The disk fills up after the first checkpoint file of a run is written: the message
+    names the checkpoint that exists (the run continues from it), never "none was saved",
+    which would send the user to --force and delete it."""
+    import errno
+
+    from digitgan.store import checkpoint
+
+    real, calls = checkpoint.atomic_write_bytes, []
+
+    def fill_up(path, data):
+        calls.append(path.name)
+        if len(calls) > 2:  # one checkpoint file and its .json sidecar fit
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        real(path, data)
+
+    monkeypatch.setattr(checkpoint, "atomic_write_bytes", fill_up)
+    run = tmp_path / "run"
+    options = ["--iters", "2", "--dataset", tiny_data, "--set", "log.ckpt_every=1"]
+    assert main(["train", "--out", str(run), *options, *cli.tiny]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "no checkpoint was saved yet" not in line, line
+    assert "(" + str(run / "checkpoints" / "latest.safetensors") + ", iteration 1)" in line
+    assert read_checkpoint(run / "checkpoints" / "latest.safetensors")[1]["step"] == 1

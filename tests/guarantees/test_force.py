@@ -34,9 +34,7 @@ def test_force_refuses_a_run_with_a_foreign_file_and_names_it(tmp_path, tiny_cfg
     assert digitgan.load(out).step == 2
 
 
-def test_force_replaces_a_run_of_digitgan_0_1_0_which_has_no_marker(
-    tmp_path, tiny_cfg, small_data
-):
+def test_force_replaces_a_run_of_digitgan_0_1_0_which_has_no_marker(tmp_path, tiny_cfg, small_data):
     out = tmp_path / "old"
     digitgan.train(tiny_cfg.replace(train__iters=1), out, dataset=small_data, progress=False)
     (out / MARKER_NAME).unlink()  # as 0.1.0 left its runs

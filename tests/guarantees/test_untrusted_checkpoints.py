@@ -316,3 +316,20 @@ def test_fuzz_tampered_tensors(original, dataset, tmp_path, data):
     path = tmp_path / "fuzz.safetensors"
     path.write_bytes(encode(tensors, meta))
     _accepted_checkpoint_works(path, dataset)
+
+
+def test_nan_in_the_optimizer_state_is_refused_at_load(trained_run):
+    """A NaN Adam moment would otherwise be taken in, and the run's divergence message would
+    then name this checkpoint as the last good one."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    path = trained_run / "checkpoints" / "latest.safetensors"
+    with safe_open(path, "pt") as f:
+        metadata = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    key = next(k for k in tensors if k.startswith("opt_d.") and k.endswith("exp_avg"))
+    tensors[key].view(-1)[0] = float("nan")
+    save_file(tensors, path, metadata=metadata)
+    with pytest.raises(CheckpointError, match=r"optimizer state opt_d .* NaN or infinite"):
+        restore_trainer(path)

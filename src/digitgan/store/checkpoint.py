@@ -317,6 +317,8 @@ def load_optimizer(
                     raise ValueError(f"{idx}.{name} is not a tensor of shape {tuple(shape)}")
                 if not value.is_floating_point():
                     raise ValueError(f"{idx}.{name} is {value.dtype}, not floating point")
+                if not bool(value.isfinite().all()):
+                    raise ValueError(f"{idx}.{name} holds NaN or infinite values")
         opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
     except (KeyError, ValueError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{source}: optimizer state {prefix} does not match: {e}") from None

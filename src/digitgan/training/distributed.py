@@ -232,6 +232,11 @@ def session() -> Iterator[Dist]:
     if not dist.is_available():
         raise ConfigError(f"WORLD_SIZE={world}: this PyTorch build has no torch.distributed")
     rank, local = _env_int("RANK"), _env_int("LOCAL_RANK")
+    if not 0 <= rank < world or local < 0:
+        raise ConfigError(
+            f"RANK={rank}, LOCAL_RANK={local} with WORLD_SIZE={world}: a rank is in "
+            f"0..{world - 1} and a local rank is not negative (torchrun sets them so)"
+        )
     cuda = torch.cuda.is_available() and dist.is_nccl_available()
     backend = "cpu:gloo,cuda:nccl" if cuda else "gloo"
     try:

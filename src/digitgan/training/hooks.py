@@ -163,6 +163,11 @@ class Console(Hook):
                 dynamic_ncols=True,
                 file=sys.stderr,
             )
+        if tr.step_count >= loop.iters and not loop.fresh:
+            self.write(
+                f"Note: the run is at iteration {tr.step_count}, at or past the {loop.iters} "
+                "asked for: nothing to train"
+            )
         if n := tr.reseeded_from:
             self.write(
                 f"Note: continuing a run of {n} process{'es' if n > 1 else ''} with "
@@ -254,11 +259,11 @@ class Checkpoints(Hook):
         def write() -> None:
             tensors, meta = tr.state()
             run = loop.run
-            try:
+            try:  # latest first: a failed write then leaves no numbered file newer than it
+                save_checkpoint(run.checkpoints / f"{LATEST}{SUFFIX}", tensors, meta)
                 if numbered:
                     path = run.checkpoints / f"step-{tr.step_count:07d}{SUFFIX}"
                     save_checkpoint(path, tensors, meta)
-                save_checkpoint(run.checkpoints / f"{LATEST}{SUFFIX}", tensors, meta)
             except CheckpointError as e:
                 raise CheckpointError(f"{e}; {where_to_continue(run, 'once that is fixed')}") from e
 

@@ -70,3 +70,14 @@ def test_a_copy_of_another_ranks_error_keeps_its_type_and_says_where():
     other = _copy_of("OSError\n[Errno 28] No space left on device", origin=2)
     assert type(other) is DigitganError
     assert str(other) == "(rank 2) OSError: [Errno 28] No space left on device"
+
+
+@pytest.mark.parametrize("rank, local", [("5", "0"), ("-1", "0"), ("1", "-2")])
+def test_a_rank_outside_the_world_is_an_error_not_a_hang(monkeypatch, rank, local):
+    env = {"WORLD_SIZE": "2", "RANK": rank, "LOCAL_RANK": local}
+    env |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29999"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=f"RANK={rank}, LOCAL_RANK={local} with WORLD_SIZE=2"):
+        with session():
+            pass
