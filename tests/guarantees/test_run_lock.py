@@ -48,7 +48,13 @@ def test_lock_is_held_while_open_and_released_on_close(tmp_path):
     with RunDir.open(root):
         pass
     with RunDir.create(root, force=True) as run:  # replaces the old run, keeps the lock file
-        assert sorted(p.name for p in root.iterdir()) == [".lock", "checkpoints", "samples", "tb"]
+        assert sorted(p.name for p in root.iterdir()) == [
+            ".digitgan-run",
+            ".lock",
+            "checkpoints",
+            "samples",
+            "tb",
+        ]
 
 
 def test_stale_lock_file_of_a_dead_process_is_taken_over(tmp_path):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..config import Config, apply_sets, resolve_device
 from ..data import Dataset, load_dataset
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, RunDirError
 from ..store.checkpoint import (
     LATEST,
     SUFFIX,
@@ -124,6 +124,7 @@ def fit(loop: Loop, step: Step, hooks: Sequence[Hook]) -> TrainResult:
     """Run ``step`` until ``loop.iters`` iterations are done or a hook asks to stop, with the
     hooks around it."""
     trainer, dist = loop.trainer, loop.trainer.dist
+    done = False
     try:
         for hook in hooks:
             hook.start(loop)
@@ -136,6 +137,7 @@ def fit(loop: Loop, step: Step, hooks: Sequence[Hook]) -> TrainResult:
                 hook.after_step(loop, loop.result)
         for hook in hooks:
             hook.end(loop)
+        done = True
     except Exception as e:
         if trainer.cfg.train.compile and type(e).__module__.startswith("torch._"):
             cause = getattr(e, "inner_exception", None) or e
@@ -149,7 +151,11 @@ def fit(loop: Loop, step: Step, hooks: Sequence[Hook]) -> TrainResult:
         for hook in reversed(hooks):
             hook.close(loop)
         if loop.logger:
-            loop.logger.close()
+            try:
+                loop.logger.close()
+            except RunDirError:
+                if done:  # (else the error already on its way is the one to report)
+                    raise
     return TrainResult(
         loop.root,
         trainer.step_count,
