@@ -6,6 +6,8 @@ import resource
 
 import pytest
 
+from digitgan.cli import main
+
 LIMIT_MB = 1500
 """Address space for a command under test: a normal sample, evaluate or serve start fits."""
 
@@ -45,3 +47,22 @@ def test_a_checkpoint_is_read_no_further_than_its_header_declares(
     args = [a.format(ckpt=ckpt, tmp=tmp_path) for a in command]
     proc = cli.run(*args, preexec_fn=address_space())
     one_line_error(proc, "damaged checkpoint (followed by data that is not its own")
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--batch-size", "100000000"], "data.batch_size: a batch of 100,000,000 images needs"),
+        (["--set", "model.z_dim=100000000"], "model: G and D have 12,800,201,873 parameters"),
+        (["--set", "model.mlp.g_hidden=[2000000000]"], "parameters, which need about"),
+        (["--preset", "dcgan", "--set", "model.dcgan.g_channels=100000"], "use a smaller model"),
+    ],
+)
+def test_a_model_or_batch_too_large_for_the_machine_is_refused_before_any_work(
+    tmp_path, capsys, options, message
+):
+    out = tmp_path / "run"
+    code = main(["train", "--dry-run", "--out", str(out), *options])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and message in err, err
+    assert "GiB to train" in err and not out.exists()  # no run directory to --force away

@@ -69,6 +69,32 @@ def _float32_spectral_norm(module: nn.Module) -> nn.Module:
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
+def footprint(cfg, image_shape, num_classes: int, batch: int) -> tuple[int, int | None]:
+    """(parameters of G and D, floats that G's and D's layers output for one batch), counted
+    on the meta device, so nothing is allocated; the second is None when a forward pass on
+    the meta device is not possible (an architecture using an operation it lacks)."""
+    with torch.device("meta"), torch.random.fork_rng(devices=[]):
+        G, D = build_models(cfg, image_shape, num_classes)
+        params = sum(p.numel() for p in (*G.parameters(), *D.parameters()))
+        outputs = [0]
+
+        def count(module, inputs, output):
+            if torch.is_tensor(output):
+                outputs[0] += output.numel()
+
+        leaves = [m for m in (*G.modules(), *D.modules()) if not any(m.children())]
+        handles = [m.register_forward_hook(count) for m in leaves]
+        labels = torch.zeros(batch, dtype=torch.long) if G.num_classes else None
+        try:
+            D(G(torch.empty(batch, cfg.z_dim), labels), labels)
+        except (RuntimeError, NotImplementedError, TypeError, ValueError):
+            return params, None
+        finally:
+            for h in handles:
+                h.remove()
+    return params, outputs[0]
+
+
 def has_batch_stats(module: nn.Module) -> bool:
     """Whether ``module`` normalises by statistics of the batch (BatchNorm in training mode),
     so that one sample's output depends on the others in its batch."""

@@ -15,16 +15,22 @@ global random state.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from pathlib import Path
 
 import torch
 
+try:
+    import resource
+except ImportError:  # Windows: no address-space limits
+    resource = None
+
 from ..config import Config
 from ..data import Dataset
 from ..errors import CheckpointError, ConfigError, DivergenceError
 from ..losses import PENALTIES
-from ..models import build_models, has_batch_stats, sample_noise
+from ..models import build_models, footprint, has_batch_stats, sample_noise
 from ..store.checkpoint import load_module_state, load_optimizer, optimizer_tensors
 from ..version import __version__
 from .batches import EpochBatches
@@ -60,6 +66,48 @@ def _noise_key(rank: int, world: int) -> str:
     return "rng.noise" if world == 1 else f"rng.noise.rank{rank}"
 
 
+def memory_of(device: torch.device) -> int | None:
+    """The memory a run on ``device`` can have at most, in bytes (None if unknown): a GPU's
+    total memory; on the CPU the machine's RAM, or the process's address-space limit if lower."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS) if resource else (-1, -1)
+    return min(ram, soft) if soft > 0 else ram
+
+
+def training_bytes(params: int, outputs: int) -> int:
+    """A rough lower bound of what training takes: float32 weights, gradients, two Adam
+    moments and an EMA copy per parameter; each layer output kept for the backward pass, its
+    gradient, and the real and fake batches both going through D."""
+    return 4 * (5 * params + 4 * outputs)
+
+
+def _check_memory(cfg: Config, image_shape, num_classes: int, batch: int, device) -> None:
+    """Refuse, before anything is allocated, a model or batch that cannot fit the device."""
+    available = memory_of(device)
+    if available is None:
+        return
+    params, outputs = footprint(cfg.model, image_shape, num_classes, batch)
+    need = training_bytes(params, outputs or 0)
+    if need <= available:
+        return
+    where = "this machine has" if device.type == "cpu" else f"{device} has"
+    have = f"{where} {available / 2**30:.1f} GiB"
+    if outputs and 4 * outputs > 5 * params:
+        raise ConfigError(
+            f"data.batch_size: a batch of {batch:,} images needs about {need / 2**30:,.1f} GiB "
+            f"to train this model, {have}; use a smaller batch"
+        )
+    raise ConfigError(
+        f"model: G and D have {params:,} parameters, which need about {need / 2**30:,.1f} GiB "
+        f"to train, {have}; use a smaller model"
+    )
+
+
 class Trainer:
     """Models, optimisers, data order and noise streams of one run.
 
@@ -91,6 +139,7 @@ class Trainer:
         self.num_classes = dataset.num_classes
         self.dataset_name = dataset.name
         self.class_names = list(dataset.class_names)
+        _check_memory(cfg, self.image_shape, self.num_classes, self.batch_size, self.device)
         seed = cfg.train.seed
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
