@@ -17,7 +17,6 @@ they run on every rank, after these.
 
 from __future__ import annotations
 
-import math
 import signal
 import sys
 import threading
@@ -34,7 +33,7 @@ from ..sampling import Sampler
 from ..store.checkpoint import LATEST, SUFFIX, read_metadata, save_checkpoint
 from ..store.rundir import RunDir
 from ..viz import make_grid, save_png, to_uint8
-from .trainer import Trainer, fixed_noise_stream
+from .trainer import DIVERGED, Trainer, fixed_noise_stream
 
 if TYPE_CHECKING:
     from .loop import Loop
@@ -64,7 +63,8 @@ def _every(n: int, i: int) -> bool:
 class DivergenceCheck(Hook):
     """Reads the losses at every logging step (``log.tb_every``, ``log.print_every``) on
     every rank (the read is a collective) and stops with DivergenceError, saying how to go
-    on, when one is NaN or infinite; before histograms are written, the weights too."""
+    on, when one is NaN, infinite or beyond :data:`~.trainer.DIVERGED` in magnitude; before
+    histograms are written, the weights too (:meth:`~.trainer.Trainer.check_weights`)."""
 
     def __init__(self, cfg: Config):
         self.log = cfg.log
@@ -76,7 +76,7 @@ class DivergenceCheck(Hook):
             bad = [
                 f"{k.replace('_', ' ')} {v}"
                 for k, v in stats.items()
-                if k.endswith("_loss") and not math.isfinite(v)
+                if k.endswith("_loss") and not abs(v) <= DIVERGED  # (NaN compares false)
             ]
             if bad:
                 raise diverged(
@@ -87,9 +87,9 @@ class DivergenceCheck(Hook):
 
 
 def check_weights(loop: Loop) -> None:
-    """Raise DivergenceError (with advice) if a weight is NaN or infinite."""
+    """Raise DivergenceError (with advice) if a weight has diverged."""
     try:
-        loop.trainer.check_finite()
+        loop.trainer.check_weights()
     except DivergenceError as e:
         raise diverged(loop, e) from None
 

@@ -66,6 +66,12 @@ def _noise_key(rank: int, world: int) -> str:
     return "rng.noise" if world == 1 else f"rng.noise.rank{rank}"
 
 
+DIVERGED = 1e6
+"""The magnitude of a loss or weight past which training has diverged though the numbers are
+still finite: healthy runs of these models keep losses within about 100 and weights within
+about 10 (a learning rate of 1e6 reaches weights of 3e7 and losses of 2e17 in a few steps)."""
+
+
 def memory_of(device: torch.device) -> int | None:
     """The memory a run on ``device`` can have at most, in bytes (None if unknown): a GPU's
     total memory; on the CPU the machine's RAM, or the process's address-space limit if lower."""
@@ -215,14 +221,19 @@ class Trainer:
             0, self.G.num_classes, (n,), generator=self.noise_gen, device=self.device
         )
 
-    def check_finite(self) -> None:
-        """Raise DivergenceError if a weight of G or D is NaN or infinite (one host sync)."""
+    def check_weights(self) -> None:
+        """Raise DivergenceError if a weight of G or D is NaN, infinite or beyond
+        :data:`DIVERGED` in magnitude (one host sync)."""
         for name, module in (("generator", self.G), ("discriminator", self.D)):
             params = [p.detach() for p in module.parameters() if p.is_floating_point()]
-            if params and not bool(torch.stack([p.isfinite().all() for p in params]).all()):
+            params = [p for p in params if p.numel()]
+            if not params:
+                continue
+            largest = torch.stack(torch._foreach_norm(params, float("inf"))).max()
+            if not bool(largest <= DIVERGED):  # (NaN compares false)
                 raise DivergenceError(
-                    f"training diverged: the {name}'s weights are NaN or infinite after "
-                    f"iteration {self.step_count}"
+                    f"training diverged: the {name}'s weights are NaN or infinite, or beyond "
+                    f"{DIVERGED:g} in magnitude, after iteration {self.step_count}"
                 )
 
     # --- checkpoint state -----------------------------------------------------------------
