@@ -242,7 +242,7 @@ class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line, like every other digitgan error."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+        self.exit(2, f"{self.prog}: error: {_one_line(message)} (see `{self.prog} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -343,9 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="127.0.0.1",
         help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 for all)",
     )
-    v.add_argument(
-        "--port", type=_int(0, 65535), default=8000, help="port (default 8000; 0 = any free)"
-    )
+    v.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free)")
     v.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     v.set_defaults(func=_serve)
 
@@ -428,6 +426,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(text: str) -> str:
+    """``text`` with every character that is not printable (a newline, a control character
+    in a file name) written as its escape, so that an error stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def env_rank() -> int:
     """This process's rank as torchrun set it in the environment (0 without torchrun)."""
     rank = os.environ.get("RANK", "0")
@@ -436,6 +440,8 @@ def env_rank() -> int:
 
 def _import_plugins(names: list[str]) -> None:
     for name in names:
+        if not all(part.isidentifier() for part in name.split(".")):
+            raise ConfigError(f"--plugin {name!r}: not a module name (such as mypackage.gans)")
         try:
             importlib.import_module(name)
         except ImportError as e:
@@ -452,13 +458,14 @@ def main(argv: list[str] | None = None) -> int:
             raise
         if getattr(e, "origin_rank", None) is None:  # not a copy of another rank's error
             rank = env_rank()
-            print(f"digitgan: error: {f'(rank {rank}) ' if rank else ''}{e}", file=sys.stderr)
+            where = f"(rank {rank}) " if rank else ""
+            print(f"digitgan: error: {where}{_one_line(str(e))}", file=sys.stderr)
         return 2
     except OSError as e:  # the system refused a file operation the library did not foresee
         if args.debug:
             raise
         where = f"{e.filename}: " if e.filename else ""
-        print(f"digitgan: error: {where}{e.strerror or e}", file=sys.stderr)
+        print(f"digitgan: error: {_one_line(where + str(e.strerror or e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if args.debug:

@@ -1,5 +1,6 @@
-"""NaN, infinite or exploding (beyond 1e6) losses or weights stop training with a message that names the iteration,
-keep the last good checkpoint, and say how to go on with other settings."""
+"""NaN, infinite or exploding (beyond 1e6) losses or weights stop training with a message
+that names the iteration, keep the last good checkpoint, and say how to go on with other
+settings."""
 
 import re
 
