@@ -333,3 +333,23 @@ def test_nan_in_the_optimizer_state_is_refused_at_load(trained_run):
     save_file(tensors, path, metadata=metadata)
     with pytest.raises(CheckpointError, match=r"optimizer state opt_d .* NaN or infinite"):
         restore_trainer(path)
+
+
+def test_a_step_beyond_2_to_the_31_is_refused(trained_run):
+    """A step of 10^30 in the metadata would be taken in and fail later in TensorBoard."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    path = trained_run / "checkpoints" / "latest.safetensors"
+    with safe_open(path, "pt") as f:
+        metadata = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    meta = json.loads(metadata["digitgan"])
+    meta["step"] = 10**30
+    save_file(tensors, path, metadata={"digitgan": json.dumps(meta)})
+    with pytest.raises(CheckpointError, match=r"metadata field 'step' is missing or not an int"):
+        digitgan.load(path)
+    with pytest.raises(CheckpointError, match="metadata field 'step'"):
+        restore_trainer(path)
