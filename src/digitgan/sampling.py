@@ -133,7 +133,8 @@ class Sampler:
         """``n`` images as a float tensor (n, C, H, W) in [0, 1], reproducible for ``seed``.
 
         ``labels`` chooses the classes of a conditional model (see :meth:`labels`).
-        ``generate(k, s)`` is the first k of ``generate(n, s)`` for k < n.
+        ``generate(k, s)`` is the first k of ``generate(n, s)`` for k < n (the same noise; to
+        float rounding, which a convolution may do differently for another batch size).
         """
         return self.decode(self.noise(n, seed), labels, batch_size)
 
