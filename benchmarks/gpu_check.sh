@@ -8,11 +8,11 @@ out="$(realpath -m "${OUT:-gpu-check}")"
 mkdir -p "$out"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 python3 -c "import tomli_w" 2>/dev/null || {
-    echo "tomli_w is missing: carry its wheel (see README-gpu.md) and put it on PYTHONPATH"
+    echo "tomli_w is missing: carry its wheel (see docs/speed.md) and put it on PYTHONPATH"
     exit 1
 }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
-timeout 180 python3 -m pytest -q -p no:cacheprovider tests/test_precision_compile.py -k cuda \
+timeout 180 python3 -m pytest -q -p no:cacheprovider tests/training/test_precision_compile.py -k cuda \
     2>&1 | tail -n 40 | tee "$out/tests.txt"
 cd benchmarks && timeout 360 python3 bench_presets.py --device cuda --check-sync \
     --json "$out/bench_presets.json" 2>&1 | tee "$out/bench.txt"
