@@ -4,11 +4,11 @@ tables: they load, sample, evaluate their config under the new keys, and resume 
 The files in data/ were written by digitgan 0.1.0 (a tiny seed model with EMA after 4
 iterations; a tiny WGAN-GP after 2) on the first 600 training digits of mnist20k."""
 
-import hashlib
 import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 import digitgan
@@ -16,19 +16,9 @@ from digitgan.config import preset
 
 DATA = Path(__file__).with_name("data")
 
-CONTINUED_SEED_SHA256 = "3a398c8d9e87f638a6eb80dfb5dd158ccce592015658ae0cb1018fd84f59565b"
+CONTINUED_SEED = DATA / "seed-0.1.0-continued-weights.safetensors"
 """The weights (G, D and EMA) that digitgan 0.1.0 reached resuming seed-0.1.0 for 2 more
-iterations."""
-
-
-def _weights_sha256(path: Path) -> str:
-    tensors = load_file(path)
-    h = hashlib.sha256()
-    for k in sorted(tensors):
-        if k.startswith(("G.", "D.", "G_ema.")):
-            h.update(k.encode())
-            h.update(tensors[k].contiguous().numpy().tobytes())
-    return h.hexdigest()
+iterations (2 threads, the machine that wrote the files)."""
 
 
 @pytest.fixture
@@ -64,10 +54,16 @@ def test_old_checkpoints_sample(old_run, name):
 
 
 def test_an_old_seed_run_resumes_as_digitgan_0_1_0_did(old_run, small_data):
+    """To float rounding: the same code gives the same bits only on the same kind of CPU
+    and thread count (on the machine that wrote the file, they were the same bits)."""
     run = old_run("seed-0.1.0")
     result = digitgan.resume(run, iters=6, dataset=small_data, progress=False)
     assert result.step == 6
-    assert _weights_sha256(run / "checkpoints" / "latest.safetensors") == CONTINUED_SEED_SHA256
+    got, want = load_file(run / "checkpoints" / "latest.safetensors"), load_file(CONTINUED_SEED)
+    for key, value in want.items():
+        assert torch.allclose(got[key], value, rtol=1e-4, atol=1e-6), key
+    moved = load_file(DATA / "seed-0.1.0.safetensors")["G.body.fc1.weight"]
+    assert not torch.allclose(got["G.body.fc1.weight"], moved, atol=1e-6)  # it did train
 
 
 def test_an_old_wgan_gp_run_resumes(old_run, small_data):
