@@ -3,8 +3,11 @@ request, errors that leave the server serving, and generation under concurrent r
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import logging
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -94,6 +97,82 @@ def test_info_reads_metrics_and_floor_from_eval_json(tmp_path, gan):
         info = c.get("/api/info").json()
     assert info["metrics"] == {"fid": 41.5, "kid": 0.03}
     assert info["floor"] == {"fid": 1.25}
+
+
+def _in_run(tmp_path, gan):
+    """``gan`` as if its checkpoint were in run directory ``tmp_path`` (which we can write to)."""
+    from digitgan.sampling import Sampler
+
+    return Sampler(gan.generator, gan.config, gan.meta, tmp_path / "checkpoints" / "x.safetensors")
+
+
+def _info_within(app_of, seconds: float = 10) -> tuple[int, dict]:
+    """(status, JSON) of GET /api/info on the app ``app_of()`` makes; fails after ``seconds``."""
+    answer = {}
+
+    def ask():
+        with TestClient(app_of(), raise_server_exceptions=False) as c:
+            r = c.get("/api/info")
+            answer["got"] = r.status_code, r.json()
+
+    thread = threading.Thread(target=ask, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert "got" in answer, f"no answer from /api/info within {seconds} s"
+    return answer["got"]
+
+
+def _sparse(path, size: int) -> None:
+    with open(path, "wb") as f:
+        f.truncate(size)
+
+
+def _deep(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+BAD_EVAL = {  # how to make RUN/eval.json bad, and words of the line logged about it
+    "fifo": (lambda p: os.mkfifo(p), "not a regular file"),
+    "dev-zero": (lambda p: p.symlink_to("/dev/zero"), "not a regular file"),
+    "folder": (lambda p: p.mkdir(), "is a folder"),
+    "too-large": (lambda p: _sparse(p, 2**30), "more than the 1,048,576"),
+    "not-utf8": (lambda p: p.write_bytes(b'{"metrics": {"\xff": 1}}'), "not UTF-8"),
+    "nested": (lambda p: p.write_text(_deep(100_000)), "nested too deeply"),
+    "nested-metrics": (
+        lambda p: p.write_text('{"metrics": {"fid": ' + _deep(50_000) + "}}"),
+        "nested too deeply",
+    ),
+    "dangling-link": (lambda p: p.symlink_to(p.with_name("gone.json")), "no such file"),
+}
+
+
+@pytest.mark.parametrize("kind", BAD_EVAL)
+def test_a_bad_eval_json_shows_no_scores_and_is_logged_in_one_line(tmp_path, gan, caplog, kind):
+    make, words = BAD_EVAL[kind]
+    path = tmp_path / "eval.json"
+    make(path)
+    try:
+        with caplog.at_level(logging.WARNING, logger="digitgan.serve"):
+            status, info = _info_within(lambda: create_app(_in_run(tmp_path, gan)))
+    finally:
+        if kind == "fifo":  # free a reader that waits for a writer, if one does
+            with contextlib.suppress(OSError):
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+    assert status == 200, info
+    assert info["metrics"] is None and info["floor"] is None and info["step"] == 3
+    logged = [r.getMessage() for r in caplog.records if r.name == "digitgan.serve"]
+    assert len(logged) == 1 and "\n" not in logged[0], logged
+    assert str(path) in logged[0] and words in logged[0] and "no scores" in logged[0]
+
+
+def test_eval_json_is_read_once_when_the_server_starts(tmp_path, gan):
+    path = tmp_path / "eval.json"
+    path.write_text(json.dumps({"metrics": {"fid": 7.5}}))
+    with TestClient(create_app(_in_run(tmp_path, gan))) as c:
+        assert c.get("/api/info").json()["metrics"] == {"fid": 7.5}
+        path.unlink()
+        os.mkfifo(path)  # read per request, this would wait for a writer
+        assert _info_within(lambda: c.app)[1]["metrics"] == {"fid": 7.5}
 
 
 # --- /api/samples --------------------------------------------------------------------------

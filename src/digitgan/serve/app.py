@@ -149,8 +149,10 @@ def create_app(gan) -> Starlette:
     async def generate(work) -> Response:
         return await run_in_threadpool(locked, work)
 
-    def info(request: Request) -> JSONResponse:  # sync: Starlette runs it in a worker thread
-        return JSONResponse({**model_info(gan), "limits": LIMITS})
+    facts = {**model_info(gan), "limits": LIMITS}  # eval.json is read here, once
+
+    async def info(request: Request) -> JSONResponse:
+        return JSONResponse(facts)
 
     async def samples_endpoint(request: Request) -> Response:
         body = await _json_body(request, ("n", "seed", "label", "format", "scale"))
