@@ -39,7 +39,8 @@ CLIENTS = 8
 def ask(url: str, body: dict | None) -> float:
     data = None if body is None else json.dumps(body).encode()
     t0 = time.perf_counter()
-    with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=60) as r:
+    headers = {"Content-Type": "application/json"}
+    with urllib.request.urlopen(urllib.request.Request(url, data, headers), timeout=60) as r:
         r.read()
     return time.perf_counter() - t0
 

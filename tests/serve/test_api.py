@@ -35,6 +35,9 @@ def cond_client(cond_gan):
         yield c
 
 
+JSON = {"content-type": "application/json"}
+
+
 def png(response) -> np.ndarray:
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "image/png"
@@ -187,7 +190,7 @@ def test_samples_png_is_the_grid_of_generate(client, gan):
 
 
 def test_samples_defaults_and_seeds(client, gan):
-    default = png(client.post("/api/samples"))  # empty body: 16 samples of seed 0
+    default = png(client.post("/api/samples", headers=JSON))  # empty body: 16 of seed 0
     assert np.array_equal(default, make_grid(to_uint8(gan.generate(16, seed=0))))
     assert np.array_equal(default, png(client.post("/api/samples", json={})))
     assert not np.array_equal(default, png(client.post("/api/samples", json={"seed": 1})))
@@ -280,15 +283,49 @@ BAD = [
     ("/api/interpolate", b'{"seed_b": "x"}', 422, "seed_b: expected an integer"),
     ("/api/interpolate", b'{"n": 3}', 422, "unknown field 'n'"),
     ("/api/samples", b'{"seed": ' + b"1" * MAX_BODY + b"}", 413, "over the limit"),
+    # nesting: checked before parsing, so no depth reaches the parser's recursion limit
+    ("/api/samples", _deep(5000).encode(), 400, "nests arrays and objects deeper than 32"),
+    ("/api/samples", b'{"n": ' + b'{"a": ' * 2000 + b"1" + b"}" * 2001, 400, "deeper than 32"),
+    ("/api/interpolate", b'{"steps": ' + _deep(32).encode() + b"}", 400, "deeper than 32"),
+    ("/api/samples", b'{"n": ' + _deep(31).encode() + b"}", 422, "n: expected an integer"),
+    ("/api/samples", b'{"format": "' + b"[" * 100 + b'"}', 422, "format: expected one of"),
+    ("/api/samples", b'{"n": ' + b"[" * 4000, 400, "deeper than 32"),
+    ("/api/samples", b'{"n": ' + b"9" * 5000 + b"}", 400, "not valid JSON"),
 ]
 
 
-@pytest.mark.parametrize("path, body, status, message", BAD)
+@pytest.mark.parametrize("path, body, status, message", BAD, ids=lambda v: repr(v)[:40])
 def test_bad_requests_get_a_4xx_with_a_clear_message(client, path, body, status, message):
-    r = client.post(path, content=body)
+    r = client.post(path, content=body, headers=JSON)
     assert r.status_code == status, r.text
     assert message in r.json()["error"]
     assert client.get("/api/info").status_code == 200  # and the server keeps serving
+
+
+@pytest.mark.parametrize(
+    "content_type", [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
+)
+@pytest.mark.parametrize("body", [b"", b'{"n": 1}'])
+@pytest.mark.parametrize("path", ["/api/samples", "/api/interpolate"])
+def test_requests_must_be_sent_as_json(client, path, body, content_type):
+    """A page elsewhere may POST text/plain or a form without asking (no CORS preflight);
+    this server generates only for requests sent as application/json."""
+    headers = {} if content_type is None else {"content-type": content_type}
+    r = client.post(path, content=body, headers=headers)
+    assert r.status_code == 415, r.text
+    assert "Content-Type: application/json" in r.json()["error"]
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "Application/JSON"])
+def test_json_content_types_are_accepted(client, content_type):
+    r = client.post("/api/samples", content=b'{"n": 1}', headers={"content-type": content_type})
+    assert r.status_code == 200, r.text
+
+
+def test_a_body_announced_over_the_limit_is_refused_before_it_is_read(client):
+    headers = {**JSON, "content-length": str(10 * MAX_BODY)}
+    r = client.post("/api/samples", content=b"{}", headers=headers)
+    assert r.status_code == 413 and "over the limit" in r.json()["error"]
 
 
 COND_BAD = [

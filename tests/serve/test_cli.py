@@ -15,10 +15,12 @@ from PIL import Image
 
 from digitgan.cli import main
 
+JSON = {"Content-Type": "application/json"}
+
 
 def http(url: str, body: dict | None = None) -> bytes:
     data = None if body is None else json.dumps(body).encode()
-    with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=30) as r:
+    with urllib.request.urlopen(urllib.request.Request(url, data, JSON), timeout=30) as r:
         return r.read()
 
 

@@ -7,11 +7,13 @@ Routes (README-serve.md documents them with examples):
     POST /api/samples       a grid of samples (PNG) or the images themselves (JSON)
     POST /api/interpolate   a latent walk between two seeds, as a PNG strip or JSON frames
 
-Request bodies are JSON objects (an empty body means all defaults). Every error is a JSON
-object ``{"error": "..."}`` with a 4xx status that says whose fault it is: 400 for a body that
-is not a JSON object, 413 for asking too much (a body over 16 KiB, more than MAX_N images or
-MAX_STEPS frames), 422 for a field of the wrong type or range, 404/405 for a wrong path or
-method; an unexpected failure is a 500 with a JSON body, and the server keeps serving.
+Request bodies are JSON objects sent as ``Content-Type: application/json`` (an empty body
+means all defaults). Every error is a JSON object ``{"error": "..."}`` with a 4xx status that
+says whose fault it is: 400 for a body that is not a JSON object (or nests deeper than
+MAX_DEPTH), 413 for asking too much (a body over MAX_BODY bytes, more than MAX_N images or
+MAX_STEPS frames), 415 for a body not sent as JSON, 422 for a field of the wrong type or
+range, 404/405 for a wrong path or method; an unexpected failure is a 500 with a JSON body,
+and the server keeps serving.
 
 Concurrency: the server is asynchronous, and generation (CPU-bound PyTorch) runs in a worker
 thread so that the page and the API stay responsive while a grid is drawn. One lock lets one
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import socket
 import threading
 from pathlib import Path
@@ -33,7 +36,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -48,6 +51,7 @@ MAX_STEPS = 64  # frames of a latent walk
 MAX_SEED = 2**32 - 1  # seeds are 0 .. MAX_SEED (exact in JavaScript numbers)
 MAX_SCALE = 8  # PNG upscaling factor
 MAX_BODY = 16 * 1024  # bytes of a request body
+MAX_DEPTH = 32  # nesting of arrays and objects in a request body (a valid one has 1)
 LIMITS = {"max_n": MAX_N, "max_steps": MAX_STEPS, "max_seed": MAX_SEED, "max_scale": MAX_SCALE}
 FORMATS = ("png", "json")
 STATIC = Path(__file__).with_name("static")
@@ -64,18 +68,52 @@ class BadRequest(Exception):
 # --- reading request bodies ----------------------------------------------------------------
 
 
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)  # a JSON string, escapes included
+
+
+def _depth(raw: bytes) -> int:
+    """How deeply the arrays and objects of JSON text ``raw`` nest (brackets inside strings
+    do not count); checked before parsing, so no document can exhaust the parser's stack."""
+    depth = most = 0
+    for byte in _STRING.sub(b"", raw):
+        if byte in b"[{":
+            depth += 1
+            most = max(most, depth)
+        elif byte in b"]}":
+            depth -= 1
+    return most
+
+
 async def _json_body(request: Request, fields: tuple[str, ...]) -> dict:
-    """The request's JSON object, at most MAX_BODY bytes, with no field outside ``fields``."""
+    """The request's JSON object: sent as application/json, at most MAX_BODY bytes, nested at
+    most MAX_DEPTH deep, with no field outside ``fields``."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise BadRequest(
+            "request body must be sent with Content-Type: application/json"
+            + (f", not {media_type[:100]}" if media_type else ""),
+            415,
+        )
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_BODY:
+        raise BadRequest(f"request body is over the limit of {MAX_BODY} bytes", 413)
     raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_BODY:
-            raise BadRequest(f"request body is over the limit of {MAX_BODY} bytes", 413)
+    try:
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > MAX_BODY:
+                raise BadRequest(f"request body is over the limit of {MAX_BODY} bytes", 413)
+    except ClientDisconnect:  # nobody is left to answer
+        raise BadRequest("the client went away before sending the whole body", 400) from None
     if not raw.strip():
         return {}
+    if _depth(raw) > MAX_DEPTH:
+        raise BadRequest(
+            f"request body nests arrays and objects deeper than {MAX_DEPTH} levels", 400
+        )
     try:
         body = json.loads(bytes(raw))
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise BadRequest(f"request body is not valid JSON: {e}", 400) from None
     if not isinstance(body, dict):
         raise BadRequest('request body must be a JSON object, e.g. {"n": 16}', 400)
