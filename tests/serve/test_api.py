@@ -3,6 +3,7 @@ request, errors that leave the server serving, and generation under concurrent r
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -18,6 +19,7 @@ import torch
 from PIL import Image
 from starlette.testclient import TestClient
 
+from digitgan.errors import ConfigError
 from digitgan.serve import create_app
 from digitgan.serve.app import MAX_BODY, MAX_N
 from digitgan.viz import make_grid, to_uint8
@@ -25,13 +27,13 @@ from digitgan.viz import make_grid, to_uint8
 
 @pytest.fixture(scope="module")
 def client(gan):
-    with TestClient(create_app(gan)) as c:
+    with TestClient(create_app(gan, hosts="testserver")) as c:
         yield c
 
 
 @pytest.fixture(scope="module")
 def cond_client(cond_gan):
-    with TestClient(create_app(cond_gan)) as c:
+    with TestClient(create_app(cond_gan, hosts="testserver")) as c:
         yield c
 
 
@@ -96,7 +98,7 @@ def test_info_reads_metrics_and_floor_from_eval_json(tmp_path, gan):
     (tmp_path / "eval.json").write_text(
         json.dumps({"metrics": {"fid": 41.5, "kid": 0.03}, "floor": {"fid": 1.25}})
     )
-    with TestClient(create_app(moved)) as c:
+    with TestClient(create_app(moved, hosts="testserver")) as c:
         info = c.get("/api/info").json()
     assert info["metrics"] == {"fid": 41.5, "kid": 0.03}
     assert info["floor"] == {"fid": 1.25}
@@ -156,7 +158,9 @@ def test_a_bad_eval_json_shows_no_scores_and_is_logged_in_one_line(tmp_path, gan
     make(path)
     try:
         with caplog.at_level(logging.WARNING, logger="digitgan.serve"):
-            status, info = _info_within(lambda: create_app(_in_run(tmp_path, gan)))
+            status, info = _info_within(
+                lambda: create_app(_in_run(tmp_path, gan), hosts="testserver")
+            )
     finally:
         if kind == "fifo":  # free a reader that waits for a writer, if one does
             with contextlib.suppress(OSError):
@@ -171,7 +175,7 @@ def test_a_bad_eval_json_shows_no_scores_and_is_logged_in_one_line(tmp_path, gan
 def test_eval_json_is_read_once_when_the_server_starts(tmp_path, gan):
     path = tmp_path / "eval.json"
     path.write_text(json.dumps({"metrics": {"fid": 7.5}}))
-    with TestClient(create_app(_in_run(tmp_path, gan))) as c:
+    with TestClient(create_app(_in_run(tmp_path, gan), hosts="testserver")) as c:
         assert c.get("/api/info").json()["metrics"] == {"fid": 7.5}
         path.unlink()
         os.mkfifo(path)  # read per request, this would wait for a writer
@@ -362,11 +366,120 @@ def test_a_failing_model_gets_a_500_and_the_server_keeps_serving(gan):
         def generate(self, n, seed=0, labels=None):
             raise RuntimeError("out of memory")
 
-    with TestClient(create_app(Broken()), raise_server_exceptions=False) as c:
+    with TestClient(create_app(Broken(), hosts="testserver"), raise_server_exceptions=False) as c:
         r = c.post("/api/samples", json={"n": 4})
         assert r.status_code == 500
         assert r.json() == {"error": "internal error: RuntimeError: out of memory"}
         assert c.get("/api/info").status_code == 200
+
+
+# --- the Host header ------------------------------------------------------------------------
+
+
+class Counting:
+    """Delegates to ``gan``, counting the generations asked of it."""
+
+    def __init__(self, gan):
+        self.gan, self.calls = gan, 0
+
+    def __getattr__(self, name):
+        return getattr(self.gan, name)
+
+    def generate(self, n, seed=0, labels=None):
+        self.calls += 1
+        return self.gan.generate(n, seed, labels)
+
+
+@pytest.mark.parametrize(
+    "base",
+    ["http://127.0.0.1:8000", "http://localhost", "http://LocalHost:1234", "http://[::1]:80"],
+)
+def test_loopback_names_are_served_by_default(gan, base):
+    with TestClient(create_app(gan), base_url=base) as c:
+        assert c.get("/").status_code == 200
+        assert c.get("/api/info").status_code == 200
+        assert c.post("/api/samples", json={"n": 1}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "testserver",
+        "evil.example",
+        "evil.example:8000",
+        "localhost.evil.example",
+        "127.0.0.1.nip.io",
+        "192.168.1.5:8000",
+        "[::2]",
+        "localhost:80@evil.example",
+        "localhost:8000:8000",
+        "[localhost]",
+    ],
+)
+def test_requests_for_other_hosts_get_a_400_and_generate_nothing(gan, host):
+    """A page elsewhere that points a DNS name of its own at this machine (DNS rebinding)
+    sends that name as the Host: it can neither read the API nor make it generate."""
+    counting = Counting(gan)
+    with TestClient(create_app(counting)) as c:
+        for method, path in [("GET", "/"), ("GET", "/api/info"), ("POST", "/api/samples")]:
+            r = c.request(method, path, json={"n": 1}, headers={"host": host})
+            assert r.status_code == 400, (method, path, r.text)
+            assert "this server does not answer to Host" in r.json()["error"]
+    assert counting.calls == 0
+
+
+def _asgi_status(app, headers: list[tuple[bytes, bytes]]) -> int:
+    """The status ``app`` answers GET /api/info with, given exactly these request headers."""
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.0",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/api/info",
+        "raw_path": b"/api/info",
+        "root_path": "",
+        "query_string": b"",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+    asyncio.run(app(scope, receive, send))
+    return sent[0]["status"]
+
+
+def test_requests_without_exactly_one_host_header_get_a_400(gan):
+    app = create_app(gan)
+    assert _asgi_status(app, [(b"host", b"localhost")]) == 200
+    assert _asgi_status(app, []) == 400  # HTTP/1.0 lets a client leave it out
+    assert _asgi_status(app, [(b"host", b"localhost"), (b"host", b"evil.example")]) == 400
+
+
+def test_the_hosts_served_can_be_chosen(gan):
+    app = create_app(gan, hosts=["digits.lan", "::1", "192.168.1.5"])
+    for host, status in [
+        ("digits.lan:8000", 200),
+        ("DIGITS.LAN.", 200),
+        ("[::1]", 200),
+        ("[0:0::1]:8000", 200),
+        ("192.168.1.5", 200),
+        ("localhost", 400),  # the list replaces the default
+        ("other.lan", 400),
+    ]:
+        with TestClient(app, base_url="http://x") as c:
+            assert c.get("/api/info", headers={"host": host}).status_code == status, host
+    with TestClient(create_app(gan, hosts="*"), base_url="http://evil.example") as c:
+        assert c.get("/api/info").status_code == 200  # "*": any Host
+    with pytest.raises(ConfigError, match="'a b' is not a host name or IP address"):
+        create_app(gan, hosts=["a b"])
 
 
 # --- concurrency ---------------------------------------------------------------------------
@@ -397,7 +510,7 @@ def test_concurrent_requests_are_served_correctly_one_generation_at_a_time(gan):
                     self.active -= 1
 
     watched = Watched()
-    with TestClient(create_app(watched)) as c:
+    with TestClient(create_app(watched, hosts="testserver")) as c:
 
         def ask(seed):
             r = c.post("/api/samples", json={"n": 3, "seed": seed, "format": "json"})

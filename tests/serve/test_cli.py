@@ -8,6 +8,7 @@ import signal
 import socket
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from http.client import HTTPConnection
 
 import numpy as np
 import pytest
@@ -38,6 +39,62 @@ def test_serve_prints_its_address_and_answers_over_http(cli_server, gan):
         grids = list(pool.map(grid, [0, 1, 0, 1, 2, 3]))
     assert np.array_equal(grids[0], grids[2]) and np.array_equal(grids[1], grids[3])
     assert not np.array_equal(grids[0], grids[1])
+
+
+def _status_for_host(url: str, host: str) -> int:
+    """The status of GET /api/info on the server at ``url``, sent with Host: ``host``."""
+    address = url.removeprefix("http://")
+    conn = HTTPConnection(*address.rsplit(":", 1), timeout=30)
+    try:
+        conn.request("GET", "/api/info", headers={"Host": host})
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_serve_answers_to_loopback_names_only(cli_server):
+    port = cli_server.rsplit(":", 1)[1]
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", "[::1]", "localhost"):
+        assert _status_for_host(cli_server, host) == 200, host
+    for host in (f"evil.example:{port}", "evil.example", "testserver"):
+        assert _status_for_host(cli_server, host) == 400, host
+
+
+@pytest.mark.parametrize(
+    "host, served, refused, note",
+    [
+        ("127.0.0.1", "localhost:8000", "evil.example", None),
+        ("localhost", "[::1]:8000", "evil.example", None),
+        ("0.0.0.0", "evil.example", None, "it answers to any Host name"),
+    ],
+)
+def test_serve_passes_the_hosts_it_serves(
+    tiny_run, monkeypatch, capsys, host, served, refused, note
+):
+    """``serve()`` builds the app for the real --host: loopback names and the host itself,
+    or on a wildcard address any Host (and the startup lines say so)."""
+    import uvicorn
+    from starlette.testclient import TestClient
+
+    from digitgan.serve import serve
+
+    seen = {}
+
+    class NotRun(uvicorn.Server):
+        def run(self, sockets=None):
+            seen["app"] = self.config.app
+
+    monkeypatch.setattr(uvicorn, "Server", NotRun)
+    serve(tiny_run, host=host, port=0)
+    out = capsys.readouterr().out
+    if note is None:
+        assert "note:" not in out
+    else:
+        assert "reachable from other machines" in out and note in out, out
+    with TestClient(seen["app"], base_url="http://x") as c:
+        assert c.get("/api/info", headers={"host": served}).status_code == 200
+        if refused:
+            assert c.get("/api/info", headers={"host": refused}).status_code == 400
 
 
 def test_ctrl_c_stops_the_server_cleanly(tiny_run, spawn_serve):

@@ -30,12 +30,14 @@ import json
 import re
 import socket
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -54,6 +56,7 @@ MAX_BODY = 16 * 1024  # bytes of a request body
 MAX_DEPTH = 32  # nesting of arrays and objects in a request body (a valid one has 1)
 LIMITS = {"max_n": MAX_N, "max_steps": MAX_STEPS, "max_seed": MAX_SEED, "max_scale": MAX_SCALE}
 FORMATS = ("png", "json")
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")  # the Host names create_app accepts by default
 STATIC = Path(__file__).with_name("static")
 
 
@@ -159,6 +162,71 @@ def _label(body: dict, classes: int, allow_all: bool) -> int | str | None:
     return value
 
 
+# --- the Host header ------------------------------------------------------------------------
+
+_HOST_HEADER = re.compile(r"(\[[^\]]*\]|[^:\[\]]+)(?::[0-9]*)?")  # host, then an optional port
+
+
+def _host_key(host: str) -> str | None:
+    """``host`` (a name, an IPv4 address, an IPv6 address with or without brackets) spelled
+    one way, so that equal hosts compare equal; None if it is none of these."""
+    host = host.strip().lower()
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        ip = ipaddress.ip_address(bare)
+    except ValueError:
+        if bare != host or not re.fullmatch(r"[a-z0-9._-]+", host):
+            return None
+        return host.removesuffix(".")  # "localhost." is "localhost"
+    return f"[{ip.compressed}]" if ip.version == 6 else ip.compressed
+
+
+class HostCheck:
+    """ASGI middleware: a request whose Host header names none of ``hosts`` (any port) gets a
+    400. A page of another site can make the browser send requests here through a DNS name
+    of its own that it points at this machine (DNS rebinding); their Host is that name."""
+
+    def __init__(self, app, hosts: frozenset[str]):
+        self.app = app
+        self.hosts = hosts
+
+    def _allowed(self, scope) -> tuple[bool, str]:
+        values = [v.decode("latin-1") for k, v in scope["headers"] if k == b"host"]
+        if len(values) != 1:
+            return False, f"{len(values)} Host headers"
+        match = _HOST_HEADER.fullmatch(values[0])
+        key = _host_key(match[1]) if match else None
+        return key is not None and key in self.hosts, f"Host {values[0][:100]!r}"
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] in ("http", "websocket"):
+            ok, what = self._allowed(scope)
+            if not ok:
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 1008})
+                    return
+                served = ", ".join(sorted(self.hosts))
+                message = f"this server does not answer to {what}; it answers to {served}"
+                await _error(400, message)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _hosts(hosts) -> frozenset[str] | None:
+    """The keys of ``hosts`` (None for "*": any host), or a ConfigError."""
+    if isinstance(hosts, str):
+        hosts = [hosts]
+    keys = set()
+    for host in hosts:
+        if host == "*":
+            return None
+        key = _host_key(host)
+        if key is None:
+            raise ConfigError(f"hosts: {host!r} is not a host name or IP address")
+        keys.add(key)
+    return frozenset(keys)
+
+
 # --- answers -------------------------------------------------------------------------------
 
 
@@ -174,9 +242,16 @@ def _error(status: int, message: str, headers=None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def create_app(gan) -> Starlette:
+def create_app(gan, hosts: Iterable[str] | str = LOOPBACK_HOSTS) -> Starlette:
     """The Starlette app serving ``gan`` (a :class:`digitgan.sampling.Sampler`, or an object
-    with the same interface)."""
+    with the same interface).
+
+    ``hosts``: the names it answers to in the Host header, with any port (IPv6 addresses in
+    brackets or not); other requests get a 400. The default is this machine's loopback
+    names; ``"*"`` accepts any Host (for a server that something else shields, e.g. a
+    proxy that checks the Host itself).
+    """
+    allowed = _hosts(hosts)
     lock = threading.Lock()
     classes = num_classes(gan)
 
@@ -250,6 +325,7 @@ def create_app(gan) -> Starlette:
             HTTPException: http_error,
             Exception: server_error,
         },
+        middleware=[] if allowed is None else [Middleware(HostCheck, hosts=allowed)],
     )
 
 
@@ -278,28 +354,54 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _served_hosts(host: str, addr: str) -> list[str]:
+    """The Host names a server given ``--host host`` and bound to ``addr`` answers to: any
+    ("*") on a wildcard address, else the loopback names, ``host`` and ``addr``."""
+    if ipaddress.ip_address(addr.split("%")[0]).is_unspecified:
+        return ["*"]
+    keys = (_host_key(h) for h in (*LOOPBACK_HOSTS, host, addr.split("%")[0]))
+    return list(dict.fromkeys(k for k in keys if k))
+
+
+def _note(host: str, addr: str) -> str | None:
+    """What to tell the user about who can reach a server bound to ``addr``, if anything."""
+    ip = ipaddress.ip_address(addr.split("%")[0])
+    if ip.is_loopback:
+        return None
+    if ip.is_unspecified:
+        return (
+            f"note: {addr} is reachable from other machines, the server has no "
+            "authentication, and it answers to any Host name (give --host this machine's "
+            "address or name to answer to that one only)"
+        )
+    return (
+        f"note: {addr} is reachable from other machines, and the server has no "
+        f"authentication; it answers to the Host names {', '.join(_served_hosts(host, addr))}"
+    )
+
+
 def serve(path, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu") -> None:
     """Serve the model of a run directory or checkpoint on http://host:port/ until Ctrl-C.
 
     Prints the address (the real port when ``port`` is 0) as soon as it accepts connections.
+    The server answers to the loopback names and ``host`` in the Host header, or to any
+    name when ``host`` is a wildcard address (0.0.0.0, ::).
     """
     gan = load(path, device=device)
     sock = _listen(host, port)
     addr, real_port = sock.getsockname()[:2]
     shown = f"[{addr}]" if ":" in addr else addr
     try:  # a Ctrl-C at any point from here on stops the server quietly
+        app = create_app(gan, hosts=_served_hosts(host, addr))
         print(
             f"serving {gan.path} ({gan.config.preset} preset, {gan.step} iterations) "
             f"at http://{shown}:{real_port}/ (Ctrl-C to stop)",
             flush=True,
         )
-        if not ipaddress.ip_address(addr.split("%")[0]).is_loopback:
-            print(
-                f"note: {addr} is reachable from other machines, and the server has no "
-                "authentication",
-                flush=True,
-            )
-        server = uvicorn.Server(uvicorn.Config(create_app(gan), log_level="warning"))
+        note = _note(host, addr)
+        if note:
+            print(note, flush=True)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
         server.run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn shuts down cleanly, then re-raises the Ctrl-C
         pass
