@@ -19,12 +19,11 @@ import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
-import uvicorn
 from common import markdown_table, record
 
 import digitgan
 from digitgan.serve import create_app
-from digitgan.serve.app import _listen
+from digitgan.serve.app import _listen, make_server
 
 CASES = [
     ("GET /api/info", "/api/info", None),
@@ -61,7 +60,7 @@ def main() -> None:
             run = digitgan.train(cfg, f"{tmp}/run", progress=False).run_dir
         gan = digitgan.load(run)
         sock = _listen("127.0.0.1", 0)
-        server = uvicorn.Server(uvicorn.Config(create_app(gan), log_level="warning"))
+        server = make_server(create_app(gan))
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
         while not server.started:

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from digitgan.cli import main
+from digitgan.serve.app import KEEP_ALIVE, MAX_CONNECTIONS, REQUEST_TIMEOUT
 
 JSON = {"Content-Type": "application/json"}
 
@@ -82,7 +83,7 @@ def test_serve_passes_the_hosts_it_serves(
 
     class NotRun(uvicorn.Server):
         def run(self, sockets=None):
-            seen["app"] = self.config.app
+            seen["app"], seen["config"] = self.config.app, self.config
 
     monkeypatch.setattr(uvicorn, "Server", NotRun)
     serve(tiny_run, host=host, port=0)
@@ -91,6 +92,10 @@ def test_serve_passes_the_hosts_it_serves(
         assert "note:" not in out
     else:
         assert "reachable from other machines" in out and note in out, out
+    config = seen["config"]  # with the bounds on slow and idle clients
+    assert config.http.request_timeout == REQUEST_TIMEOUT
+    assert config.timeout_keep_alive == KEEP_ALIVE
+    assert config.limit_concurrency == MAX_CONNECTIONS
     with TestClient(seen["app"], base_url="http://x") as c:
         assert c.get("/api/info", headers={"host": served}).status_code == 200
         if refused:

@@ -25,6 +25,7 @@ the lock guards against contention, not against shared mutable state.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import re
@@ -33,6 +34,7 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
+import h11
 import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -42,6 +44,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..errors import ConfigError
 from ..sampling import load
@@ -54,6 +57,10 @@ MAX_SEED = 2**32 - 1  # seeds are 0 .. MAX_SEED (exact in JavaScript numbers)
 MAX_SCALE = 8  # PNG upscaling factor
 MAX_BODY = 16 * 1024  # bytes of a request body
 MAX_DEPTH = 32  # nesting of arrays and objects in a request body (a valid one has 1)
+REQUEST_TIMEOUT = 10  # seconds a client has to send a whole request: line, headers and body
+KEEP_ALIVE = 5  # seconds an idle connection stays open for another request
+MAX_CONNECTIONS = 64  # open connections; beyond, requests get a 503 until some close
+MAX_HEAD = 16 * 1024  # bytes of a request's line and headers
 LIMITS = {"max_n": MAX_N, "max_steps": MAX_STEPS, "max_seed": MAX_SEED, "max_scale": MAX_SCALE}
 FORMATS = ("png", "json")
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")  # the Host names create_app accepts by default
@@ -380,6 +387,73 @@ def _note(host: str, addr: str) -> str | None:
     )
 
 
+class TimedH11Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with a deadline for each request: from the moment a
+    connection opens, or a later request's first byte arrives, the client has
+    ``request_timeout`` seconds to send the whole request, or the connection is closed.
+    (uvicorn itself times out only connections idle between requests, so a client that
+    sends nothing, or a byte now and then, would keep a connection forever.)"""
+
+    request_timeout: float = REQUEST_TIMEOUT
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._watch()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._watch()
+
+    def connection_lost(self, exc) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        super().connection_lost(exc)
+
+    def _client_sending(self) -> bool:
+        """Whether a request is awaited or under way (rather than complete)."""
+        return self.conn.their_state in (h11.IDLE, h11.SEND_BODY)
+
+    def _watch(self) -> None:
+        if not self._client_sending():
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+        elif self._deadline is None:
+            self._deadline = self.loop.call_later(self.request_timeout, self._too_slow)
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if self._client_sending() and not self.transport.is_closing():
+            self.transport.close()
+
+
+def make_server(
+    app,
+    *,
+    request_timeout: float = REQUEST_TIMEOUT,
+    keep_alive: float = KEEP_ALIVE,
+    max_connections: int = MAX_CONNECTIONS,
+) -> uvicorn.Server:
+    """A uvicorn server for ``app`` (run it with ``.run(sockets=[sock])``) with bounds on
+    slow and idle clients: a request must arrive whole within ``request_timeout`` seconds,
+    an idle connection is closed after ``keep_alive`` seconds, a request's line and headers
+    are at most MAX_HEAD bytes, and with ``max_connections`` connections open further
+    requests get a 503. HTTP/1.1 only (h11), no WebSocket upgrades."""
+    protocol = type("TimedH11Protocol", (TimedH11Protocol,), {"request_timeout": request_timeout})
+    config = uvicorn.Config(
+        app,
+        http=protocol,
+        ws="none",
+        log_level="warning",
+        timeout_keep_alive=keep_alive,
+        limit_concurrency=max_connections,
+        h11_max_incomplete_event_size=MAX_HEAD,
+    )
+    return uvicorn.Server(config)
+
+
 def serve(path, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu") -> None:
     """Serve the model of a run directory or checkpoint on http://host:port/ until Ctrl-C.
 
@@ -401,8 +475,7 @@ def serve(path, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu") 
         note = _note(host, addr)
         if note:
             print(note, flush=True)
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-        server.run(sockets=[sock])
+        make_server(app).run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn shuts down cleanly, then re-raises the Ctrl-C
         pass
     finally:
