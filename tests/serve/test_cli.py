@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import signal
 import socket
 import urllib.request
@@ -111,6 +112,30 @@ def test_ctrl_c_stops_the_server_cleanly(tiny_run, spawn_serve):
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert out.strip() == "stopped" and "Traceback" not in err
+
+
+def test_serve_with_a_fifo_for_eval_json_logs_one_line_and_keeps_serving(
+    tiny_run, spawn_serve, tmp_path
+):
+    import shutil
+
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    os.mkfifo(run / "eval.json")  # opened for reading, it would wait for a writer
+    proc, line = spawn_serve(run)
+    try:
+        assert "http://" in line, (line, proc.stderr)
+        url = "http://" + line.split("http://", 1)[1].split("/", 1)[0]
+        with ThreadPoolExecutor(8) as pool:  # more requests than the server has threads
+            infos = list(pool.map(lambda _: json.loads(http(f"{url}/api/info")), range(60)))
+        assert all(i["metrics"] is None and i["step"] == 3 for i in infos)
+        assert b"<title>digitgan</title>" in http(f"{url}/")
+        assert http(f"{url}/api/samples", {"n": 4}).startswith(b"\x89PNG")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "eval.json: not a regular file" in lines[0], err
+    assert "no scores are shown" in lines[0]
 
 
 @pytest.mark.parametrize(
