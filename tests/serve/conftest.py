@@ -62,10 +62,10 @@ def cond_gan(cond_run) -> Sampler:
 
 
 @contextmanager
-def live_server(app, **limits):
+def live_server(app, sock=None, **limits):
     """Serve ``app`` as ``digitgan serve`` does (``limits``: of ``make_server``) in a thread
-    on 127.0.0.1 (a free port); yield its base URL."""
-    sock = _listen("127.0.0.1", 0)
+    on ``sock`` (default: 127.0.0.1, a free port); yield its base URL."""
+    sock = sock or _listen("127.0.0.1", 0)
     server = make_server(app, **limits)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -96,6 +96,51 @@ def test_an_idle_connection_is_closed_after_a_request(url):
         assert closed_after(sock) < TIMEOUT + SLACK
 
 
+def test_an_answer_left_unread_is_dropped(gan, running):
+    """A client that asks for a large answer and never reads it does not keep the connection
+    (and the answer in memory): it is dropped once the answer has waited TIMEOUT."""
+    from digitgan.serve.app import _listen
+
+    listener = _listen("127.0.0.1", 0)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)  # inherited when accepting
+    with running(create_app(gan), sock=listener, request_timeout=TIMEOUT) as u:
+        host, port = u.removeprefix("http://").rsplit(":", 1)
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect((host, int(port)))
+            body = b'{"n": 256, "format": "json"}'  # about 600 KB of answer
+            sock.sendall(
+                b"POST /api/samples HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                % (len(body), body)
+            )
+            time.sleep(TIMEOUT + SLACK)  # reading nothing meanwhile
+            received = b""
+            sock.settimeout(10)
+            try:
+                while chunk := sock.recv(65536):
+                    received += chunk
+            except ConnectionResetError:
+                pass
+        head, _, content = received.partition(b"\r\n\r\n")
+        if head:
+            assert head.startswith(b"HTTP/1.1 200 ")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            assert length > 300_000 and len(content) < length  # cut off
+        assert get(u)[0] == 200  # and the server goes on
+
+
+def test_request_headers_over_16_kib_get_a_400(url):
+    with connect(url) as sock:  # 14 KB: served
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 14_000 + b"\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+    with connect(url) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n")
+        answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 400 "), answer[:100]
+        assert closed_after(sock) < SLACK
+
+
 def test_many_slow_connections_are_all_closed_and_others_are_served_meanwhile(url, gan):
     with ExitStack() as stack:
         silent = [stack.enter_context(connect(url)) for _ in range(30)]

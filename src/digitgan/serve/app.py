@@ -57,10 +57,11 @@ MAX_SEED = 2**32 - 1  # seeds are 0 .. MAX_SEED (exact in JavaScript numbers)
 MAX_SCALE = 8  # PNG upscaling factor
 MAX_BODY = 16 * 1024  # bytes of a request body
 MAX_DEPTH = 32  # nesting of arrays and objects in a request body (a valid one has 1)
-REQUEST_TIMEOUT = 10  # seconds a client has to send a whole request: line, headers and body
+REQUEST_TIMEOUT = 10  # seconds to send a whole request (line, headers, body); to read on
 KEEP_ALIVE = 5  # seconds an idle connection stays open for another request
 MAX_CONNECTIONS = 64  # open connections; beyond, requests get a 503 until some close
 MAX_HEAD = 16 * 1024  # bytes of a request's line and headers
+_HEAD_PIECE = 1024  # bytes of a request's head h11 is given at a time
 LIMITS = {"max_n": MAX_N, "max_steps": MAX_STEPS, "max_seed": MAX_SEED, "max_scale": MAX_SCALE}
 FORMATS = ("png", "json")
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")  # the Host names create_app accepts by default
@@ -388,27 +389,47 @@ def _note(host: str, addr: str) -> str | None:
 
 
 class TimedH11Protocol(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol with a deadline for each request: from the moment a
+    """uvicorn's HTTP/1.1 protocol with deadlines for slow clients. From the moment a
     connection opens, or a later request's first byte arrives, the client has
-    ``request_timeout`` seconds to send the whole request, or the connection is closed.
-    (uvicorn itself times out only connections idle between requests, so a client that
-    sends nothing, or a byte now and then, would keep a connection forever.)"""
+    ``request_timeout`` seconds to send the whole request; and while it leaves an answer
+    unread (the send buffer full), it has ``request_timeout`` seconds to read on. Past either,
+    the connection is closed. (uvicorn itself times out only connections idle between
+    requests: a client that sends nothing, a byte now and then, or never reads would keep a
+    connection, and the answer's memory, forever.)"""
 
     request_timeout: float = REQUEST_TIMEOUT
-    _deadline: asyncio.TimerHandle | None = None
+    _deadline: asyncio.TimerHandle | None = None  # for the request under way
+    _unread: asyncio.TimerHandle | None = None  # for the answer to be read on
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
         self._watch()
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
+        # h11 bounds only a head that is still incomplete, so a head awaited is fed to it in
+        # pieces: a complete head over MAX_HEAD is refused too (400), however it arrives
+        while data and not self.transport.is_closing():
+            n = _HEAD_PIECE if self.conn.their_state is h11.IDLE else len(data)
+            super().data_received(data[:n])
+            data = data[n:]
         self._watch()
 
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._unread is None:
+            self._unread = self.loop.call_later(self.request_timeout, self.transport.abort)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._unread is not None:
+            self._unread.cancel()
+            self._unread = None
+
     def connection_lost(self, exc) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        for timer in (self._deadline, self._unread):
+            if timer is not None:
+                timer.cancel()
+        self._deadline = self._unread = None
         super().connection_lost(exc)
 
     def _client_sending(self) -> bool:
@@ -438,9 +459,10 @@ def make_server(
 ) -> uvicorn.Server:
     """A uvicorn server for ``app`` (run it with ``.run(sockets=[sock])``) with bounds on
     slow and idle clients: a request must arrive whole within ``request_timeout`` seconds,
-    an idle connection is closed after ``keep_alive`` seconds, a request's line and headers
-    are at most MAX_HEAD bytes, and with ``max_connections`` connections open further
-    requests get a 503. HTTP/1.1 only (h11), no WebSocket upgrades."""
+    an answer left unread that long is dropped, an idle connection is closed after
+    ``keep_alive`` seconds, a request's line and headers are at most MAX_HEAD bytes, and with
+    ``max_connections`` connections open further requests get a 503. HTTP/1.1 only (h11), no
+    WebSocket upgrades."""
     protocol = type("TimedH11Protocol", (TimedH11Protocol,), {"request_timeout": request_timeout})
     config = uvicorn.Config(
         app,
@@ -449,7 +471,7 @@ def make_server(
         log_level="warning",
         timeout_keep_alive=keep_alive,
         limit_concurrency=max_connections,
-        h11_max_incomplete_event_size=MAX_HEAD,
+        h11_max_incomplete_event_size=MAX_HEAD - _HEAD_PIECE,
     )
     return uvicorn.Server(config)
 
