@@ -15,6 +15,11 @@ MAX_STEPS frames), 415 for a body not sent as JSON, 422 for a field of the wrong
 range, 404/405 for a wrong path or method; an unexpected failure is a 500 with a JSON body,
 and the server keeps serving.
 
+Bounds (docs/serving.md, "Limits"): the app answers only to the Host names it is given
+(HostCheck; a 400 otherwise, against DNS rebinding), and ``make_server`` gives uvicorn
+deadlines for slow clients, a cap on open connections and on request heads; eval.json is
+read once, when the app is made.
+
 Concurrency: the server is asynchronous, and generation (CPU-bound PyTorch) runs in a worker
 thread so that the page and the API stay responsive while a grid is drawn. One lock lets one
 generation run at a time: a single batch already uses every core, so running two at once
