@@ -111,7 +111,7 @@ async def _json_body(request: Request, fields: tuple[str, ...]) -> dict:
             415,
         )
     length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > MAX_BODY:
+    if re.fullmatch(r"[0-9]+", length) and int(length) > MAX_BODY:
         raise BadRequest(f"request body is over the limit of {MAX_BODY} bytes", 413)
     raw = bytearray()
     try:
