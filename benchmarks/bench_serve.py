@@ -19,12 +19,11 @@ import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
-import uvicorn
 from common import markdown_table, record
 
 import digitgan
 from digitgan.serve import create_app
-from digitgan.serve.app import _listen
+from digitgan.serve.app import _listen, make_server
 
 CASES = [
     ("GET /api/info", "/api/info", None),
@@ -39,7 +38,8 @@ CLIENTS = 8
 def ask(url: str, body: dict | None) -> float:
     data = None if body is None else json.dumps(body).encode()
     t0 = time.perf_counter()
-    with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=60) as r:
+    headers = {"Content-Type": "application/json"}
+    with urllib.request.urlopen(urllib.request.Request(url, data, headers), timeout=60) as r:
         r.read()
     return time.perf_counter() - t0
 
@@ -60,7 +60,7 @@ def main() -> None:
             run = digitgan.train(cfg, f"{tmp}/run", progress=False).run_dir
         gan = digitgan.load(run)
         sock = _listen("127.0.0.1", 0)
-        server = uvicorn.Server(uvicorn.Config(create_app(gan), log_level="warning"))
+        server = make_server(create_app(gan))
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
         while not server.started:

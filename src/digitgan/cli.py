@@ -341,7 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument(
         "--host",
         default="127.0.0.1",
-        help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 for all)",
+        help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 for all, "
+        "which also answers to any Host name)",
     )
     v.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free)")
     v.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")

@@ -82,6 +82,7 @@ def remove_partial_files(folder: str | os.PathLike) -> list[Path]:
 
 
 MiB = 1 << 20
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # none on Windows, where FIFOs are not files
 
 
 def read_bounded(
@@ -92,10 +93,16 @@ def read_bounded(
     file, too large, unreadable)."""
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
+        # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer
+        fd = os.open(path, os.O_RDONLY | _NONBLOCK)
+        with open(fd, "rb") as f:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                raise IsADirectoryError
             if not stat.S_ISREG(st.st_mode):
                 raise error(f"{what} {path}: not a regular file")
+            if _NONBLOCK:
+                os.set_blocking(fd, True)
             if st.st_size > limit:
                 raise error(f"{what} {path}: {st.st_size:,} bytes, more than the {limit:,} allowed")
             data = f.read(limit + 1)

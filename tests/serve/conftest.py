@@ -18,7 +18,7 @@ import pytest
 import digitgan
 from digitgan.sampling import Sampler
 from digitgan.serve import create_app
-from digitgan.serve.app import _listen
+from digitgan.serve.app import _listen, make_server
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM_FLAGS = [
@@ -62,12 +62,11 @@ def cond_gan(cond_run) -> Sampler:
 
 
 @contextmanager
-def live_server(app):
-    """Serve ``app`` with uvicorn in a thread on 127.0.0.1 (a free port); yield its base URL."""
-    import uvicorn
-
-    sock = _listen("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+def live_server(app, sock=None, **limits):
+    """Serve ``app`` as ``digitgan serve`` does (``limits``: of ``make_server``) in a thread
+    on ``sock`` (default: 127.0.0.1, a free port); yield its base URL."""
+    sock = sock or _listen("127.0.0.1", 0)
+    server = make_server(app, **limits)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -80,6 +79,12 @@ def live_server(app):
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+@pytest.fixture(scope="session")
+def running():
+    """:func:`live_server`, for test modules: ``with running(app, **limits) as url: ...``."""
+    return live_server
 
 
 @pytest.fixture(scope="session")

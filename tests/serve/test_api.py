@@ -3,8 +3,12 @@ request, errors that leave the server serving, and generation under concurrent r
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import json
+import logging
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +19,7 @@ import torch
 from PIL import Image
 from starlette.testclient import TestClient
 
+from digitgan.errors import ConfigError
 from digitgan.serve import create_app
 from digitgan.serve.app import MAX_BODY, MAX_N
 from digitgan.viz import make_grid, to_uint8
@@ -22,14 +27,17 @@ from digitgan.viz import make_grid, to_uint8
 
 @pytest.fixture(scope="module")
 def client(gan):
-    with TestClient(create_app(gan)) as c:
+    with TestClient(create_app(gan, hosts="testserver")) as c:
         yield c
 
 
 @pytest.fixture(scope="module")
 def cond_client(cond_gan):
-    with TestClient(create_app(cond_gan)) as c:
+    with TestClient(create_app(cond_gan, hosts="testserver")) as c:
         yield c
+
+
+JSON = {"content-type": "application/json"}
 
 
 def png(response) -> np.ndarray:
@@ -90,10 +98,88 @@ def test_info_reads_metrics_and_floor_from_eval_json(tmp_path, gan):
     (tmp_path / "eval.json").write_text(
         json.dumps({"metrics": {"fid": 41.5, "kid": 0.03}, "floor": {"fid": 1.25}})
     )
-    with TestClient(create_app(moved)) as c:
+    with TestClient(create_app(moved, hosts="testserver")) as c:
         info = c.get("/api/info").json()
     assert info["metrics"] == {"fid": 41.5, "kid": 0.03}
     assert info["floor"] == {"fid": 1.25}
+
+
+def _in_run(tmp_path, gan):
+    """``gan`` as if its checkpoint were in run directory ``tmp_path`` (which we can write to)."""
+    from digitgan.sampling import Sampler
+
+    return Sampler(gan.generator, gan.config, gan.meta, tmp_path / "checkpoints" / "x.safetensors")
+
+
+def _info_within(app_of, seconds: float = 10) -> tuple[int, dict]:
+    """(status, JSON) of GET /api/info on the app ``app_of()`` makes; fails after ``seconds``."""
+    answer = {}
+
+    def ask():
+        with TestClient(app_of(), raise_server_exceptions=False) as c:
+            r = c.get("/api/info")
+            answer["got"] = r.status_code, r.json()
+
+    thread = threading.Thread(target=ask, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert "got" in answer, f"no answer from /api/info within {seconds} s"
+    return answer["got"]
+
+
+def _sparse(path, size: int) -> None:
+    with open(path, "wb") as f:
+        f.truncate(size)
+
+
+def _deep(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+BAD_EVAL = {  # how to make RUN/eval.json bad, and words of the line logged about it
+    "fifo": (lambda p: os.mkfifo(p), "not a regular file"),
+    "dev-zero": (lambda p: p.symlink_to("/dev/zero"), "not a regular file"),
+    "folder": (lambda p: p.mkdir(), "is a folder"),
+    "too-large": (lambda p: _sparse(p, 2**30), "more than the 1,048,576"),
+    "not-utf8": (lambda p: p.write_bytes(b'{"metrics": {"\xff": 1}}'), "not UTF-8"),
+    "nested": (lambda p: p.write_text(_deep(100_000)), "nested too deeply"),
+    "nested-metrics": (
+        lambda p: p.write_text('{"metrics": {"fid": ' + _deep(50_000) + "}}"),
+        "nested too deeply",
+    ),
+    "dangling-link": (lambda p: p.symlink_to(p.with_name("gone.json")), "no such file"),
+}
+
+
+@pytest.mark.parametrize("kind", BAD_EVAL)
+def test_a_bad_eval_json_shows_no_scores_and_is_logged_in_one_line(tmp_path, gan, caplog, kind):
+    make, words = BAD_EVAL[kind]
+    path = tmp_path / "eval.json"
+    make(path)
+    try:
+        with caplog.at_level(logging.WARNING, logger="digitgan.serve"):
+            status, info = _info_within(
+                lambda: create_app(_in_run(tmp_path, gan), hosts="testserver")
+            )
+    finally:
+        if kind == "fifo":  # free a reader that waits for a writer, if one does
+            with contextlib.suppress(OSError):
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+    assert status == 200, info
+    assert info["metrics"] is None and info["floor"] is None and info["step"] == 3
+    logged = [r.getMessage() for r in caplog.records if r.name == "digitgan.serve"]
+    assert len(logged) == 1 and "\n" not in logged[0], logged
+    assert str(path) in logged[0] and words in logged[0] and "no scores" in logged[0]
+
+
+def test_eval_json_is_read_once_when_the_server_starts(tmp_path, gan):
+    path = tmp_path / "eval.json"
+    path.write_text(json.dumps({"metrics": {"fid": 7.5}}))
+    with TestClient(create_app(_in_run(tmp_path, gan), hosts="testserver")) as c:
+        assert c.get("/api/info").json()["metrics"] == {"fid": 7.5}
+        path.unlink()
+        os.mkfifo(path)  # read per request, this would wait for a writer
+        assert _info_within(lambda: c.app)[1]["metrics"] == {"fid": 7.5}
 
 
 # --- /api/samples --------------------------------------------------------------------------
@@ -108,7 +194,7 @@ def test_samples_png_is_the_grid_of_generate(client, gan):
 
 
 def test_samples_defaults_and_seeds(client, gan):
-    default = png(client.post("/api/samples"))  # empty body: 16 samples of seed 0
+    default = png(client.post("/api/samples", headers=JSON))  # empty body: 16 of seed 0
     assert np.array_equal(default, make_grid(to_uint8(gan.generate(16, seed=0))))
     assert np.array_equal(default, png(client.post("/api/samples", json={})))
     assert not np.array_equal(default, png(client.post("/api/samples", json={"seed": 1})))
@@ -201,15 +287,49 @@ BAD = [
     ("/api/interpolate", b'{"seed_b": "x"}', 422, "seed_b: expected an integer"),
     ("/api/interpolate", b'{"n": 3}', 422, "unknown field 'n'"),
     ("/api/samples", b'{"seed": ' + b"1" * MAX_BODY + b"}", 413, "over the limit"),
+    # nesting: checked before parsing, so no depth reaches the parser's recursion limit
+    ("/api/samples", _deep(5000).encode(), 400, "nests arrays and objects deeper than 32"),
+    ("/api/samples", b'{"n": ' + b'{"a": ' * 2000 + b"1" + b"}" * 2001, 400, "deeper than 32"),
+    ("/api/interpolate", b'{"steps": ' + _deep(32).encode() + b"}", 400, "deeper than 32"),
+    ("/api/samples", b'{"n": ' + _deep(31).encode() + b"}", 422, "n: expected an integer"),
+    ("/api/samples", b'{"format": "' + b"[" * 100 + b'"}', 422, "format: expected one of"),
+    ("/api/samples", b'{"n": ' + b"[" * 4000, 400, "deeper than 32"),
+    ("/api/samples", b'{"n": ' + b"9" * 5000 + b"}", 400, "not valid JSON"),
 ]
 
 
-@pytest.mark.parametrize("path, body, status, message", BAD)
+@pytest.mark.parametrize("path, body, status, message", BAD, ids=lambda v: repr(v)[:40])
 def test_bad_requests_get_a_4xx_with_a_clear_message(client, path, body, status, message):
-    r = client.post(path, content=body)
+    r = client.post(path, content=body, headers=JSON)
     assert r.status_code == status, r.text
     assert message in r.json()["error"]
     assert client.get("/api/info").status_code == 200  # and the server keeps serving
+
+
+@pytest.mark.parametrize(
+    "content_type", [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
+)
+@pytest.mark.parametrize("body", [b"", b'{"n": 1}'])
+@pytest.mark.parametrize("path", ["/api/samples", "/api/interpolate"])
+def test_requests_must_be_sent_as_json(client, path, body, content_type):
+    """A page elsewhere may POST text/plain or a form without asking (no CORS preflight);
+    this server generates only for requests sent as application/json."""
+    headers = {} if content_type is None else {"content-type": content_type}
+    r = client.post(path, content=body, headers=headers)
+    assert r.status_code == 415, r.text
+    assert "Content-Type: application/json" in r.json()["error"]
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "Application/JSON"])
+def test_json_content_types_are_accepted(client, content_type):
+    r = client.post("/api/samples", content=b'{"n": 1}', headers={"content-type": content_type})
+    assert r.status_code == 200, r.text
+
+
+def test_a_body_announced_over_the_limit_is_refused_before_it_is_read(client):
+    headers = {**JSON, "content-length": str(10 * MAX_BODY)}
+    r = client.post("/api/samples", content=b"{}", headers=headers)
+    assert r.status_code == 413 and "over the limit" in r.json()["error"]
 
 
 COND_BAD = [
@@ -246,11 +366,130 @@ def test_a_failing_model_gets_a_500_and_the_server_keeps_serving(gan):
         def generate(self, n, seed=0, labels=None):
             raise RuntimeError("out of memory")
 
-    with TestClient(create_app(Broken()), raise_server_exceptions=False) as c:
+    with TestClient(create_app(Broken(), hosts="testserver"), raise_server_exceptions=False) as c:
         r = c.post("/api/samples", json={"n": 4})
         assert r.status_code == 500
         assert r.json() == {"error": "internal error: RuntimeError: out of memory"}
         assert c.get("/api/info").status_code == 200
+
+
+# --- the Host header ------------------------------------------------------------------------
+
+
+class Counting:
+    """Delegates to ``gan``, counting the generations asked of it."""
+
+    def __init__(self, gan):
+        self.gan, self.calls = gan, 0
+
+    def __getattr__(self, name):
+        return getattr(self.gan, name)
+
+    def generate(self, n, seed=0, labels=None):
+        self.calls += 1
+        return self.gan.generate(n, seed, labels)
+
+
+@pytest.mark.parametrize(
+    "base",
+    ["http://127.0.0.1:8000", "http://localhost", "http://LocalHost:1234", "http://[::1]:80"],
+)
+def test_loopback_names_are_served_by_default(gan, base):
+    with TestClient(create_app(gan), base_url=base) as c:
+        assert c.get("/").status_code == 200
+        assert c.get("/api/info").status_code == 200
+        assert c.post("/api/samples", json={"n": 1}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "testserver",
+        "evil.example",
+        "evil.example:8000",
+        "localhost.evil.example",
+        "127.0.0.1.nip.io",
+        "192.168.1.5:8000",
+        "[::2]",
+        "localhost:80@evil.example",
+        "localhost:8000:8000",
+        "[localhost]",
+    ],
+)
+def test_requests_for_other_hosts_get_a_400_and_generate_nothing(gan, host):
+    """A page elsewhere that points a DNS name of its own at this machine (DNS rebinding)
+    sends that name as the Host: it can neither read the API nor make it generate."""
+    counting = Counting(gan)
+    with TestClient(create_app(counting)) as c:
+        for method, path in [("GET", "/"), ("GET", "/api/info"), ("POST", "/api/samples")]:
+            r = c.request(method, path, json={"n": 1}, headers={"host": host})
+            assert r.status_code == 400, (method, path, r.text)
+            assert "this server does not answer to Host" in r.json()["error"]
+    assert counting.calls == 0
+
+
+def _asgi_status(app, headers: list[tuple[bytes, bytes]], method="GET", path="/api/info") -> int:
+    """The status ``app`` answers a request with, given exactly these headers (no body)."""
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.0",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+    asyncio.run(app(scope, receive, send))
+    return sent[0]["status"]
+
+
+def test_requests_without_exactly_one_host_header_get_a_400(gan):
+    app = create_app(gan)
+    assert _asgi_status(app, [(b"host", b"localhost")]) == 200
+    assert _asgi_status(app, []) == 400  # HTTP/1.0 lets a client leave it out
+    assert _asgi_status(app, [(b"host", b"localhost"), (b"host", b"evil.example")]) == 400
+
+
+@pytest.mark.parametrize("length", [b"\xb2", b"-1", b"1e9", b" 99999", b"99999999999999999999"])
+def test_odd_content_lengths_get_a_4xx(gan, length):
+    """(uvicorn refuses these itself; other ASGI servers may pass them on.)"""
+    headers = [(b"host", b"localhost"), (b"content-type", b"application/json")]
+    status = _asgi_status(
+        create_app(gan), [*headers, (b"content-length", length)], "POST", "/api/samples"
+    )
+    assert 400 <= status < 500 or status == 200
+
+
+def test_the_hosts_served_can_be_chosen(gan):
+    app = create_app(gan, hosts=["digits.lan", "::1", "192.168.1.5"])
+    for host, status in [
+        ("digits.lan:8000", 200),
+        ("DIGITS.LAN.", 200),
+        ("[::1]", 200),
+        ("[0:0::1]:8000", 200),
+        ("192.168.1.5", 200),
+        ("localhost", 400),  # the list replaces the default
+        ("other.lan", 400),
+    ]:
+        with TestClient(app, base_url="http://x") as c:
+            assert c.get("/api/info", headers={"host": host}).status_code == status, host
+    with TestClient(create_app(gan, hosts="*"), base_url="http://evil.example") as c:
+        assert c.get("/api/info").status_code == 200  # "*": any Host
+    with pytest.raises(ConfigError, match="'a b' is not a host name or IP address"):
+        create_app(gan, hosts=["a b"])
 
 
 # --- concurrency ---------------------------------------------------------------------------
@@ -281,7 +520,7 @@ def test_concurrent_requests_are_served_correctly_one_generation_at_a_time(gan):
                     self.active -= 1
 
     watched = Watched()
-    with TestClient(create_app(watched)) as c:
+    with TestClient(create_app(watched, hosts="testserver")) as c:
 
         def ask(seed):
             r = c.post("/api/samples", json={"n": 3, "seed": seed, "format": "json"})

@@ -12,7 +12,8 @@ from PIL import Image
 
 
 def api_png(url: str, body: dict) -> bytes:
-    req = urllib.request.Request(f"{url}/api/samples", data=json.dumps(body).encode())
+    data, headers = json.dumps(body).encode(), {"Content-Type": "application/json"}
+    req = urllib.request.Request(f"{url}/api/samples", data, headers)
     with urllib.request.urlopen(req, timeout=30) as r:
         return r.read()
 

@@ -3,7 +3,8 @@
 from digitgan.serve import create_app, serve
 
 serve("runs/demo", host="127.0.0.1", port=8000)   # what `digitgan serve` runs
-app = create_app(digitgan.load("runs/demo"))       # a Starlette app, e.g. for TestClient
+app = create_app(digitgan.load("runs/demo"))       # a Starlette app (ASGI)
+app = create_app(gan, hosts="testserver")          # for Starlette's TestClient and its Host
 """
 
 from ..errors import missing_extra

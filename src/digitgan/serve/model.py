@@ -12,14 +12,18 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from pathlib import Path
 
 import torch
 
+from ..errors import DigitganError
 from ..eval.evaluate import EVAL_FILE
+from ..fileio import MiB, read_text_bounded
 from ..store.rundir import run_dir_of
 
 log = logging.getLogger("digitgan.serve")
+MAX_EVAL_BYTES = MiB  # eval.json holds a few numbers: a few hundred bytes
 
 
 def num_classes(gan) -> int:
@@ -82,19 +86,31 @@ def read_evaluation(checkpoint: Path) -> tuple[dict | None, dict | None]:
 
     The file is expected to hold ``{"metrics": {name: number}, "floor": {name: number}}``
     ("floor": the same metrics between two sets of real images, the best score reachable;
-    optional). No file gives (None, None); an unreadable or malformed one is logged and
-    gives (None, None) too, so a bad metrics file never stops the model being served.
+    optional). No file gives (None, None); anything else that is not such a file (not a
+    regular file, over MAX_EVAL_BYTES, not UTF-8, not JSON, nested too deeply, another shape)
+    is logged in one line and gives (None, None) too, so a bad metrics file never stops the
+    model being served. The server reads it once, when it starts.
     """
     path = run_dir_of(checkpoint) / EVAL_FILE
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return None, None
-    except (OSError, ValueError) as e:
-        log.warning("%s: cannot read evaluation metrics (%s)", path, e)
+    try:
+        doc = json.loads(read_text_bounded(path, MAX_EVAL_BYTES, "evaluation metrics"))
+    except DigitganError as e:
+        log.warning("%s; no scores are shown", e)
+        return None, None
+    except ValueError as e:
+        log.warning("evaluation metrics %s: not valid JSON (%s); no scores are shown", path, e)
+        return None, None
+    except RecursionError:
+        log.warning("evaluation metrics %s: nested too deeply; no scores are shown", path)
         return None, None
     metrics = _scores(doc.get("metrics")) if isinstance(doc, dict) else None
     if metrics is None:
-        log.warning('%s: expected {"metrics": {name: number}, "floor": {...}}', path)
+        log.warning(
+            'evaluation metrics %s: expected {"metrics": {name: number}, "floor": {...}}; '
+            "no scores are shown",
+            path,
+        )
         return None, None
     return metrics, _scores(doc.get("floor"))
