@@ -19,6 +19,7 @@ from digitgan.data.datasets import (
 )
 from digitgan.data.fetch import FileCheck
 from digitgan.data.idx import read_idx, write_idx
+from digitgan.data.npz import read_npy, read_npz
 from digitgan.data.registry import (
     DEFAULT_DATASET,
     REGISTRY,
@@ -44,6 +45,8 @@ __all__ = [
     "list_datasets",
     "load_dataset",
     "read_idx",
+    "read_npy",
+    "read_npz",
     "register_dataset",
     "verify_dataset",
     "write_idx",

@@ -1,0 +1,68 @@
+"""Every file digitgan reads has a bound: a file that claims more than the bound, or is larger,
+or is not a regular file, or is not text where text is expected, is refused with one line
+that names it, in bounded memory. The commands run in child processes whose address space is
+capped (RLIMIT_AS, see ``MEMORY_LIMIT``), so a reader that allocates what a file claims fails
+there with a traceback instead of passing."""
+
+from __future__ import annotations
+
+import struct
+import zipfile
+
+import pytest
+from guarantees.conftest import assert_one_line_error
+
+from digitgan.cli import main
+
+GB_2_1 = 2_100_000_000
+
+
+def _npy(descr: str, shape: tuple, payload: bytes = b"") -> bytes:
+    """A .npy file (format 1.0) with exactly this header, whatever it claims."""
+    header = f"{{'descr': {descr!r}, 'fortran_order': False, 'shape': {shape!r}, }}".encode()
+    header += b" " * (-(10 + len(header) + 1) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + payload
+
+
+def _claim_size(archive: bytes, name: bytes, size: int) -> bytes:
+    """Set the uncompressed size that the zip ``archive`` records for member ``name`` (in its
+    local header and its central directory entry) to ``size``."""
+    data = bytearray(archive)
+    for signature, field in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+        at = data.index(signature)
+        while data[at + (30 if signature == b"PK\x03\x04" else 46) :].find(name) != 0:
+            at = data.index(signature, at + 4)
+        struct.pack_into("<I", data, at + field, size)
+    return bytes(data)
+
+
+def _one_line(capsys, argv: list[str], *fragments: str) -> str:
+    """Run the command line in this process: status 2 and one line holding ``fragments``."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("digitgan: error: "), err
+    for fragment in fragments:
+        assert fragment in err, err
+    return err
+
+
+# --- .npz members compressed with methods numpy never writes ---------------------------------
+
+
+@pytest.mark.parametrize("method, name", [(zipfile.ZIP_BZIP2, "bzip2"), (zipfile.ZIP_LZMA, "lzma")])
+def test_bzip2_or_lzma_member_claiming_2_gb_is_refused_in_bounded_memory(
+    cli, tmp_path, method, name
+):
+    """A 2 KB .npz whose x_train, bzip2- or lzma-compressed, claims 2.1 GB: such methods can
+    expand data without a useful bound (zipfile even expands a member in one piece), so they
+    are refused by name before anything is read. (The data here is small; the sizes in the
+    archive and the .npy header claim 2.1 GB, as those of a real bomb would.)"""
+    header = _npy("|u1", (2100, 1000, 1000))
+    path = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x_train.npy", header + bytes(1000), compress_type=method)
+        archive.writestr("y_train.npy", _npy("|u1", (2100,), bytes(2100)))
+    path.write_bytes(_claim_size(path.read_bytes(), b"x_train.npy", len(header) + GB_2_1))
+    assert path.stat().st_size < 4000
+    result = cli.run_limited("data", "info", f"npz:{path}")
+    assert_one_line_error(result, str(path), "x_train", f"compressed with {name}")
