@@ -224,3 +224,17 @@ def test_a_zip64_record_claiming_a_huge_member_list_is_refused(tmp_path: Path) -
     path.write_bytes(data[:end] + record + locator + data[end:])
     with pytest.raises(DataError, match="its list of members takes 1,099,511,627,776 bytes"):
         load_dataset(f"npz:{path}")
+
+
+@pytest.mark.parametrize(
+    "shape, refused", [((3, 1024, 2), False), ((3, 2, 1025), True), ((3, 1025, 4, 3), True)]
+)
+def test_images_of_more_than_1024_pixels_a_side_are_refused(tmp_path, shape, refused) -> None:
+    arrays = {"x_train": np.zeros(shape, np.uint8), "y_train": np.zeros(3, np.uint8)}
+    spec = save(tmp_path / "wide.npz", **arrays)
+    if not refused:
+        assert load_dataset(spec).image_shape[1:] == shape[1:3]
+        return
+    message = rf"\[x_train\]: images of {shape[1]}x{shape[2]} pixels; .* at most 1024 pixels"
+    with pytest.raises(DataError, match=message):
+        load_dataset(spec)

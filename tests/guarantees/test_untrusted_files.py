@@ -6,13 +6,16 @@ there with a traceback instead of passing."""
 
 from __future__ import annotations
 
+import gzip
 import struct
 import zipfile
 
+import numpy as np
 import pytest
 from guarantees.conftest import assert_one_line_error
 
 from digitgan.cli import main
+from digitgan.data.datasets import IDX_NAMES, MAX_IMAGE_SIDE
 
 GB_2_1 = 2_100_000_000
 
@@ -66,3 +69,42 @@ def test_bzip2_or_lzma_member_claiming_2_gb_is_refused_in_bounded_memory(
     assert path.stat().st_size < 4000
     result = cli.run_limited("data", "info", f"npz:{path}")
     assert_one_line_error(result, str(path), "x_train", f"compressed with {name}")
+
+
+# --- images larger than digitgan takes -------------------------------------------------------
+
+
+def _gzip_of_zeros(header: bytes, count: int) -> bytes:
+    """A gzip file holding ``header`` and then ``count`` zero bytes, made fast: one gzip
+    member of zeros, repeated (gzip readers read the members one after another)."""
+    chunk = 10_000_000
+    assert count % chunk == 0
+    member = gzip.compress(bytes(chunk), compresslevel=1, mtime=0)
+    return gzip.compress(header, mtime=0) + member * (count // chunk)
+
+
+def test_huge_image_in_an_idx_folder_is_refused_before_it_is_read(cli, tmp_path):
+    """One 20000x20000 image: 400 MB of data in a 0.5 MB gzipped IDX file."""
+    side = 20_000
+    header = bytes([0, 0, 8, 3]) + struct.pack(">3I", 1, side, side)
+    images = tmp_path / f"{IDX_NAMES[0]}.gz"
+    images.write_bytes(_gzip_of_zeros(header, side * side))
+    (tmp_path / f"{IDX_NAMES[1]}.gz").write_bytes(
+        gzip.compress(bytes([0, 0, 8, 1]) + struct.pack(">I", 1) + b"\0")
+    )
+    result = cli.run_limited("data", "info", f"idx:{tmp_path}", limit=2**28)
+    assert_one_line_error(
+        result, str(images), f"{side}x{side} pixels", f"at most {MAX_IMAGE_SIDE} pixels a side"
+    )
+
+
+def test_huge_image_in_an_npz_is_refused(capsys, tmp_path):
+    side = MAX_IMAGE_SIDE + 1
+    path = tmp_path / "wide.npz"
+    np.savez(path, x_train=np.zeros((2, 4, side), np.uint8), y_train=np.zeros(2, np.uint8))
+    _one_line(
+        capsys,
+        ["data", "info", f"npz:{path}"],
+        f"{path}[x_train]: images of 4x{side} pixels",
+        f"at most {MAX_IMAGE_SIDE} pixels a side",
+    )
