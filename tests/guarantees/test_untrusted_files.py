@@ -108,3 +108,26 @@ def test_huge_image_in_an_npz_is_refused(capsys, tmp_path):
         f"{path}[x_train]: images of 4x{side} pixels",
         f"at most {MAX_IMAGE_SIDE} pixels a side",
     )
+
+
+# --- config files ----------------------------------------------------------------------------
+
+
+def test_config_from_dev_zero_is_refused_in_bounded_memory(cli):
+    result = cli.run_limited("config", "--config", "/dev/zero")
+    assert_one_line_error(result, "config file /dev/zero: not a regular file")
+
+
+def test_binary_and_oversized_config_files_are_one_line(capsys, tmp_path):
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"[train]\niters = 3\n\xff\xfe\x00\x81")
+    _one_line(capsys, ["config", "--config", str(binary)], f"{binary}: not UTF-8 text")
+    big = tmp_path / "big.toml"
+    big.write_text("# padding\n" * 110_000)
+    _one_line(capsys, ["config", "--config", str(big)], f"{big}: 1,100,000 bytes, more than")
+    deep = tmp_path / "deep.toml"
+    deep.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    _one_line(capsys, ["config", "--config", str(deep)], f"{deep}: not valid TOML")
+    not_a_name = tmp_path / "preset.toml"
+    not_a_name.write_text("preset = [1, 2]\n")
+    _one_line(capsys, ["config", "--config", str(not_a_name)], "preset must be a string")
