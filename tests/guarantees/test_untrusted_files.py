@@ -7,8 +7,10 @@ there with a traceback instead of passing."""
 from __future__ import annotations
 
 import gzip
+import json
 import struct
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from guarantees.conftest import assert_one_line_error
 
 from digitgan.cli import main
 from digitgan.data.datasets import IDX_NAMES, MAX_IMAGE_SIDE
+from digitgan.store.rundir import MAX_METRICS_BYTES
 
 GB_2_1 = 2_100_000_000
 
@@ -131,3 +134,58 @@ def test_binary_and_oversized_config_files_are_one_line(capsys, tmp_path):
     not_a_name = tmp_path / "preset.toml"
     not_a_name.write_text("preset = [1, 2]\n")
     _one_line(capsys, ["config", "--config", str(not_a_name)], "preset must be a string")
+
+
+# --- metrics.jsonl ---------------------------------------------------------------------------
+
+
+def test_damaged_metrics_file_is_skipped_by_resume_and_plot(capsys, trained_run):
+    """Lines that are not UTF-8 or not JSON objects, or whose values make no sense to plot,
+    are skipped; the good lines are kept."""
+    metrics = trained_run / "metrics.jsonl"
+    good = metrics.read_bytes().splitlines()
+    assert good
+    damaged = [
+        b'{"step": 0, "D_loss": 1.5, "x\xff": 2}',
+        b"\x80\x81 not text",
+        b"[1, 2, 3]",
+        b'{"step": "one", "D_loss": 1}',
+        b'{"D_loss": 1}',
+        b'{"step": 5, "D_loss": 1e308, "G_loss": true, "$\\\\frac{": 3, "k": 1e400}',
+    ]
+    metrics.write_bytes(b"\n".join(good[:1] + damaged + good[1:]) + b"\n")
+    assert main(["plot", str(trained_run)]) in (0, 2)  # 2: the tiny run has no sample grids
+    err = capsys.readouterr().err
+    assert err in (
+        "",
+        f"digitgan: error: {trained_run}: no sample grids in "
+        f"{trained_run / 'samples'} to animate\n",
+    ), err
+    assert (trained_run / "plots" / "curves.png").is_file()
+    assert main(["train", "--resume", str(trained_run), "--iters", "2", "--no-progress"]) == 0
+    kept = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert kept == [json.loads(line) for line in good if json.loads(line)["step"] < 2]
+
+
+def test_oversized_metrics_file_is_refused(capsys, trained_run):
+    metrics = trained_run / "metrics.jsonl"
+    with open(metrics, "r+b") as f:
+        f.truncate(MAX_METRICS_BYTES + 1)  # sparse: nothing is written
+    limit = f"more than the {MAX_METRICS_BYTES:,} allowed"
+    _one_line(capsys, ["plot", str(trained_run)], f"metrics file {metrics}", limit)
+    resume = ["train", "--resume", str(trained_run), "--iters", "2", "--no-progress"]
+    _one_line(capsys, resume, f"metrics file {metrics}", limit)
+
+
+def test_sample_grid_claiming_10_gigapixels_is_one_line(capsys, trained_run):
+    """A PNG whose header claims 100000x100000 pixels, among the grids `plot` animates."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"") + chunk(b"IEND", b"")
+    grid = trained_run / "samples" / "000.png"
+    grid.write_bytes(png)
+    _one_line(capsys, ["plot", str(trained_run)], f"sample grid {grid}: not a readable PNG")
