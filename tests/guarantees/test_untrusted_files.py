@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import struct
 import zipfile
 import zlib
@@ -17,7 +18,9 @@ import pytest
 from guarantees.conftest import assert_one_line_error
 
 from digitgan.cli import main
+from digitgan.data import read_idx
 from digitgan.data.datasets import IDX_NAMES, MAX_IMAGE_SIDE
+from digitgan.errors import DataError
 from digitgan.store.rundir import MAX_METRICS_BYTES
 
 GB_2_1 = 2_100_000_000
@@ -189,3 +192,46 @@ def test_sample_grid_claiming_10_gigapixels_is_one_line(capsys, trained_run):
     grid = trained_run / "samples" / "000.png"
     grid.write_bytes(png)
     _one_line(capsys, ["plot", str(trained_run)], f"sample grid {grid}: not a readable PNG")
+
+
+# --- .npy files for evaluate -----------------------------------------------------------------
+
+
+def test_npy_labels_claiming_745_gib_are_refused_in_bounded_memory(cli, tmp_path):
+    samples, labels = tmp_path / "samples.npy", tmp_path / "labels.npy"
+    np.save(samples, np.zeros((4, 28, 28), np.uint8))
+    labels.write_bytes(_npy("<i8", (10**11,), bytes(80)))
+    result = cli.run_limited("evaluate", samples, "--labels", labels)
+    assert_one_line_error(result, f"--labels {labels}", "claims shape (100000000000,)")
+
+
+def test_npy_samples_claiming_more_than_the_file_holds(capsys, tmp_path):
+    samples = tmp_path / "samples.npy"
+    samples.write_bytes(_npy("|u1", (10**6, 28, 28), bytes(100)))
+    _one_line(capsys, ["evaluate", str(samples)], f"{samples} claims shape (1000000, 28, 28)")
+
+
+def test_npy_samples_that_are_a_zip_or_huge_images(capsys, tmp_path):
+    archive = tmp_path / "archive.npy"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("x.npy", _npy("|u1", (2, 2, 2), bytes(8)))
+    _one_line(capsys, ["evaluate", str(archive)], f"{archive}: not a .npy file")
+    wide = tmp_path / "wide.npy"
+    np.save(wide, np.zeros((2, 2, MAX_IMAGE_SIDE + 1), np.uint8))
+    _one_line(capsys, ["evaluate", str(wide)], f"{wide}: images of 2x{MAX_IMAGE_SIDE + 1}")
+
+
+# --- files that are not regular files --------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["idx", "npz", "npy"])
+def test_a_fifo_is_refused_not_waited_on(capsys, tmp_path, kind):
+    fifo = tmp_path / ("train-images-idx3-ubyte" if kind == "idx" else f"fifo.{kind}")
+    os.mkfifo(fifo)
+    if kind == "idx":
+        with pytest.raises(DataError, match=f"{fifo}: not a regular file"):
+            read_idx(fifo)
+    elif kind == "npz":
+        _one_line(capsys, ["data", "info", f"npz:{fifo}"], f"{fifo}: not a regular file")
+    else:
+        _one_line(capsys, ["evaluate", str(fifo)], f"{fifo}: not a regular file")
