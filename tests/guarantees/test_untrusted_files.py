@@ -15,12 +15,16 @@ import zlib
 
 import numpy as np
 import pytest
+import torch
 from guarantees.conftest import assert_one_line_error
+from safetensors.torch import save as st_save
 
 from digitgan.cli import main
 from digitgan.data import read_idx
 from digitgan.data.datasets import IDX_NAMES, MAX_IMAGE_SIDE
 from digitgan.errors import DataError
+from digitgan.eval.classifier import SHIPPED
+from digitgan.store.checkpoint import read_checkpoint
 from digitgan.store.rundir import MAX_METRICS_BYTES
 
 GB_2_1 = 2_100_000_000
@@ -219,6 +223,38 @@ def test_npy_samples_that_are_a_zip_or_huge_images(capsys, tmp_path):
     wide = tmp_path / "wide.npy"
     np.save(wide, np.zeros((2, 2, MAX_IMAGE_SIDE + 1), np.uint8))
     _one_line(capsys, ["evaluate", str(wide)], f"{wide}: images of 2x{MAX_IMAGE_SIDE + 1}")
+
+
+# --- classifier weights ----------------------------------------------------------------------
+
+
+def test_classifier_metadata_describing_a_huge_network_costs_no_memory(cli, tmp_path):
+    """The shipped classifier's tensors under metadata claiming a feature layer of 10^6
+    units (a 4.6 GB weight matrix): the network is compared on PyTorch's meta device, so the
+    file is refused for not matching it, not for running out of memory building it."""
+    tensors, meta = read_checkpoint(SHIPPED["mnist20k"].path, "digitgan-classifier", 1)
+    meta["arch"]["feature_dim"] = 10**6
+    path = tmp_path / "huge.safetensors"
+    path.write_bytes(st_save(tensors, metadata={"digitgan": json.dumps(meta)}))
+    samples = tmp_path / "samples.npy"
+    np.save(samples, np.zeros((4, 28, 28), np.uint8))
+    result = cli.run_limited("evaluate", samples, "--classifier", path)
+    assert_one_line_error(result, f"{path}: not a usable classifier", "the network expects")
+
+
+def test_classifier_weights_that_are_nan_are_refused(capsys, tmp_path):
+    tensors, meta = read_checkpoint(SHIPPED["mnist20k"].path, "digitgan-classifier", 1)
+    tensors = {k: v.clone() for k, v in tensors.items()}
+    tensors["head.weight"][0, 0] = torch.nan
+    path = tmp_path / "nan.safetensors"
+    path.write_bytes(st_save(tensors, metadata={"digitgan": json.dumps(meta)}))
+    samples = tmp_path / "samples.npy"
+    np.save(samples, np.zeros((4, 28, 28), np.uint8))
+    _one_line(
+        capsys,
+        ["evaluate", str(samples), "--classifier", str(path)],
+        "head.weight holds NaN or inf",
+    )
 
 
 # --- files that are not regular files --------------------------------------------------------
