@@ -77,6 +77,9 @@ def remove_partial_files(folder: str | os.PathLike) -> list[Path]:
 
 
 MiB = 1 << 20
+MAX_METRICS_BYTES = 256 * MiB
+"""The largest metrics.jsonl read (to resume or to plot a run): 256 MiB, about a million
+logged steps."""
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # so that opening a FIFO does not wait for a writer
 
 

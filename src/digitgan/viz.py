@@ -14,8 +14,14 @@ import torch
 from PIL import Image
 
 from .errors import RunDirError, missing_extra
-from .fileio import MiB, atomic_write, atomic_write_bytes, read_bounded, read_jsonl
-from .store.rundir import MAX_METRICS_BYTES
+from .fileio import (
+    MAX_METRICS_BYTES,
+    MiB,
+    atomic_write,
+    atomic_write_bytes,
+    read_bounded,
+    read_jsonl,
+)
 
 MAX_GRID_BYTES = 64 * MiB
 """The largest sample grid (PNG) :func:`progress_gif` reads."""

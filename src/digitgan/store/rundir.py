@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import RunDirError
-from ..fileio import MiB, atomic_write_text, read_jsonl, remove_partial_files
+from ..fileio import MAX_METRICS_BYTES, atomic_write_text, read_jsonl, remove_partial_files
 
 try:
     import fcntl
@@ -29,10 +29,6 @@ except ImportError:  # Windows: no flock(2); runs are not locked there
     fcntl = None
 
 LOCK_NAME = ".lock"
-
-MAX_METRICS_BYTES = 256 * MiB
-"""The largest metrics.jsonl read (to resume or plot a run): 256 MiB, about a million logged
-steps."""
 
 
 class RunLock:
