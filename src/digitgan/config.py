@@ -27,6 +27,7 @@ import tomli_w
 import torch
 
 from .errors import ConfigError
+from .fileio import read_text_bounded
 from .losses import OBJECTIVES, PENALTIES
 from .models import ARCHITECTURES, INITS
 from .options import Registry, opt
@@ -482,18 +483,20 @@ def apply_dict(cfg: Config, d: dict[str, Any], source: str) -> None:
             set_value(cfg, key, value, source)
 
 
+MAX_CONFIG_BYTES = 1 << 20
+"""The largest config file read: 1 MiB (a complete config is about 2 KB)."""
+
+
 def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML config file, with errors that name the file."""
+    """Read a TOML config file (UTF-8, at most MAX_CONFIG_BYTES), with errors that name it."""
     p = Path(path)
+    text = read_text_bounded(p, MAX_CONFIG_BYTES, "config file", ConfigError)
     try:
-        with p.open("rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {p}") from None
-    except tomllib.TOMLDecodeError as e:
+        return tomllib.loads(text)
+    except ValueError as e:  # TOMLDecodeError, and an integer of too many digits
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: not valid TOML: arrays or tables nested too deeply") from None
 
 
 def apply_sets(cfg: Config, sets: list[str] | tuple[str, ...]) -> None:
@@ -516,7 +519,10 @@ def build_config(
     The preset is ``preset_name``, else the file's ``preset`` key, else ``seed``.
     """
     file_dict = load_toml(config_file) if config_file else {}
-    cfg = preset(preset_name or file_dict.get("preset", "seed"))
+    name = preset_name or file_dict.get("preset", "seed")
+    if not isinstance(name, str):
+        raise ConfigError(f"{config_file}: preset must be a string, got {name!r}")
+    cfg = preset(name)
     apply_dict(cfg, {k: v for k, v in file_dict.items() if k != "preset"}, str(config_file))
     apply_sets(cfg, sets)
     for key, value in (overrides or {}).items():

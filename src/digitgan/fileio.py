@@ -82,7 +82,37 @@ def remove_partial_files(folder: str | os.PathLike) -> list[Path]:
 
 
 MiB = 1 << 20
-_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # none on Windows, where FIFOs are not files
+MAX_METRICS_BYTES = 256 * MiB
+"""The largest metrics.jsonl read (to resume or to plot a run): 256 MiB, about a million
+logged steps."""
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # so that opening a FIFO does not wait for a writer
+
+
+def open_regular(
+    path: str | os.PathLike, what: str = "", error: type[DigitganError] = DigitganError
+) -> BinaryIO:
+    """Regular file ``path``, opened for binary reading. Anything else is ``error`` with one
+    line naming ``what`` the file is (if given) and the file: a folder, a FIFO, a device,
+    a file that cannot be opened. A FIFO is not waited on: it is opened without blocking,
+    then refused. A missing file raises FileNotFoundError, for the caller to name."""
+    path = Path(path)
+    where = f"{what} {path}" if what else str(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | _NONBLOCK | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        raise
+    except IsADirectoryError:
+        raise error(f"{where}: is a folder, not a file") from None
+    except OSError as e:
+        raise error(f"{where}: cannot read it: {e.strerror or e}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "is a folder, not a file" if stat.S_ISDIR(mode) else "not a regular file"
+        raise error(f"{where}: {kind}")
+    if _NONBLOCK:
+        os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 def read_bounded(
@@ -93,23 +123,13 @@ def read_bounded(
     file, too large, unreadable)."""
     path = Path(path)
     try:
-        # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer
-        fd = os.open(path, os.O_RDONLY | _NONBLOCK)
-        with open(fd, "rb") as f:
-            st = os.fstat(fd)
-            if stat.S_ISDIR(st.st_mode):
-                raise IsADirectoryError
-            if not stat.S_ISREG(st.st_mode):
-                raise error(f"{what} {path}: not a regular file")
-            if _NONBLOCK:
-                os.set_blocking(fd, True)
-            if st.st_size > limit:
-                raise error(f"{what} {path}: {st.st_size:,} bytes, more than the {limit:,} allowed")
+        with open_regular(path, what, error) as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > limit:
+                raise error(f"{what} {path}: {size:,} bytes, more than the {limit:,} allowed")
             data = f.read(limit + 1)
     except FileNotFoundError:
         raise error(f"{what} {path}: no such file") from None
-    except IsADirectoryError:
-        raise error(f"{what} {path}: is a folder, not a file") from None
     except OSError as e:
         raise error(f"{what} {path}: cannot read it: {e.strerror or e}") from None
     if len(data) > limit:  # it grew while being read
@@ -127,14 +147,17 @@ def read_text_bounded(
         raise error(f"{what} {path}: not UTF-8 text (byte {e.start})") from None
 
 
-def read_jsonl(path: str | os.PathLike, limit: int, what: str) -> list[dict]:
+def read_jsonl(
+    path: str | os.PathLike, limit: int, what: str, error: type[DigitganError] = DigitganError
+) -> list[dict]:
     """The JSON objects of a JSON-lines file written by digitgan (``metrics.jsonl``), at most
-    ``limit`` bytes. Lines that are not a JSON object (cut short by a crash, or damaged, not
-    UTF-8 included) are skipped; a missing file has none."""
+    ``limit`` bytes (else ``error``, as in :func:`read_bounded`). Lines that are not a JSON
+    object (cut short by a crash, or damaged, not UTF-8 included) are skipped; a missing file
+    has none."""
     if not Path(path).exists():
         return []
     records = []
-    for line in read_bounded(path, limit, what).splitlines():
+    for line in read_bounded(path, limit, what, error).splitlines():
         try:
             record = json.loads(line.decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
-import json
 import math
+import re
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,23 @@ import torch
 from PIL import Image
 
 from .errors import RunDirError, missing_extra
-from .fileio import atomic_write, atomic_write_bytes
+from .fileio import (
+    MAX_METRICS_BYTES,
+    MiB,
+    atomic_write,
+    atomic_write_bytes,
+    read_bounded,
+    read_jsonl,
+)
+
+MAX_GRID_BYTES = 64 * MiB
+"""The largest sample grid (PNG) :func:`progress_gif` reads."""
+MAX_PANELS = 32
+"""The most panels :func:`plot_metrics` draws (the first ones, in its order)."""
+_PLOTTABLE = 1e15  # larger values (and NaN, infinity) are left out of a plot
+_KEY = re.compile(r"[\w./-]{1,64}")  # names of logged values worth a panel
+# What PIL raises for a damaged or hostile image file.
+_BAD_IMAGE = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error)
 
 
 def to_uint8(images: torch.Tensor, out_range: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
@@ -67,10 +85,14 @@ def progress_gif(
         raise RunDirError(f"{run_dir}: no sample grids in {run_dir / 'samples'} to animate")
     images = []
     for p in frames:
-        with Image.open(p) as im:
-            images.append(
-                im.convert("L").resize((im.width * scale, im.height * scale), Image.NEAREST)
-            )
+        data = read_bounded(p, MAX_GRID_BYTES, "sample grid", RunDirError)
+        try:
+            with Image.open(io.BytesIO(data), formats=["PNG"]) as im:
+                images.append(
+                    im.convert("L").resize((im.width * scale, im.height * scale), Image.NEAREST)
+                )
+        except (*_BAD_IMAGE, Image.DecompressionBombError) as e:
+            raise RunDirError(f"sample grid {p}: not a readable PNG image ({e})") from None
     out = Path(out) if out else run_dir / "plots" / "progress.gif"
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(out) as f:
@@ -86,28 +108,25 @@ def plot_metrics(run_dir: str | Path, out: str | Path | None = None) -> Path:
     plt = _pyplot()
 
     run_dir = Path(run_dir)
-    records = []
     path = run_dir / "metrics.jsonl"
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                continue  # a line cut short by a crash
+    records = read_jsonl(path, MAX_METRICS_BYTES, "metrics file", RunDirError)
+    records = [
+        {k: x for k, v in r.items() if (x := _plottable(v)) is not None and _KEY.fullmatch(k)}
+        for r in records
+        if _plottable(r.get("step")) is not None
+    ]
     if not records:
         raise RunDirError(f"{run_dir}: no logged metrics in {path} to plot")
     panels = [("losses", ["D_loss", "G_loss"]), ("discriminator outputs", ["D_real", "D_fake"])]
     skip = {"step", "wall_s", "it_per_s", "D_loss", "G_loss", "D_real", "D_fake"}
-    extra = sorted(
-        {k for r in records for k, v in r.items() if k not in skip and isinstance(v, (int, float))}
-    )
-    panels += [(k, [k]) for k in extra]
+    extra = sorted({k for r in records for k in r if k not in skip})
+    panels += [(k, [k]) for k in extra[: MAX_PANELS - len(panels)]]
     fig, axes = plt.subplots(
         len(panels), 1, figsize=(7, 2.4 * len(panels)), sharex=True, squeeze=False
     )
     for ax, (title, keys) in zip(axes[:, 0], panels, strict=True):
         for k in keys:
-            pts = [(r["step"], r[k]) for r in records if isinstance(r.get(k), (int, float))]
+            pts = [(r["step"], r[k]) for r in records if k in r]
             if pts:
                 ax.plot(*zip(*pts, strict=True), label=k, linewidth=1)
         ax.set_title(title, fontsize=10)
@@ -121,6 +140,14 @@ def plot_metrics(run_dir: str | Path, out: str | Path | None = None) -> Path:
         fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
     return out
+
+
+def _plottable(value) -> float | None:
+    """A logged value as a float, if it is a number a plot can show (not a bool, finite, of
+    magnitude below 1e15); else None."""
+    if type(value) not in (int, float) or not -_PLOTTABLE < value < _PLOTTABLE:
+        return None
+    return float(value)
 
 
 def _pyplot():

@@ -226,3 +226,19 @@ def test_split_and_dataset_invariants() -> None:
     split = Split(images, np.zeros(2, np.int64))
     with pytest.raises(DataError, match="1 class names for 2 classes"):
         Dataset("x", split, None, 2, ("0",))
+
+
+@pytest.mark.parametrize(
+    "shape, refused", [((2, 1024, 3), False), ((2, 3, 1025), True), ((2, 1025, 1), True)]
+)
+def test_idx_images_of_more_than_1024_pixels_a_side_are_refused(
+    tmp_path: Path, shape: tuple, refused: bool
+) -> None:
+    write_idx(tmp_path / IDX_NAMES[0], np.zeros(shape, np.uint8))
+    write_idx(tmp_path / IDX_NAMES[1], np.zeros(2, np.uint8))
+    if not refused:
+        assert load_dataset(f"idx:{tmp_path}").image_shape == (1, *shape[1:])
+        return
+    message = f"{IDX_NAMES[0]}: images of {shape[1]}x{shape[2]} pixels; .* at most 1024 pixels"
+    with pytest.raises(DataError, match=message):
+        load_dataset(f"idx:{tmp_path}")

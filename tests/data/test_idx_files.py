@@ -189,7 +189,7 @@ def test_corrupt_gzip_is_refused(tmp_path: Path, damage) -> None:
 def test_missing_file_and_directory(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=f"not found: {tmp_path / 'nope.gz'}"):
         read_idx(tmp_path / "nope.gz")
-    with pytest.raises(DataError, match=f"cannot read {tmp_path}"):
+    with pytest.raises(DataError, match=f"{tmp_path}: is a folder, not a file"):
         read_idx(tmp_path)
 
 

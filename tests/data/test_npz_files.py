@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 import zipfile
 from pathlib import Path
 
@@ -140,3 +141,100 @@ def test_fuzz_random_bytes(scratch: Path, content: bytes, zip_magic: bool) -> No
     path = scratch / "random.npz"
     path.write_bytes((b"PK\x03\x04" if zip_magic else b"") + content)
     load_or_data_error(path)
+
+
+def _member_record(archive: bytearray, signature: bytes, name: bytes) -> int:
+    """Where the local header (PK\\3\\4) or central directory entry (PK\\1\\2) of member
+    ``name`` starts in ``archive``."""
+    name_at = 30 if signature == b"PK\x03\x04" else 46
+    at = archive.index(signature)
+    while archive[at + name_at : at + name_at + len(name)] != name:
+        at = archive.index(signature, at + 4)
+    return at
+
+
+@pytest.mark.parametrize("method, name", [(zipfile.ZIP_BZIP2, "bzip2"), (zipfile.ZIP_LZMA, "lzma")])
+def test_compression_methods_numpy_never_writes_are_refused(tmp_path: Path, method, name):
+    """Deflate expands data at most ~1032 times, so a deflated member's size bounds what it
+    can claim; bzip2 and lzma have no such bound (and zipfile expands them in one piece)."""
+    path = tmp_path / "other.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        for key, array in keras_arrays().items():
+            buffer = io.BytesIO()
+            np.save(buffer, array)
+            archive.writestr(f"{key}.npy", buffer.getvalue(), compress_type=method)
+    with pytest.raises(DataError) as caught:
+        load_dataset(f"npz:{path}")
+    assert str(caught.value) == (
+        f"{path}: array x_train is compressed with {name}; only stored and deflate members "
+        "(what numpy's savez and savez_compressed write) are read"
+    )
+
+
+def test_encrypted_member_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "locked.npz"
+    np.savez(path, **keras_arrays())
+    data = bytearray(path.read_bytes())
+    at = _member_record(data, b"PK\x01\x02", b"x_train.npy")
+    data[at + 8] |= 1  # general purpose flag bit 0: encrypted
+    path.write_bytes(data)
+    with pytest.raises(DataError, match=r"array x_train is encrypted; refused"):
+        load_dataset(f"npz:{path}")
+
+
+def test_deflated_member_claiming_more_than_deflate_can_expand_to(tmp_path: Path) -> None:
+    """The archive says x_train expands to 100 MB; its few deflated bytes cannot hold that."""
+    member = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        member, {"descr": "|u1", "fortran_order": False, "shape": (100, 1000, 1000)}
+    )
+    path = tmp_path / "liar.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("x_train.npy", member.getvalue() + bytes(1000))
+        archive.writestr("y_train.npy", b"")
+    data = bytearray(path.read_bytes())
+    for signature, field in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+        at = _member_record(data, signature, b"x_train.npy")
+        data[at + field : at + field + 4] = (10**8 + 128).to_bytes(4, "little")
+    path.write_bytes(data)
+    with pytest.raises(DataError, match=r"x_train claims shape \(100, 1000, 1000\) .* its \d+ "):
+        load_dataset(f"npz:{path}")
+
+
+def test_a_long_list_of_members_is_refused(tmp_path: Path) -> None:
+    """Python's zipfile holds several times the central directory in memory."""
+    path = tmp_path / "many.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        for i in range(1100):
+            archive.writestr(f"{i:04d}{'x' * 1000}.npy", b"")
+    with pytest.raises(DataError, match=r"its list of members takes 1,1\d\d,\d\d\d bytes, more"):
+        load_dataset(f"npz:{path}")
+
+
+def test_a_zip64_record_claiming_a_huge_member_list_is_refused(tmp_path: Path) -> None:
+    """zipfile takes the directory's size from a zip64 end record if one sits before the end
+    record; the check reads it too."""
+    path = tmp_path / "zip64.npz"
+    np.savez(path, **keras_arrays())
+    data = path.read_bytes()
+    end = data.rindex(b"PK\x05\x06")
+    directory_at = int.from_bytes(data[end + 16 : end + 20], "little")
+    record = b"PK\x06\x06" + struct.pack("<QHHIIQQQQ", 44, 45, 45, 0, 0, 4, 4, 2**40, directory_at)
+    locator = b"PK\x06\x07" + struct.pack("<IQI", 0, end, 1)
+    path.write_bytes(data[:end] + record + locator + data[end:])
+    with pytest.raises(DataError, match="its list of members takes 1,099,511,627,776 bytes"):
+        load_dataset(f"npz:{path}")
+
+
+@pytest.mark.parametrize(
+    "shape, refused", [((3, 1024, 2), False), ((3, 2, 1025), True), ((3, 1025, 4, 3), True)]
+)
+def test_images_of_more_than_1024_pixels_a_side_are_refused(tmp_path, shape, refused) -> None:
+    arrays = {"x_train": np.zeros(shape, np.uint8), "y_train": np.zeros(3, np.uint8)}
+    spec = save(tmp_path / "wide.npz", **arrays)
+    if not refused:
+        assert load_dataset(spec).image_shape[1:] == shape[1:3]
+        return
+    message = rf"\[x_train\]: images of {shape[1]}x{shape[2]} pixels; .* at most 1024 pixels"
+    with pytest.raises(DataError, match=message):
+        load_dataset(spec)

@@ -205,7 +205,7 @@ def test_sample_command_png_and_npy(tmp_path, tiny_cfg, small_data):
     [
         (["train", "--preset", "nope"], "unknown preset 'nope'"),
         (["train", "--set", "train.iters=abc"], "train.iters: expected an integer"),
-        (["train", "--config", "/nonexistent.toml"], "config file not found"),
+        (["train", "--config", "/nonexistent.toml"], "config file /nonexistent.toml: no such file"),
         (["train", "--resume", "/nonexistent-run"], "no such run directory"),
         (["sample", "/nonexistent-run", "--out", "x.png"], "no such run directory or checkpoint"),
     ],

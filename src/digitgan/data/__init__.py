@@ -9,8 +9,10 @@
 from digitgan.data.datasets import (
     IDX_NAMES,
     MAX_CLASSES,
+    MAX_IMAGE_SIDE,
     Dataset,
     Split,
+    check_images,
     dataset_info,
     default_data_dir,
     list_datasets,
@@ -19,6 +21,7 @@ from digitgan.data.datasets import (
 )
 from digitgan.data.fetch import FileCheck
 from digitgan.data.idx import read_idx, write_idx
+from digitgan.data.npz import read_npy, read_npz
 from digitgan.data.registry import (
     DEFAULT_DATASET,
     REGISTRY,
@@ -32,6 +35,7 @@ __all__ = [
     "DEFAULT_DATASET",
     "IDX_NAMES",
     "MAX_CLASSES",
+    "MAX_IMAGE_SIDE",
     "REGISTRY",
     "DataFile",
     "Dataset",
@@ -39,11 +43,14 @@ __all__ = [
     "DatasetLoader",
     "FileCheck",
     "Split",
+    "check_images",
     "dataset_info",
     "default_data_dir",
     "list_datasets",
     "load_dataset",
     "read_idx",
+    "read_npy",
+    "read_npz",
     "register_dataset",
     "verify_dataset",
     "write_idx",

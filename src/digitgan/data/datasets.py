@@ -11,6 +11,7 @@ downloaded into ``<data_dir>/<name>/`` (see :mod:`digitgan.data.fetch`).
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +27,10 @@ from digitgan.errors import DataError
 __all__ = [
     "IDX_NAMES",
     "MAX_CLASSES",
+    "MAX_IMAGE_SIDE",
     "Dataset",
     "Split",
+    "check_images",
     "dataset_info",
     "default_data_dir",
     "list_datasets",
@@ -37,6 +40,13 @@ __all__ = [
 
 MAX_CLASSES = 256
 """Labels of a dataset outside the registry must lie in 0..MAX_CLASSES-1."""
+
+MAX_IMAGE_SIDE = 1024
+"""The most pixels an image may have on a side (height and width): digitgan is for small
+images. Files announcing larger ones are refused before their data is read."""
+
+MAX_CHANNELS = 4
+"""The most channels a channels-last image (N, H, W, C) may have."""
 
 IDX_NAMES = (
     "train-images-idx3-ubyte",
@@ -295,7 +305,7 @@ def _load_idx_folder(spec: str, folder: Path) -> Dataset:
 
 def _load_npz(spec: str, path: Path) -> Dataset:
     """Load an ``npz:`` dataset in the Keras mnist.npz layout."""
-    arrays = read_npz(path, _NPZ_KEYS)
+    arrays = read_npz(path, _NPZ_KEYS, functools.partial(_check_npz_header, path))
     missing = [key for key in _NPZ_KEYS if key not in arrays]
     if {"x_train", "y_train"} & set(missing) or len(missing) == 1:
         raise DataError(
@@ -309,18 +319,50 @@ def _load_npz(spec: str, path: Path) -> Dataset:
 
 def _idx_split(images_path: Path, labels_path: Path, num_classes: int) -> Split:
     """Read and check a pair of IDX files: 3-D uint8 images, 1-D uint8 labels."""
-    images, labels = read_idx(images_path), read_idx(labels_path)
-    if images.dtype != np.uint8 or images.ndim != 3:
-        raise DataError(
-            f"{images_path}: expected images, a 3-D uint8 IDX file (N, H, W); "
-            f"found {images.ndim}-D {images.dtype} of shape {images.shape}"
-        )
-    if labels.dtype != np.uint8 or labels.ndim != 1:
-        raise DataError(
-            f"{labels_path}: expected labels, a 1-D uint8 IDX file; "
-            f"found {labels.ndim}-D {labels.dtype} of shape {labels.shape}"
-        )
+
+    def images_header(shape: tuple[int, ...], dtype: np.dtype) -> None:
+        if dtype != np.uint8 or len(shape) != 3:
+            raise DataError(
+                f"{images_path}: expected images, a 3-D uint8 IDX file (N, H, W); "
+                f"found {len(shape)}-D {dtype} of shape {shape}"
+            )
+        _check_image_size(str(images_path), shape[1], shape[2])
+
+    def labels_header(shape: tuple[int, ...], dtype: np.dtype) -> None:
+        if dtype != np.uint8 or len(shape) != 1:
+            raise DataError(
+                f"{labels_path}: expected labels, a 1-D uint8 IDX file; "
+                f"found {len(shape)}-D {dtype} of shape {shape}"
+            )
+
+    images = read_idx(images_path, images_header)
+    labels = read_idx(labels_path, labels_header)
     return _split(images[:, np.newaxis], labels, str(images_path), str(labels_path), num_classes)
+
+
+def check_images(src: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    """Refuse an array of images (``src`` names it) unless it is uint8 of shape (N, H, W) or
+    channels-last (N, H, W, C), with at most MAX_CHANNELS channels and MAX_IMAGE_SIDE pixels a
+    side. Readers call it with the shape and dtype a file announces, before reading the data."""
+    if dtype != np.uint8 or len(shape) not in (3, 4):
+        raise DataError(
+            f"{src}: expected uint8 images of shape (N, H, W) or (N, H, W, C); "
+            f"found {dtype} of shape {shape}"
+        )
+    if len(shape) == 4 and shape[3] > MAX_CHANNELS:
+        raise DataError(
+            f"{src}: {shape[3]} channels in the last axis of shape {shape}; expected "
+            f"channels-last images (N, H, W, C) with C at most {MAX_CHANNELS}"
+        )
+    _check_image_size(src, shape[1], shape[2])
+
+
+def _check_image_size(src: str, height: int, width: int) -> None:
+    if height > MAX_IMAGE_SIDE or width > MAX_IMAGE_SIDE:
+        raise DataError(
+            f"{src}: images of {height}x{width} pixels; digitgan takes images of at most "
+            f"{MAX_IMAGE_SIDE} pixels a side"
+        )
 
 
 def _npz_split(
@@ -329,26 +371,26 @@ def _npz_split(
     """Check arrays from an .npz: uint8 images (N, H, W) or (N, H, W, C), integer labels (N,)."""
     images, labels = arrays[images_key], arrays[labels_key]
     images_src, labels_src = f"{path}[{images_key}]", f"{path}[{labels_key}]"
-    if images.dtype != np.uint8 or images.ndim not in (3, 4):
-        raise DataError(
-            f"{images_src}: expected uint8 images of shape (N, H, W) or (N, H, W, C); "
-            f"found {images.dtype} of shape {images.shape}"
-        )
-    if images.ndim == 3:
-        images = images[:, np.newaxis]
-    elif images.shape[3] <= 4:
-        images = images.transpose(0, 3, 1, 2)
-    else:
-        raise DataError(
-            f"{images_src}: {images.shape[3]} channels in the last axis of shape {images.shape}; "
-            f"expected channels-last images (N, H, W, C) with C at most 4"
-        )
-    if labels.dtype.kind not in "iu" or labels.ndim != 1:
-        raise DataError(
-            f"{labels_src}: expected integer labels of shape (N,); "
-            f"found {labels.dtype} of shape {labels.shape}"
-        )
+    check_images(images_src, images.shape, images.dtype)
+    images = images[:, np.newaxis] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
+    _check_npz_labels(labels_src, labels.shape, labels.dtype)
     return _split(images, labels, images_src, labels_src, MAX_CLASSES)
+
+
+def _check_npz_header(path: Path, name: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    """The checks of :func:`_npz_split`, on an array's header, before its data is read."""
+    src = f"{path}[{name}]"
+    if name.startswith("x_"):
+        check_images(src, shape, dtype)
+    else:
+        _check_npz_labels(src, shape, dtype)
+
+
+def _check_npz_labels(src: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    if dtype.kind not in "iu" or len(shape) != 1:
+        raise DataError(
+            f"{src}: expected integer labels of shape (N,); found {dtype} of shape {shape}"
+        )
 
 
 def _split(

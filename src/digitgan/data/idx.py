@@ -8,7 +8,10 @@ big-endian. Type codes: 0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32, 0x0D floa
 The reader trusts nothing: it checks the magic number, the type code, the number of
 dimensions (1 to 4) and that exactly the announced payload follows, and it reads in
 chunks so that a header claiming a huge size costs no more memory than the data really
-there. Every problem with a file is reported as :class:`~digitgan.errors.DataError`.
+there. Only regular files are read (a FIFO or a device is refused without waiting), and a
+caller may check the announced shape and type before the data is read (datasets refuse
+images larger than they take). Every problem with a file is reported as
+:class:`~digitgan.errors.DataError`.
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ import math
 import os
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
 from digitgan.errors import DataError
-from digitgan.fileio import atomic_write
+from digitgan.fileio import atomic_write, open_regular
 
 __all__ = ["MAX_DIMS", "MAX_PAYLOAD_BYTES", "read_idx", "write_idx"]
 
@@ -48,12 +52,22 @@ _CHUNK = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an IDX file (gzip-compressed if its name ends in .gz) into a native-endian array."""
+def read_idx(
+    path: str | os.PathLike[str],
+    check: Callable[[tuple[int, ...], np.dtype], None] | None = None,
+) -> np.ndarray:
+    """Read an IDX file (gzip-compressed if its name ends in .gz) into a native-endian array.
+
+    ``check(shape, dtype)``, if given, is called with the shape and (native) dtype the header
+    announces, before the data is read; it raises DataError to refuse the file.
+    """
     path = Path(path)
     try:
-        with _open(path) as stream:
-            return _read_stream(stream, path)
+        with open_regular(path, error=DataError) as raw:
+            if path.suffix != ".gz":
+                return _read_stream(raw, path, check)
+            with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
+                return _read_stream(stream, path, check)
     except FileNotFoundError:
         raise DataError(f"not found: {path}") from None
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
@@ -92,12 +106,9 @@ def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> None:
         raise DataError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
-def _open(path: Path) -> BinaryIO:
-    """Open ``path`` for binary reading, through gzip when its name ends in .gz."""
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-
-
-def _read_stream(stream: BinaryIO, path: Path) -> np.ndarray:
+def _read_stream(
+    stream: BinaryIO, path: Path, check: Callable[[tuple[int, ...], np.dtype], None] | None
+) -> np.ndarray:
     """Parse and check one IDX stream; ``path`` only names the file in error messages."""
     magic = _read_capped(stream, 4)
     if len(magic) < 4:
@@ -128,6 +139,8 @@ def _read_stream(stream: BinaryIO, path: Path) -> np.ndarray:
             f"{path}: IDX header claims shape {shape} of {dtype.name}, {nominal} bytes, more "
             f"than the {MAX_PAYLOAD_BYTES} allowed; the file is corrupt or not an IDX file"
         )
+    if check is not None:
+        check(shape, dtype.newbyteorder("="))
     payload = _read_capped(stream, expected + 1)
     if len(payload) < expected:
         raise DataError(

@@ -43,6 +43,7 @@ from torch import nn
 
 from ..data import Dataset, Split, load_dataset
 from ..errors import CheckpointError, ConfigError
+from ..fileio import MiB
 from ..store.checkpoint import read_checkpoint, save_checkpoint
 from ..version import __version__
 
@@ -192,13 +193,25 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+MAX_CLASSIFIER_BYTES = 256 * MiB
+"""The largest classifier weights file read (the shipped ones take about 1 MB)."""
+
+
 def load_classifier(path: str | Path, sha256: str | None = None) -> DigitClassifier:
     """Load a classifier weights file (made by :func:`train_classifier`), ready for inference
     (see :meth:`DigitClassifier.for_inference`).
 
-    With ``sha256``, the file must have that checksum (the shipped ones always do).
+    With ``sha256``, the file must have that checksum (the shipped ones always do). The file
+    may take at most MAX_CLASSIFIER_BYTES; its header is checked before its tensors are read,
+    and the network its metadata describes is built on PyTorch's meta device and compared
+    with the tensors (names, shapes, dtypes) before any memory is allocated for it.
     """
     path = Path(path)
+    if path.is_file() and (size := path.stat().st_size) > MAX_CLASSIFIER_BYTES:
+        raise CheckpointError(
+            f"{path}: {size:,} bytes, more than the {MAX_CLASSIFIER_BYTES:,} a classifier "
+            "weights file may have"
+        )
     if sha256 is not None and path.is_file() and (actual := sha256_file(path)) != sha256:
         raise CheckpointError(
             f"{path} is damaged: expected sha256 {sha256}, found {actual}; reinstall digitgan"
@@ -206,18 +219,41 @@ def load_classifier(path: str | Path, sha256: str | None = None) -> DigitClassif
     tensors, meta = read_checkpoint(path, FORMAT, VERSION)
     try:
         arch = meta["arch"]
-        with torch.random.fork_rng(devices=[]):  # building draws an init we then overwrite
-            model = DigitClassifier(
-                tuple(arch["image_shape"]),
-                tuple(arch["class_names"]),
-                tuple(arch["widths"]),
-                arch["feature_dim"],
-            )
-        model.load_state_dict(tensors)
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        args = (
+            tuple(arch["image_shape"]),
+            tuple(arch["class_names"]),
+            tuple(arch["widths"]),
+            arch["feature_dim"],
+        )
+        with torch.device("meta"):
+            want = DigitClassifier(*args).state_dict()
+    except (KeyError, TypeError, ValueError, RuntimeError, OverflowError, ConfigError) as e:
         raise CheckpointError(f"{path}: not a usable classifier ({e})") from None
+    _check_weights(path, want, tensors)
+    with torch.random.fork_rng(devices=[]):  # building draws an init we then overwrite
+        model = DigitClassifier(*args)
+    model.load_state_dict(tensors)
     model.info = meta
     return model.for_inference()
+
+
+def _check_weights(path: Path, want: dict, tensors: dict[str, torch.Tensor]) -> None:
+    """Check the file's tensors against the state of the network its metadata describes."""
+    if set(want) != set(tensors):
+        odd = sorted(set(want) ^ set(tensors))[:4]
+        raise CheckpointError(
+            f"{path}: not a usable classifier (its weights do not match the network its "
+            f"metadata describes: {', '.join(odd)})"
+        )
+    for name, tensor in tensors.items():
+        if tensor.shape != want[name].shape or tensor.dtype != want[name].dtype:
+            raise CheckpointError(
+                f"{path}: not a usable classifier ({name} has shape {tuple(tensor.shape)} "
+                f"{tensor.dtype}, the network expects {tuple(want[name].shape)} "
+                f"{want[name].dtype})"
+            )
+        if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+            raise CheckpointError(f"{path}: not a usable classifier ({name} holds NaN or inf)")
 
 
 @functools.cache

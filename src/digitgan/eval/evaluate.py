@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import Dataset, load_dataset
+from ..data import Dataset, check_images, load_dataset, read_npy
 from ..data.registry import DEFAULT_DATASET
 from ..errors import ConfigError, DataError
 from ..fileio import atomic_write_text
@@ -212,14 +212,13 @@ def evaluate_images(
 def _npy_images(path: Path, n: int | None) -> np.ndarray:
     """A uint8 .npy of images (N, H, W) or (N, H, W, C) as (N, C, H, W); the first ``n``."""
     expected = "a uint8 array of shape (N, H, W) or (N, H, W, C), as `digitgan sample` writes"
-    try:
-        arr = np.load(path, allow_pickle=False, mmap_mode="r")
-    except FileNotFoundError:
-        raise DataError(f"no such file: {path}") from None
-    except (ValueError, OSError) as e:
-        raise DataError(f"{path}: not a readable .npy file ({e}); expected {expected}") from None
-    if arr.dtype != np.uint8 or arr.ndim not in (3, 4) or (arr.ndim == 4 and arr.shape[3] > 4):
-        raise DataError(f"{path}: found {arr.dtype} of shape {arr.shape}; expected {expected}")
+
+    def check(shape: tuple[int, ...], dtype: np.dtype) -> None:
+        if dtype != np.uint8 or len(shape) not in (3, 4) or (len(shape) == 4 and shape[3] > 4):
+            raise DataError(f"{path}: found {dtype} of shape {shape}; expected {expected}")
+        check_images(str(path), shape, dtype)  # and small enough
+
+    arr = read_npy(path, check, mmap=True)
     if n is not None and n > len(arr):
         raise ConfigError(f"--n {n}: {path} holds only {len(arr)} images")
     if len(arr[:n]) < 2:
@@ -231,17 +230,12 @@ def _npy_images(path: Path, n: int | None) -> np.ndarray:
 def _npy_labels(path: Path, count: int) -> np.ndarray:
     """The ``count`` integer class labels (N,) of a ``.npy`` file of samples: its first ones."""
     expected = f"an integer array of shape (N,) with at least {count} labels"
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise DataError(f"--labels: no such file: {path}") from None
-    except (ValueError, OSError) as e:
-        raise DataError(f"--labels {path}: not a readable .npy file ({e})") from None
-    if arr.dtype.kind not in "iu" or arr.ndim != 1 or len(arr) < count:
-        raise DataError(
-            f"--labels {path}: found {arr.dtype} of shape {arr.shape}; expected {expected}"
-        )
-    return arr[:count]
+
+    def check(shape: tuple[int, ...], dtype: np.dtype) -> None:
+        if dtype.kind not in "iu" or len(shape) != 1 or shape[0] < count:
+            raise DataError(f"--labels {path}: found {dtype} of shape {shape}; expected {expected}")
+
+    return read_npy(path, check, what="--labels")[:count]
 
 
 def _report(

@@ -24,7 +24,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import RunDirError
-from ..fileio import atomic_write_text, is_partial_file, remove_partial_files
+from ..fileio import (
+    MAX_METRICS_BYTES,
+    atomic_write_text,
+    is_partial_file,
+    read_jsonl,
+    remove_partial_files,
+)
 
 try:
     import fcntl
@@ -222,19 +228,19 @@ class RunDir:
         with self.metrics.open("a") as f:
             f.write(json.dumps(record) + "\n")
 
+    def read_metrics(self) -> list[dict]:
+        """The records of metrics.jsonl (none if it is missing), at most MAX_METRICS_BYTES of
+        them; damaged lines (cut short by a crash, not JSON, not UTF-8) are skipped."""
+        return read_jsonl(self.metrics, MAX_METRICS_BYTES, "metrics file", RunDirError)
+
     def truncate_metrics(self, step: int) -> None:
         """Drop the records of iterations ``step`` and later: a resume from a checkpoint taken
-        after ``step`` iterations redoes them (a crash may have come after their record)."""
+        after ``step`` iterations redoes them (a crash may have come after their record).
+        Damaged lines are dropped too."""
         if not self.metrics.exists():
             return
-        kept = []
-        for line in self.metrics.read_text().splitlines():
-            try:
-                if json.loads(line)["step"] < step:
-                    kept.append(line)
-            except (ValueError, KeyError, TypeError):
-                continue  # a line cut short by a crash
-        atomic_write_text(self.metrics, "".join(k + "\n" for k in kept))
+        kept = [r for r in self.read_metrics() if _is_step(r.get("step")) and r["step"] < step]
+        atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in kept))
 
     def grid_path(self, index: int) -> Path:
         return self.samples / f"{index:03d}.png"
@@ -245,3 +251,8 @@ def run_dir_of(checkpoint: Path) -> Path:
     checkpoint = Path(checkpoint)
     parent = checkpoint.parent
     return parent.parent if parent.name == "checkpoints" else parent
+
+
+def _is_step(value) -> bool:
+    """Whether a record's ``step`` is a number of iterations (an int, not a bool)."""
+    return type(value) is int
