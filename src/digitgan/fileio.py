@@ -82,6 +82,22 @@ def remove_partial_files(folder: str | os.PathLike) -> list[Path]:
 
 
 MiB = 1 << 20
+
+
+def memory_limit() -> int | None:
+    """The memory this process can have at most, in bytes (None if unknown): the machine's
+    RAM, or the process's address-space limit (RLIMIT_AS) if that is lower."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+    try:
+        import resource  # (POSIX only)
+    except ImportError:
+        return ram
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    return min(ram, soft) if soft > 0 else ram
+
 MAX_METRICS_BYTES = 256 * MiB
 """The largest metrics.jsonl read (to resume or to plot a run): 256 MiB, about a million
 logged steps."""

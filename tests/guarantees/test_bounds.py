@@ -66,3 +66,28 @@ def test_a_model_or_batch_too_large_for_the_machine_is_refused_before_any_work(
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and message in err, err
     assert "GiB to train" in err and not out.exists()  # no run directory to --force away
+
+
+def test_a_checkpoint_larger_than_memory_allows_is_refused_before_it_is_read(
+    cli, trained_run, tmp_path
+):
+    """A consistent file (header and length agree) declaring a 4 GiB tensor, sparse on disk:
+    reading it would take twice that."""
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(trained_run / "checkpoints" / "latest.safetensors", "pt") as f:
+        metadata = f.metadata()
+    n = 1 << 30
+    header = {
+        "__metadata__": metadata,
+        "G.x": {"dtype": "F32", "shape": [n], "data_offsets": [0, 4 * n]},
+    }
+    raw = json.dumps(header).encode()
+    path = tmp_path / "huge.safetensors"
+    with path.open("wb") as f:
+        f.write(len(raw).to_bytes(8, "little") + raw)
+        f.truncate(8 + len(raw) + 4 * n)
+    proc = cli.run("sample", path, "--out", tmp_path / "x.png", preexec_fn=address_space())
+    one_line_error(proc, "more than this process's 1.5 GiB of memory can read")

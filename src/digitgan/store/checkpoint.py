@@ -31,7 +31,7 @@ from safetensors.torch import save as st_save
 
 from ..config import MAX_INT, Config
 from ..errors import CheckpointError, ConfigError
-from ..fileio import atomic_write_bytes
+from ..fileio import atomic_write_bytes, memory_limit
 from ..models import build_models
 
 FORMAT = "digitgan-checkpoint"
@@ -85,6 +85,12 @@ def read_checkpoint_bytes(path: Path, fmt: str = FORMAT, version: int = VERSION)
     with _open_checkpoint(path) as f:
         _read_header(f, path, fmt, version)
         size = f.seek(0, os.SEEK_END)
+        limit = memory_limit()
+        if limit is not None and 2 * size > limit:  # its bytes, then the tensors made of them
+            raise CheckpointError(
+                f"{path}: {size:,} bytes, more than this process's {limit / 2**30:.1f} GiB of "
+                "memory can read (it takes about twice the file's size)"
+            )
         f.seek(0)
         return f.read(size)
 

@@ -77,7 +77,7 @@ class RunLock:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0)
-            holder = f.read().strip() or "another process"
+            holder = f.read(500).strip() or "another process"  # (what acquire() writes)
             f.close()
             raise RunDirError(
                 f"run directory {self.path.parent} is in use by {holder}; wait for that "

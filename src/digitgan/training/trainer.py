@@ -15,20 +15,15 @@ global random state.
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from pathlib import Path
 
 import torch
 
-try:
-    import resource
-except ImportError:  # Windows: no address-space limits
-    resource = None
-
 from ..config import Config
 from ..data import Dataset
 from ..errors import CheckpointError, ConfigError, DivergenceError
+from ..fileio import memory_limit
 from ..losses import PENALTIES
 from ..models import build_models, footprint, has_batch_stats, sample_noise
 from ..store.checkpoint import load_module_state, load_optimizer, optimizer_tensors
@@ -77,12 +72,7 @@ def memory_of(device: torch.device) -> int | None:
     total memory; on the CPU the machine's RAM, or the process's address-space limit if lower."""
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).total_memory
-    try:
-        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return None
-    soft, _ = resource.getrlimit(resource.RLIMIT_AS) if resource else (-1, -1)
-    return min(ram, soft) if soft > 0 else ram
+    return memory_limit()
 
 
 def training_bytes(params: int, outputs: int) -> int:
