@@ -98,6 +98,7 @@ def memory_limit() -> int | None:
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
     return min(ram, soft) if soft > 0 else ram
 
+
 MAX_METRICS_BYTES = 256 * MiB
 """The largest metrics.jsonl read (to resume or to plot a run): 256 MiB, about a million
 logged steps."""
