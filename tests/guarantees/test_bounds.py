@@ -54,6 +54,8 @@ def test_a_checkpoint_is_read_no_further_than_its_header_declares(
     [
         (["--batch-size", "100000000"], "data.batch_size: a batch of 100,000,000 images needs"),
         (["--set", "model.z_dim=100000000"], "model: G and D have 12,800,201,873 parameters"),
+        # the noise of one iteration alone: 2 x 60,000 x 60,000 floats
+        (["--batch-size", "60000", "--set", "model.z_dim=60000"], "a batch of 60,000 images"),
         (["--set", "model.mlp.g_hidden=[2000000000]"], "parameters, which need about"),
         (["--preset", "dcgan", "--set", "model.dcgan.g_channels=100000"], "use a smaller model"),
     ],

@@ -88,12 +88,14 @@ def _check_memory(cfg: Config, image_shape, num_classes: int, batch: int, device
     if available is None:
         return
     params, outputs = footprint(cfg.model, image_shape, num_classes, batch)
-    need = training_bytes(params, outputs or 0)
+    # the noise of every D step and the G step of one iteration is drawn at once
+    outputs = (outputs or 0) + (cfg.train.d_steps + 1) * batch * cfg.model.z_dim
+    need = training_bytes(params, outputs)
     if need <= available:
         return
     where = "this machine has" if device.type == "cpu" else f"{device} has"
     have = f"{where} {available / 2**30:.1f} GiB"
-    if outputs and 4 * outputs > 5 * params:
+    if training_bytes(params, 0) <= available:  # the model fits; its batch does not
         raise ConfigError(
             f"data.batch_size: a batch of {batch:,} images needs about {need / 2**30:,.1f} GiB "
             f"to train this model, {have}; use a smaller batch"
