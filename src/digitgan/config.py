@@ -137,6 +137,19 @@ class LossConfig(_Parts):
         "std of Gaussian noise added to D's inputs, annealed linearly to 0 (0 = off)",
         min=0.0,
     )
+    lazy_every: int = opt(
+        1,
+        "lazy regularisation (Karras et al. 2020): the penalties every N discriminator steps, "
+        "scaled by N (1 = every step)",
+        min=1,
+    )
+    penalty_end: float = opt(
+        1.0,
+        "every penalty's weight at the end of training, as a fraction of its start, reached "
+        "along a half cosine (1 = constant)",
+        min=0.0,
+        max=1.0,
+    )
 
     def penalties(self) -> list[tuple[str, float]]:
         """(name, weight) of every penalty that is on (weight above 0), in registry order."""

@@ -6,14 +6,19 @@ it. ``d_loss(real_logits, fake_logits)`` is minimised by the discriminator and
 ``g_loss(fake_logits)`` by the generator; both return scalar tensors. Objectives
 with ``real_target`` take one-sided label smoothing (``d_loss(..., real_target=0.9)``).
 
-Penalties (:data:`PENALTIES`) regularise the discriminator; each is a
-:class:`Penalty` around ``fn(D, real, fake, labels, generator) -> scalar``, registered
-with its options table (``[loss.gp]``, ``[loss.r1]``), whose ``weight`` turns it on
-(above 0) and scales it in the D loss.
+Objectives with ``pairs_real`` are relativistic: their ``g_loss(fake, real)`` also takes
+D's logits on a real batch (the step draws one for the generator step), and both losses
+compare each fake with the real of its pair.
+
+Penalties (:data:`PENALTIES`) regularise the discriminator; each is a :class:`Penalty`
+around ``fn(D, batch, generator) -> scalar`` (``batch``: the discriminator step's
+:class:`PenaltyBatch`), registered with its options table (``[loss.gp]``, ``[loss.r1]``,
+``[loss.r2]``), whose ``weight`` turns it on (above 0) and scales it in the D loss.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,6 +37,7 @@ class Objective:
     g_loss: Callable[[Tensor], Tensor]
     doc: str
     real_target: bool = False  # whether d_loss takes real_target (label smoothing)
+    pairs_real: bool = False  # whether g_loss takes the real logits too: g_loss(fake, real)
 
 
 def bce_d_loss(real: Tensor, fake: Tensor, real_target: float = 1.0) -> Tensor:
@@ -83,6 +89,17 @@ def hinge_d_loss(real: Tensor, fake: Tensor) -> Tensor:
     return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
 
 
+def rpgan_d_loss(real: Tensor, fake: Tensor) -> Tensor:
+    """Relativistic pairing loss (Jolicoeur-Martineau 2019; RpGAN as in Huang et al. 2024,
+    R3GAN): mean softplus(D(G(z_i)) - D(x_i)), each fake against the real of its pair."""
+    return F.softplus(fake - real).mean()
+
+
+def rpgan_g_loss(fake: Tensor, real: Tensor) -> Tensor:
+    """The generator's side of RpGAN: mean softplus(D(x_i) - D(G(z_i)))."""
+    return F.softplus(real - fake).mean()
+
+
 OBJECTIVES: Registry[Objective] = Registry("objective", "loss.objective")
 for _o in (
     Objective(
@@ -109,6 +126,14 @@ for _o in (
         "Wasserstein critic (Arjovsky et al. 2017); pair with loss.gp.weight",
     ),
     Objective("hinge", hinge_d_loss, wgan_g_loss, "hinge (Lim & Ye 2017), as in SN-GAN and BigGAN"),
+    Objective(
+        "rpgan",
+        rpgan_d_loss,
+        rpgan_g_loss,
+        "relativistic pairing (RpGAN, as in R3GAN, Huang et al. 2024); pair with loss.r1 "
+        "and loss.r2",
+        pairs_real=True,
+    ),
 ):
     OBJECTIVES.register(_o.name, _o, doc=_o.doc)
 
@@ -120,15 +145,25 @@ def _input_grad(D, x: Tensor, labels: Tensor | None) -> Tensor:
     return grad.flatten(1)
 
 
-def gradient_penalty(
-    D, real: Tensor, fake: Tensor, labels: Tensor | None, generator: torch.Generator | None = None
-) -> Tensor:
+@dataclass(frozen=True)
+class PenaltyBatch:
+    """What a penalty sees of one discriminator step: the real batch and its labels, the
+    fake batch and the labels it was drawn for (None for unconditional models)."""
+
+    real: Tensor
+    real_labels: Tensor | None
+    fake: Tensor
+    fake_labels: Tensor | None
+
+
+def gradient_penalty(D, batch: PenaltyBatch, generator: torch.Generator | None = None) -> Tensor:
     """WGAN-GP (Gulrajani et al. 2017): mean over samples of (||grad D(x_hat)|| - 1)^2.
 
     x_hat = alpha x + (1 - alpha) G(z) with one alpha ~ Uniform[0, 1) per sample (not per
-    pixel, not per batch). The norm is sqrt(sum g^2 + 1e-12), so its gradient stays finite
-    when the input gradient is exactly zero.
+    pixel, not per batch), scored with the real labels. The norm is sqrt(sum g^2 + 1e-12), so
+    its gradient stays finite when the input gradient is exactly zero.
     """
+    real, fake = batch.real, batch.fake
     alpha = torch.rand(
         real.shape[0],
         *([1] * (real.dim() - 1)),
@@ -137,24 +172,29 @@ def gradient_penalty(
         dtype=real.dtype,
     )
     x_hat = alpha * real.detach() + (1.0 - alpha) * fake.detach()
-    grad = _input_grad(D, x_hat, labels)
+    grad = _input_grad(D, x_hat, batch.real_labels)
     norm = (grad.square().sum(dim=1) + 1e-12).sqrt()
     return (norm - 1.0).square().mean()
 
 
-def r1_penalty(
-    D, real: Tensor, fake: Tensor, labels: Tensor | None, generator: torch.Generator | None = None
-) -> Tensor:
+def r1_penalty(D, batch: PenaltyBatch, generator: torch.Generator | None = None) -> Tensor:
     """R1 (Mescheder et al. 2018): 1/2 mean over real samples of ||grad D(x)||^2.
 
-    ``loss.r1_gamma`` is the gamma of the paper, so the D loss gains gamma/2 ||grad||^2.
+    ``loss.r1.gamma`` is the gamma of the paper, so the D loss gains gamma/2 ||grad||^2.
     """
-    return 0.5 * _input_grad(D, real, labels).square().sum(dim=1).mean()
+    return 0.5 * _input_grad(D, batch.real, batch.real_labels).square().sum(dim=1).mean()
+
+
+def r2_penalty(D, batch: PenaltyBatch, generator: torch.Generator | None = None) -> Tensor:
+    """R2 (Mescheder et al. 2018; with R1 in R3GAN, Huang et al. 2024): 1/2 mean over fake
+    samples of ||grad D(G(z))||^2, with the labels they were drawn for."""
+    return 0.5 * _input_grad(D, batch.fake, batch.fake_labels).square().sum(dim=1).mean()
 
 
 @dataclass(frozen=True)
 class Penalty:
-    """A discriminator penalty: ``fn(D, real, fake, labels, generator) -> scalar``.
+    """A discriminator penalty: ``fn(D, batch, generator) -> scalar`` (see
+    :class:`PenaltyBatch`); draw any randomness from ``generator``.
 
     ``per_sample``: it is a sum over samples of a per-sample term (a gradient with respect to
     each input), which a discriminator with batch statistics would mix up.
@@ -171,16 +211,28 @@ class GPOptions:
     weight: float = opt(0.0, "WGAN-GP gradient penalty weight (10 in the paper; 0 = off)", min=0.0)
 
 
+class _GammaWeight:
+    """A penalty table whose weight in the D loss is its gamma (the penalty holds the 1/2)."""
+
+    gamma: float
+
+    @property
+    def weight(self) -> float:
+        return self.gamma
+
+
 @dataclass
-class R1Options:
+class R1Options(_GammaWeight):
     """The ``loss.r1`` table."""
 
     gamma: float = opt(0.0, "R1 penalty gamma on real data (0 = off)", min=0.0)
 
-    @property
-    def weight(self) -> float:
-        """The penalty's weight in the D loss: gamma (:func:`r1_penalty` holds the 1/2)."""
-        return self.gamma
+
+@dataclass
+class R2Options(_GammaWeight):
+    """The ``loss.r2`` table."""
+
+    gamma: float = opt(0.0, "R2 penalty gamma on generated data (0 = off)", min=0.0)
 
 
 PENALTIES: Registry[Penalty] = Registry("penalty", "loss")
@@ -190,3 +242,15 @@ PENALTIES.register(
 PENALTIES.register(
     "r1", Penalty(r1_penalty), options=R1Options, doc="R1 on real data (Mescheder et al. 2018)"
 )
+PENALTIES.register(
+    "r2", Penalty(r2_penalty), options=R2Options, doc="R2 on generated data (Mescheder et al. 2018)"
+)
+
+
+def penalty_scale(step: int, total: int, end: float) -> float:
+    """The schedule of every penalty's weight: 1 at the start, ``end`` after ``total``
+    iterations, along a half cosine (as R3GAN decays its gamma); constant when ``end`` is 1."""
+    if end == 1.0 or total <= 0:
+        return 1.0
+    t = min(step, total) / total
+    return end + (1.0 - end) * 0.5 * (1.0 + math.cos(math.pi * t))

@@ -6,7 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from digitgan.losses import OBJECTIVES, gradient_penalty, r1_penalty
+from digitgan.losses import (
+    OBJECTIVES,
+    PenaltyBatch,
+    gradient_penalty,
+    penalty_scale,
+    r1_penalty,
+    r2_penalty,
+)
 
 
 def _softplus(v):
@@ -47,7 +54,7 @@ def test_losses_are_stable_for_extreme_logits():
     big = torch.tensor([80.0, -80.0])
     for obj in OBJECTIVES.values():
         assert torch.isfinite(obj.d_loss(big, big))
-        assert torch.isfinite(obj.g_loss(big))
+        assert torch.isfinite(obj.g_loss(big, big.flip(0)) if obj.pairs_real else obj.g_loss(big))
     # -log sigmoid(-80) is 80, not inf
     assert OBJECTIVES["ns"].g_loss(torch.tensor([-80.0])).item() == pytest.approx(80.0)
 
@@ -103,7 +110,9 @@ def test_gradient_penalty_draws_one_uniform_alpha_per_sample():
     n = 2000
     real, fake = torch.ones(n, 1, 4, 4), torch.zeros(n, 1, 4, 4)
     D = _Recorder()
-    penalty = gradient_penalty(D, real, fake, None, torch.Generator().manual_seed(0))
+    penalty = gradient_penalty(
+        D, PenaltyBatch(real, None, fake, None), torch.Generator().manual_seed(0)
+    )
     alpha = D.seen.detach()  # x_hat = alpha * 1 + (1 - alpha) * 0
     per_sample = alpha.flatten(1)
     assert torch.equal(per_sample.min(1).values, per_sample.max(1).values)  # not per pixel
@@ -125,7 +134,7 @@ def test_gradient_penalty_is_finite_when_real_equals_fake_and_gradient_is_zero()
             return D(x).squeeze(1)
 
     x = torch.rand(8, 1, 4, 4)
-    penalty = gradient_penalty(Wrapped(), x, x.clone(), None)
+    penalty = gradient_penalty(Wrapped(), PenaltyBatch(x, None, x.clone(), None))
     penalty.backward()
     assert torch.isfinite(penalty) and penalty.item() == pytest.approx(1.0, abs=1e-5)
     assert torch.isfinite(D[1].weight.grad).all()
@@ -133,5 +142,60 @@ def test_gradient_penalty_is_finite_when_real_equals_fake_and_gradient_is_zero()
 
 def test_r1_is_half_the_squared_gradient_norm_on_real_data():
     x = torch.randn(5, 1, 2, 2)
-    penalty = r1_penalty(_Recorder(), x, torch.zeros_like(x), None)
+    penalty = r1_penalty(_Recorder(), PenaltyBatch(x, None, torch.zeros_like(x), None))
     assert penalty.item() == pytest.approx(0.5 * x.flatten(1).square().sum(1).mean().item())
+
+
+class _Linear(nn.Module):
+    """D(x) = <w, x> + b: its input gradient is w for every sample."""
+
+    def __init__(self, w: torch.Tensor, b: float = 0.3):
+        super().__init__()
+        self.w, self.b = w, b
+
+    def forward(self, x, labels=None):
+        return (x.flatten(1) * self.w).sum(1) + self.b
+
+
+@pytest.mark.parametrize("penalty", [r1_penalty, r2_penalty])
+def test_r1_and_r2_are_zero_at_a_constant_d_and_the_closed_form_for_a_linear_d(penalty):
+    real, fake = torch.randn(6, 1, 2, 2), torch.randn(6, 1, 2, 2)
+    batch = PenaltyBatch(real, None, fake, None)
+    assert penalty(_Linear(torch.zeros(4)), batch).item() == 0.0
+    w = torch.tensor([1.0, -2.0, 0.5, 3.0])
+    assert penalty(_Linear(w), batch).item() == pytest.approx(0.5 * (1 + 4 + 0.25 + 9))
+
+
+def test_r1_looks_at_real_data_and_r2_at_generated_data_with_their_labels():
+    seen = []
+
+    class Recorder(nn.Module):
+        def forward(self, x, labels=None):
+            seen.append((x.detach(), labels))
+            return x.flatten(1).sum(1)
+
+    real, fake = torch.ones(3, 1, 2, 2), torch.zeros(3, 1, 2, 2)
+    real_y, fake_y = torch.tensor([1, 2, 3]), torch.tensor([7, 8, 9])
+    batch = PenaltyBatch(real, real_y, fake, fake_y)
+    r1_penalty(Recorder(), batch), r2_penalty(Recorder(), batch)
+    (x1, y1), (x2, y2) = seen
+    assert torch.equal(x1, real) and torch.equal(y1, real_y)
+    assert torch.equal(x2, fake) and torch.equal(y2, fake_y)
+
+
+def test_rpgan_on_hand_computed_logits():
+    o = OBJECTIVES["rpgan"]
+    real, fake = torch.tensor([2.0, -1.0]), torch.tensor([0.5, -3.0])
+    # softplus(f - r): softplus(-1.5), softplus(-2.0); G: softplus(1.5), softplus(2.0)
+    d = (math.log1p(math.exp(-1.5)) + math.log1p(math.exp(-2.0))) / 2
+    g = (math.log1p(math.exp(1.5)) + math.log1p(math.exp(2.0))) / 2
+    assert o.d_loss(real, fake).item() == pytest.approx(d, rel=1e-6)
+    assert o.g_loss(fake, real).item() == pytest.approx(g, rel=1e-6)
+    assert o.pairs_real and not o.real_target
+
+
+def test_the_penalty_schedule_is_a_half_cosine_to_its_end():
+    assert penalty_scale(0, 100, 0.1) == 1.0 and penalty_scale(100, 100, 0.1) == pytest.approx(0.1)
+    assert penalty_scale(50, 100, 0.1) == pytest.approx(0.55)
+    assert penalty_scale(200, 100, 0.1) == pytest.approx(0.1)  # (a resume past the end)
+    assert penalty_scale(37, 100, 1.0) == 1.0

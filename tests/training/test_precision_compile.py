@@ -61,7 +61,7 @@ def test_gradient_penalty_under_bf16_autocast(tiny, device, small_data):
     fp32 ones to bfloat16 precision."""
     from contextlib import nullcontext
 
-    from digitgan.losses import gradient_penalty
+    from digitgan.losses import PenaltyBatch, gradient_penalty
 
     tr = Stepping(tiny("wgan-gp", device, train__precision="bf16"), small_data, device)
     x, _ = tr.batches.next()
@@ -70,7 +70,7 @@ def test_gradient_penalty_under_bf16_autocast(tiny, device, small_data):
     for context in (nullcontext, tr.kernel.autocast):
         gen = torch.Generator(device).manual_seed(0)  # the same alphas
         with context():
-            gp = gradient_penalty(tr.D, x, fake, None, gen)
+            gp = gradient_penalty(tr.D, PenaltyBatch(x, None, fake, None), gen)
         weights = [p for name, p in tr.D.named_parameters() if name.endswith("weight")]
         grads = torch.autograd.grad(gp, weights)
         assert gp.dtype == torch.float32 and all(g.dtype == torch.float32 for g in grads)

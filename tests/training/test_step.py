@@ -108,3 +108,41 @@ def test_the_result_names_every_scalar_penalties_included(tiny, small_data):
     stats = s.stats()
     assert set(stats) == {"D_loss", "G_loss", "D_real", "D_fake", "gp_penalty"}
     assert stats["gp_penalty"] >= 0
+
+
+def _penalty_part(s: Stepping) -> float:
+    """What the penalties added to the last D step's loss."""
+    r = s.result
+    return (r.d_loss - s.kernel.d_loss(r.real_logits, r.fake_logits)).item()
+
+
+def test_lazy_regularisation_computes_penalties_every_n_d_steps_scaled_by_n(small_data):
+    s = Stepping(tiny_seed(loss__r1__gamma=2.0, loss__lazy_every=4), small_data)
+    for i in range(9):
+        s.step()
+        if i % 4 == 0:
+            value = s.result.extras["r1_penalty"].item()
+            assert _penalty_part(s) == pytest.approx(4 * 2.0 * value, rel=1e-4, abs=1e-7)
+        else:
+            assert "r1_penalty" not in s.result.extras and _penalty_part(s) == 0.0
+
+
+def test_the_penalty_weight_follows_its_schedule(small_data):
+    s = Stepping(tiny_seed(loss__r2__gamma=1.0, loss__penalty_end=0.1, train__iters=10), small_data)
+    for _ in range(6):
+        s.step()
+    value = s.result.extras["r2_penalty"].item()  # the step done at step_count 5
+    assert _penalty_part(s) == pytest.approx(0.55 * value, rel=1e-4, abs=1e-7)
+
+
+def test_a_relativistic_generator_step_pairs_its_fakes_with_a_real_batch(small_data):
+    s = Stepping(tiny_seed(loss__objective="rpgan"), small_data)
+    assert type(s.kernel) is Step  # the dense kernel does not declare pairs_real
+    calls, batches = [], []
+    s.D.register_forward_hook(lambda m, i, o: calls.append((i[0].shape[0], o.requires_grad)))
+    take = s.batches.next
+    s.trainer.batches.next = lambda **kw: batches.append(1) or take(**kw)
+    s.step()
+    # D step: real and fake in one pass; G step: the fakes, then a real batch without grad
+    assert calls == [(32, True), (16, True), (16, False)] and len(batches) == 2
+    assert s.stats()["G_loss"] > 0

@@ -8,8 +8,10 @@ Its order of work and randomness:
    one batch per discriminator step, then the generator step's) are drawn first;
 2. each discriminator step takes a real batch and its fake images, perturbs both (instance
    noise), scores them, adds every penalty that is on (each a phase of its own, drawing
-   its own randomness), and takes an optimiser step;
-3. the generator step scores fresh fakes through the updated D and steps G;
+   its own randomness; every ``loss.lazy_every``-th D step, scaled by it and by the
+   ``loss.penalty_end`` schedule), and takes an optimiser step;
+3. the generator step scores fresh fakes through the updated D (a relativistic objective
+   also scores a fresh real batch, without gradients, to pair them with) and steps G;
 4. the EMA of G moves towards G.
 
 Where it is the same math, the step does less work:
@@ -36,7 +38,7 @@ import torch
 from torch import Tensor
 from torch.optim.adam import adam
 
-from ..losses import OBJECTIVES, PENALTIES
+from ..losses import OBJECTIVES, PENALTIES, PenaltyBatch, penalty_scale
 from ..models import has_forward_state
 from .trainer import Trainer
 
@@ -125,6 +127,7 @@ def features(trainer: Trainer) -> frozenset[str]:
         "several_d_steps": cfg.train.d_steps > 1,
         "label_smoothing": cfg.loss.label_smoothing > 0,
         "penalties": bool(cfg.loss.penalties()),
+        "pairs_real": OBJECTIVES[cfg.loss.objective].pairs_real,
         "instance_noise": cfg.loss.instance_noise > 0,
         "bf16": cfg.train.precision != "fp32",
         "compile": cfg.train.compile,
@@ -197,18 +200,24 @@ class Step:
         inputs = self.draw_inputs()
         fakes = self._fakes(inputs[:k])
         extras: dict[str, Tensor] = {}
-        for (fake_y, _), fake in zip(inputs[:k], fakes, strict=True):
+        for i, ((fake_y, _), fake) in enumerate(zip(inputs[:k], fakes, strict=True)):
             x, labels = tr.batches.next()
             y = labels if tr.conditional else None
             real_logits, fake_logits = self._discriminate(
                 self.perturb(x), y, self.perturb(fake), fake_y
             )
             d_loss = self.d_loss(real_logits, fake_logits)
-            for name, weight, penalty in self.penalties:
-                with amp():  # D's input gradient is float32: its inputs are
-                    value = penalty.fn(D, x, fake, y, tr.noise_gen)
-                extras[f"{name}_penalty"] = value.detach()
-                d_loss = d_loss + weight * value
+            lazy = tr.cfg.loss.lazy_every
+            if self.penalties and (tr.step_count * k + i) % lazy == 0:
+                batch = PenaltyBatch(x, y, fake, fake_y)
+                scale = lazy * penalty_scale(
+                    tr.step_count, tr.cfg.train.iters, tr.cfg.loss.penalty_end
+                )
+                for name, weight, penalty in self.penalties:
+                    with amp():  # D's input gradient is float32: its inputs are
+                        value = penalty.fn(D, batch, tr.noise_gen)
+                    extras[f"{name}_penalty"] = value.detach()
+                    d_loss = d_loss + scale * weight * value
             tr.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             optimizer_step(tr.opt_d)
@@ -216,7 +225,13 @@ class Step:
         fake_y, z = inputs[k]
         with amp():
             g_logits = D(self.perturb(G(z, fake_y).float()), fake_y).float()
-        g_loss = self.objective.g_loss(g_logits)
+        if self.objective.pairs_real:  # a relativistic G loss pairs each fake with a real
+            x, labels = tr.batches.next()
+            with torch.no_grad(), amp():
+                paired = D(self.perturb(x), labels if tr.conditional else None).float()
+            g_loss = self.objective.g_loss(g_logits, paired)
+        else:
+            g_loss = self.objective.g_loss(g_logits)
         tr.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         optimizer_step(tr.opt_g)

@@ -28,7 +28,7 @@ from safetensors.torch import load_file
 
 import digitgan
 from digitgan.cli import main
-from digitgan.losses import Penalty
+from digitgan.losses import Penalty, PenaltyBatch
 from digitgan.models import sample_noise
 from digitgan.store.checkpoint import read_checkpoint
 from digitgan.training.distributed import STOP_CHECK_EVERY
@@ -264,11 +264,11 @@ def _one_process_reference(run: Path, dataset, split: bool) -> Stepping:
             return z if out is None else out.copy_(z)
 
         def split_penalty(fn):
-            def penalty(D, real, fake, labels, generator):
-                b = real.shape[0] // WORLD
+            def penalty(D, batch, generator):
+                b = batch.real.shape[0] // WORLD
                 parts = [slice(r * b, (r + 1) * b) for r in range(WORLD)]
-                terms = zip(parts, gens, strict=True)
-                return sum(fn(D, real[p], fake[p], labels, g) for p, g in terms) / WORLD
+                halves = [PenaltyBatch(batch.real[p], None, batch.fake[p], None) for p in parts]
+                return sum(fn(D, h, g) for h, g in zip(halves, gens, strict=True)) / WORLD
 
             return penalty
 
