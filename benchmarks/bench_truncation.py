@@ -1,13 +1,13 @@
 """The truncation trick's effect: one unconditional model evaluated at several psi.
 
 Trains the ``dcgan`` preset (unconditional, normal noise) for ``--iters`` iterations
-(``digitgan.train`` with ``train.iters`` set; default 4,000, a few minutes on 2 CPU cores), or
+(``digitgan.train`` with ``train.iters`` set; default 3,000, a few minutes on one CPU core), or
 takes an existing run or checkpoint with ``--run``, then scores 10,000 samples (noise seed 0)
 with ``digitgan.evaluate(..., truncation=psi)`` at each ``--psi`` against the 10,000 test
 digits: FID, precision, recall, density, coverage and the predicted classes' shares.
 
-Usage: python benchmarks/bench_truncation.py [--iters 4000] [--run DIR] [--psi 1 0.9 0.8 0.7 0.5]
-       [--record]
+Usage: python benchmarks/bench_truncation.py [--iters 3000] [--run DIR] [--psi 1 0.9 0.8 0.7 0.5]
+       [--threads 1] [--record]
 """
 
 from __future__ import annotations
@@ -35,12 +35,14 @@ COLUMNS = [  # (metric key, header, format)
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--iters", type=int, default=4000, help="training iterations (train.iters)")
+    ap.add_argument("--iters", type=int, default=3000, help="training iterations (train.iters)")
     ap.add_argument("--run", help="evaluate this run or checkpoint instead of training one")
     ap.add_argument("--psi", type=float, nargs="+", default=[1.0, 0.9, 0.8, 0.7, 0.5])
     ap.add_argument("--n", type=int, default=10_000, help="samples per evaluation")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument("--record", action="store_true", help="append the table to RESULTS.md")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(args.run) if args.run else Path(tmp) / "dcgan"
