@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from numbers import Real
 from pathlib import Path
@@ -33,8 +32,8 @@ MAX_GRID_IMAGES = 10_000
 
 def check_truncation(psi) -> float:
     """``psi`` as a float if it is a truncation (a number from 0 to 1), else a ConfigError."""
-    ok = isinstance(psi, Real) and not isinstance(psi, bool) and math.isfinite(psi)
-    if not (ok and 0 <= psi <= 1):
+    number = isinstance(psi, Real) and not isinstance(psi, bool)
+    if not (number and 0 <= psi <= 1):  # NaN fails the comparison too
         raise ConfigError(
             f"--truncation {psi!r}: expected a number from 0 (every sample at the mean noise) "
             "to 1 (plain sampling)"

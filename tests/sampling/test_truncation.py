@@ -81,7 +81,9 @@ def test_in_between_the_generator_sees_noise_scaled_toward_the_mean(cond_run):
     assert torch.allclose(seen[0][0], 0.5 * za) and torch.allclose(seen[0][-1], 0.5 * zb)
 
 
-@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), float("inf"), "0.5", True, None])
+@pytest.mark.parametrize(
+    "bad", [-0.1, 1.5, float("nan"), float("inf"), 10**400, "0.5", True, None, [0.5]]
+)
 def test_bad_truncations_are_refused_in_one_line_before_any_work(cond_run, tmp_path, bad):
     gan = digitgan.load(cond_run)
     with seen_noise(gan) as seen:
