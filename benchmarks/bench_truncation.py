@@ -81,7 +81,7 @@ def main() -> None:
         f"Model: {train_note}; {gan.config.model.noise} noise, {gan.config.model.z_dim} "
         f"dimensions, EMA generator {'yes' if gan.ema else 'no'}. Each row: "
         f"`digitgan.evaluate(run, n={args.n}, truncation=psi)`, {args.n:,} samples (noise "
-        f"seed 0) against the 10,000 test digits; {torch.get_num_threads()} torch threads.\n\n"
+        f"seed 0) against the 10,000 test digits; torch threads: {torch.get_num_threads()}.\n\n"
         f"{table}\n\n{shares}"
     )
     print(body)
