@@ -77,21 +77,23 @@ def _train(args) -> int:
 
 
 def _sample(args) -> int:
-    from .sampling import load, save_image_rows
+    from .sampling import check_truncation, load, save_image_rows
 
+    psi = check_truncation(args.truncation)  # before loading anything
     gan = load(args.source, device=_device(args.device))
     if args.class_grid:
-        path = save_image_rows(gan.class_grid(args.n, args.seed), args.n, args.out)
+        grid = gan.class_grid(args.n, args.seed, truncation=psi)
+        path = save_image_rows(grid, args.n, args.out)
         what = f"{gan.num_classes} classes x {args.n} samples"
     elif args.walk is not None:
-        path = save_image_rows(
-            gan.interpolate(args.seed, args.walk, args.n, args.label), args.n, args.out
-        )
+        walk = gan.interpolate(args.seed, args.walk, args.n, args.label, truncation=psi)
+        path = save_image_rows(walk, args.n, args.out)
         what = f"a {args.n}-step walk from seed {args.seed} to seed {args.walk}"
     else:
-        path = gan.save_samples(args.out, args.n, args.seed, args.label)
+        path = gan.save_samples(args.out, args.n, args.seed, args.label, truncation=psi)
         what = f"{args.n} samples"
-    print(f"wrote {what} to {path}")
+    truncated = f" (truncation {psi:g})" if psi != 1 else ""
+    print(f"wrote {what}{truncated} to {path}")
     return 0
 
 
@@ -119,6 +121,17 @@ def _evaluate(args) -> int:
         )
     if args.real and args.labels:
         raise ConfigError("--labels: not with --real (the real digits carry their own labels)")
+    truncated = args.truncation is not None
+    if truncated:
+        from .sampling import check_truncation
+
+        check_truncation(args.truncation)
+        if args.real:
+            raise ConfigError("--truncation: not with --real (the real digits are not drawn)")
+        if args.save:
+            raise ConfigError(
+                "--truncation: not with --save (eval.json holds the model's plain sampling)"
+            )
     common = {"n": args.n, "classifier": args.classifier, "seed": args.seed}
     common |= {"data_dir": args.data_dir}
     if args.real:
@@ -130,6 +143,7 @@ def _evaluate(args) -> int:
             dataset=args.dataset,
             device=_device(args.device),
             labels=args.labels,
+            **({"truncation": args.truncation} if truncated else {}),
             **common,
         )
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
@@ -328,6 +342,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SEED_B",
         help="latent walk from --seed to SEED_B in --n steps (.png)",
     )
+    s.add_argument(
+        "--truncation",
+        type=float,
+        default=1.0,
+        metavar="PSI",
+        help="the truncation trick: pull the noise toward its mean by PSI, from 0 (every "
+        "sample at the mean) to 1 (default: plain sampling); smaller is more typical, "
+        "less varied",
+    )
     s.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     s.set_defaults(func=_sample)
 
@@ -390,6 +413,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--classifier", metavar="FILE", help="classifier weights (default: the shipped one)"
     )
     e.add_argument("--seed", type=SEED, default=0, help="noise or subset seed (default 0)")
+    e.add_argument(
+        "--truncation",
+        type=float,
+        metavar="PSI",
+        help="a model draws with the truncation trick at PSI, 0 to 1 (default 1: plain "
+        "sampling; see `digitgan sample --help`)",
+    )
     e.add_argument("--device", default="cpu", help="where the generator runs (default cpu)")
     e.add_argument("--json", action="store_true", help="print JSON")
     e.add_argument(

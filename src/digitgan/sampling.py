@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Real
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 
 from .config import Config
 from .errors import ConfigError
-from .models import build_models, interpolate_noise, sample_noise
+from .models import build_models, interpolate_noise, sample_noise, truncate_noise
 from .models.base import check_label_values
 from .store.checkpoint import (
     check_models,
@@ -29,11 +30,28 @@ MAX_GRID_IMAGES = 10_000
 """The most images in one PNG grid (a 100 x 100 grid)."""
 
 
+def check_truncation(psi) -> float:
+    """``psi`` as a float if it is a truncation (a number from 0 to 1), else a ConfigError."""
+    number = isinstance(psi, Real) and not isinstance(psi, bool)
+    if not (number and 0 <= psi <= 1):  # NaN fails the comparison too
+        raise ConfigError(
+            f"--truncation {psi!r}: expected a number from 0 (every sample at the mean noise) "
+            "to 1 (plain sampling)"
+        )
+    return float(psi)
+
+
 class Sampler:
     """A trained generator, ready to draw images. Made by :func:`load`.
 
     When the run kept an exponential moving average of the generator, that is the one
     loaded (``ema`` is True).
+
+    Every drawing method takes ``truncation``, the truncation trick's psi in [0, 1]: the
+    noise is pulled toward its mean, ``z' = mean + psi * (z - mean)``, before the generator
+    sees it (see :func:`~digitgan.models.truncate_noise`). 1 (the default) is plain
+    sampling; smaller values give more typical, less varied samples; 0 gives the generator's
+    image of the mean noise for every sample.
     """
 
     def __init__(
@@ -114,11 +132,17 @@ class Sampler:
 
     @torch.no_grad()
     def decode(
-        self, z: torch.Tensor, labels: Labels = None, batch_size: int = 1000
+        self,
+        z: torch.Tensor,
+        labels: Labels = None,
+        batch_size: int = 1000,
+        truncation: float = 1.0,
     ) -> torch.Tensor:
         """Images (n, C, H, W) in [0, 1] for noise ``z`` (and labels, see :meth:`labels`), in
-        batches, without gradients."""
+        batches, without gradients; ``z`` is truncated by ``truncation`` first."""
+        psi = check_truncation(truncation)
         labels = self.labels(z.shape[0], labels)
+        z = truncate_noise(z, psi, self.config.model.noise)
         lo, hi = self.generator.out_range
         out = []
         for i in range(0, z.shape[0], batch_size):
@@ -128,23 +152,35 @@ class Sampler:
         return torch.cat(out) if out else torch.empty(0, *self.image_shape)
 
     def generate(
-        self, n: int, seed: int = 0, labels: Labels = None, batch_size: int = 1000
+        self,
+        n: int,
+        seed: int = 0,
+        labels: Labels = None,
+        batch_size: int = 1000,
+        truncation: float = 1.0,
     ) -> torch.Tensor:
         """``n`` images as a float tensor (n, C, H, W) in [0, 1], reproducible for ``seed``.
 
-        ``labels`` chooses the classes of a conditional model (see :meth:`labels`).
+        ``labels`` chooses the classes of a conditional model (see :meth:`labels`);
+        ``truncation`` is the truncation trick's psi (1: plain sampling; see the class).
         ``generate(k, s)`` is the first k of ``generate(n, s)`` for k < n (the same noise; to
         float rounding, which a convolution may do differently for another batch size).
         """
-        return self.decode(self.noise(n, seed), labels, batch_size)
+        check_truncation(truncation)
+        return self.decode(self.noise(n, seed), labels, batch_size, truncation)
 
-    def sample(self, n: int, seed: int = 0, labels: Labels = None) -> np.ndarray:
+    def sample(
+        self, n: int, seed: int = 0, labels: Labels = None, truncation: float = 1.0
+    ) -> np.ndarray:
         """``n`` images as a uint8 array (n, C, H, W), reproducible for ``seed``."""
-        return to_uint8(self.generate(n, seed, labels))
+        return to_uint8(self.generate(n, seed, labels, truncation=truncation))
 
-    def class_grid(self, per_class: int = 8, seed: int = 0) -> torch.Tensor:
+    def class_grid(
+        self, per_class: int = 8, seed: int = 0, truncation: float = 1.0
+    ) -> torch.Tensor:
         """A conditional model's classes by rows: (K * per_class, C, H, W), row k = class k,
         column j = the same noise vector in every row."""
+        check_truncation(truncation)
         if not self.num_classes:
             raise ConfigError("--class-grid: this model is unconditional; it has no classes")
         self._check_count(per_class, "--n", MAX_GRID_IMAGES // self.num_classes)
@@ -152,13 +188,21 @@ class Sampler:
             raise ConfigError(f"--n {per_class}: a class grid needs at least one per class")
         z = self.noise(per_class, seed).repeat(self.num_classes, 1)
         labels = torch.arange(self.num_classes).repeat_interleave(per_class)
-        return self.decode(z, labels)
+        return self.decode(z, labels, truncation=truncation)
 
     def interpolate(
-        self, seed_a: int, seed_b: int, steps: int = 10, label: int | None = None
+        self,
+        seed_a: int,
+        seed_b: int,
+        steps: int = 10,
+        label: int | None = None,
+        truncation: float = 1.0,
     ) -> torch.Tensor:
         """``steps`` images walking from seed_a's first sample to seed_b's (both included), along
-        :func:`~digitgan.models.interpolate_noise`: linear for uniform noise, slerp for normal."""
+        :func:`~digitgan.models.interpolate_noise`: linear for uniform noise, slerp for normal.
+        With ``truncation`` every point of the walk is truncated (the same walk as between the
+        truncated ends: both interpolations commute with scaling toward the mean 0)."""
+        check_truncation(truncation)
         if steps < 2:
             raise ConfigError(f"--n {steps}: a walk needs at least 2 steps")
         self._check_count(steps, "--n", MAX_GRID_IMAGES)
@@ -166,17 +210,25 @@ class Sampler:
         z = interpolate_noise(za, zb, steps, self.config.model.noise)
         if label is None and self.num_classes:
             label = 0  # a conditional walk stays within one class
-        return self.decode(z, label)
+        return self.decode(z, label, truncation=truncation)
 
-    def save_samples(self, path: str | Path, n: int, seed: int = 0, labels: Labels = None) -> Path:
+    def save_samples(
+        self,
+        path: str | Path,
+        n: int,
+        seed: int = 0,
+        labels: Labels = None,
+        truncation: float = 1.0,
+    ) -> Path:
         """Write ``n`` samples to ``.png`` (a grid) or ``.npy`` (uint8, (n, H, W) for grey,
         (n, H, W, C) for colour)."""
+        check_truncation(truncation)
         path = _output_path(path, (".png", ".npy"))
         if path.suffix == ".png":
             self._check_count(n, "--n", MAX_GRID_IMAGES)
             if n == 0:
                 raise ConfigError("--n: a PNG grid needs at least one sample")
-        images = self.sample(n, seed, labels)
+        images = self.sample(n, seed, labels, truncation)
         if path.suffix == ".png":
             save_png(path, make_grid(images))
         else:

@@ -155,6 +155,33 @@ def test_evaluate_command_errors_are_one_line(tmp_path, cli):
         assert code == 2 and err.count("\n") == 1 and message in err, err
 
 
+def test_evaluate_command_takes_the_truncation(tiny_run, small_idx, cli):
+    weights = str(SHIPPED["mnist20k"].path)
+    data = ["--dataset", small_idx, "--classifier", weights, "--n", "40", "--json"]
+    code, out, err = cli("evaluate", tiny_run, "--truncation", "0", *data)
+    assert code == 0, err
+    assert json.loads(out)["metrics"]["class_share_max"] == 1.0  # one image, 40 times
+    code, out, err = cli("evaluate", tiny_run, "--truncation", "1", *data)
+    assert code == 0, err
+    assert (
+        json.loads(out)["metrics"]
+        == evaluate(tiny_run, n=40, dataset=small_idx, classifier=weights).metrics
+    )
+
+
+def test_evaluate_draws_with_the_truncation_asked_for(tiny_run, small_data, tmp_path):
+    plain = evaluate(tiny_run, n=60, dataset=small_data)
+    assert evaluate(tiny_run, n=60, dataset=small_data, truncation=1.0).metrics == plain.metrics
+    at0 = evaluate(tiny_run, n=60, dataset=small_data, truncation=0.0)
+    assert at0.metrics["class_share_max"] == 1.0  # one image, 60 times
+    with pytest.raises(ConfigError, match="--truncation 1.2: expected a number from 0"):
+        evaluate(tiny_run, n=60, dataset=small_data, truncation=1.2)
+    npy = tmp_path / "s.npy"
+    digitgan.load(tiny_run).save_samples(npy, 10)
+    with pytest.raises(ConfigError, match="--truncation: only for a model"):
+        evaluate(npy, dataset=small_data, truncation=0.5)
+
+
 def test_real_training_data_is_the_floor(small_data, tiny_run):
     real = evaluate_real(small_data, n=300)
     assert real.samples == 300 and real.source == "real training images of mnist20k"

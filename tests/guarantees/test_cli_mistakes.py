@@ -57,6 +57,13 @@ CASES = [
     (["sample", "{run}", "--device", "tpu", "--out", "{tmp}/x.png"], "--device tpu: not one of"),
     (["serve", "{run}", "--device", "tpu"], "--device tpu: not one of auto, cpu, cuda, cuda:N"),
     (["train", "--dry-run", "--set", "train.iters=" + "9" * 23], "train.iters: 9999"),
+    (["sample", "{run}", "--truncation", "1.5", "--out", "{tmp}/x.png"], "--truncation 1.5: "),
+    (["sample", "{run}", "--truncation", "-0.1", "--out", "{tmp}/x.npy"], "expected a number"),
+    (["sample", "{run}", "--walk", "3", "--truncation", "nan", "--out", "{tmp}/x.png"], "nan"),
+    (["sample", "{run}", "--truncation", "abc", "--out", "{tmp}/x.png"], "invalid float value"),
+    (["evaluate", "{run}", "--truncation", "2"], "--truncation 2.0: expected a number from 0"),
+    (["evaluate", "--real", "--truncation", "0.5"], "--truncation: not with --real"),
+    (["evaluate", "{run}", "--save", "--truncation", "0.5"], "--truncation: not with --save"),
 ]
 if not torch.cuda.is_available():
     CASES.append((["train", "--device", "cuda"], "--device cuda: CUDA is not available"))
@@ -91,6 +98,15 @@ def test_resume_to_fewer_iterations_than_done_says_so(trained_run, capsys):
     assert main(["train", "--resume", str(trained_run), "--iters", "1"]) == 0
     out = capsys.readouterr().out
     assert "Note: the run is at iteration 2, at or past the 1 asked for: nothing to train" in out
+
+
+def test_a_truncated_class_grid_outside_0_1_is_refused(cond_run, tmp_path, capsys):
+    out = tmp_path / "g.png"
+    argv = ["sample", str(cond_run), "--class-grid", "--truncation", "-1", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--truncation -1.0: expected a number from 0" in err
+    assert not out.exists()
 
 
 def test_a_class_grid_of_zero_columns_is_refused(cond_run, tmp_path, capsys):

@@ -263,6 +263,31 @@ def test_interpolation_of_one_class(cond_client, cond_gan):
     assert same(arr[0], to_uint8(want)[0])
 
 
+# --- truncation ----------------------------------------------------------------------------
+
+
+def test_samples_and_walks_draw_with_the_truncation_asked_for(client, gan):
+    plain = png(client.post("/api/samples", json={"n": 9, "seed": 4}))
+    assert np.array_equal(
+        plain, png(client.post("/api/samples", json={"n": 9, "seed": 4, "truncation": 1}))
+    )
+    r = client.post("/api/samples", json={"n": 9, "seed": 4, "truncation": 0.5, "format": "json"})
+    assert r.json()["truncation"] == 0.5
+    assert np.array_equal(images(r), to_uint8(gan.generate(9, seed=4, truncation=0.5)))
+    assert not np.array_equal(images(r), to_uint8(gan.generate(9, seed=4)))
+    at0 = images(client.post("/api/samples", json={"n": 9, "truncation": 0, "format": "json"}))
+    assert len({a.tobytes() for a in at0}) == 1  # every sample is the mean noise's image
+    r = client.post("/api/interpolate", json={"steps": 4, "truncation": 0.25, "format": "json"})
+    assert r.json()["truncation"] == 0.25
+    assert np.array_equal(images(r), to_uint8(gan.interpolate(0, 1, 4, truncation=0.25)))
+
+
+def test_a_class_grid_draws_with_the_truncation_asked_for(cond_client, cond_gan):
+    body = {"n": 2, "seed": 3, "label": "all", "truncation": 0.6, "format": "json"}
+    arr = images(cond_client.post("/api/samples", json=body))
+    assert same(arr, to_uint8(cond_gan.class_grid(2, 3, truncation=0.6)))
+
+
 # --- bad requests --------------------------------------------------------------------------
 
 BAD = [
@@ -286,6 +311,16 @@ BAD = [
     ("/api/interpolate", b'{"steps": 65}', 413, "steps: 65 is above the maximum 64"),
     ("/api/interpolate", b'{"seed_b": "x"}', 422, "seed_b: expected an integer"),
     ("/api/interpolate", b'{"n": 3}', 422, "unknown field 'n'"),
+    ("/api/samples", b'{"truncation": 1.5}', 422, "truncation: expected a number from 0 to 1"),
+    ("/api/samples", b'{"truncation": -0.1}', 422, "truncation: expected a number from 0 to 1"),
+    ("/api/samples", b'{"truncation": "0.5"}', 422, 'from 0 to 1, got "0.5"'),
+    ("/api/samples", b'{"truncation": true}', 422, "from 0 to 1, got true"),
+    ("/api/samples", b'{"truncation": null}', 422, "from 0 to 1, got null"),
+    ("/api/samples", b'{"truncation": NaN}', 422, "from 0 to 1, got NaN"),
+    ("/api/samples", b'{"truncation": 1e999}', 422, "from 0 to 1, got Infinity"),
+    ("/api/samples", b'{"truncation": ' + b"9" * 400 + b"}", 422, "from 0 to 1, got 999"),
+    ("/api/interpolate", b'{"truncation": 2}', 422, "truncation: expected a number from 0"),
+    ("/api/interpolate", b'{"truncation": [0.5]}', 422, "from 0 to 1, got [0.5]"),
     ("/api/samples", b'{"seed": ' + b"1" * MAX_BODY + b"}", 413, "over the limit"),
     # nesting: checked before parsing, so no depth reaches the parser's recursion limit
     ("/api/samples", _deep(5000).encode(), 400, "nests arrays and objects deeper than 32"),

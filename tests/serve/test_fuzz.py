@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 from digitgan.serve import create_app
 from digitgan.serve.app import LOOPBACK_HOSTS, MAX_BODY
 
-FIELDS = ["n", "seed", "label", "format", "scale", "seed_a", "seed_b", "steps"]
+FIELDS = ["n", "seed", "label", "format", "scale", "seed_a", "seed_b", "steps", "truncation"]
 ENDPOINTS = [("POST", "/api/samples")] * 8 + [("POST", "/api/interpolate")] * 6
 ENDPOINTS += [(m, p) for m in ("GET", "HEAD") for p in ("/", "/api/info", "/static/app.js")]
 ENDPOINTS += [("GET", "/api/samples"), ("POST", "/api/info"), ("PUT", "/api/interpolate")]

@@ -50,9 +50,9 @@ def test_slerp_of_parallel_vectors_falls_back_to_the_line():
 class Recording(Sampler):
     """A Sampler that keeps the noise vectors it was asked to decode."""
 
-    def decode(self, z, labels=None, batch_size=1000):
+    def decode(self, z, labels=None, batch_size=1000, truncation=1.0):
         self.seen = z
-        return super().decode(z, labels, batch_size)
+        return super().decode(z, labels, batch_size, truncation)
 
 
 @pytest.mark.parametrize("kind", ["uniform", "normal"])

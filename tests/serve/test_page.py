@@ -34,6 +34,8 @@ def shown_request(page) -> dict:
     body = {"n": int(data["n"]), "seed": int(data["seed"]), "scale": int(data["scale"])}
     if data["label"]:
         body["label"] = data["label"] if data["label"] == "all" else int(data["label"])
+    if float(data["truncation"]) != 1:
+        body["truncation"] = float(data["truncation"])
     return body
 
 
@@ -104,6 +106,20 @@ def test_page_draws_walks_and_downloads(page, cli_server, tmp_path, artifacts):
     page.fill("#seed-b", "77")
     page.press("#seed-b", "Enter")
     expect(frame).to_have_attribute("data-seeds", "0-77")
+
+    # the truncation slider redraws the grid and the walk with the noise pulled to the mean
+    expect(page.locator("#truncation")).to_have_value("1")
+    plain, walk = shown_png(page), frame_pixels(page)
+    page.fill("#truncation", "0")  # moves the slider: an input and a change event
+    expect(grid).to_have_attribute("data-truncation", "0")
+    expect(frame).to_have_attribute("data-truncation", "0")
+    expect(page.locator("#truncation-value")).to_have_text("0.00")
+    assert shown_request(page) == {**shown, "truncation": 0.0}
+    assert shown_png(page) == api_png(url, shown_request(page)) != plain
+    assert frame_pixels(page) != walk
+    page.fill("#truncation", "1")
+    expect(grid).to_have_attribute("data-truncation", "1")
+    assert shown_png(page) == plain
 
     # download the current grid as PNG
     with page.expect_download() as dl:

@@ -23,7 +23,7 @@ from ..data import Dataset, check_images, load_dataset, read_npy
 from ..data.registry import DEFAULT_DATASET
 from ..errors import ConfigError, DataError
 from ..fileio import atomic_write_text
-from ..sampling import Sampler, load
+from ..sampling import Sampler, check_truncation, load
 from ..store.checkpoint import resolve_checkpoint
 from ..store.rundir import run_dir_of
 from .classifier import DigitClassifier, classifier_for
@@ -285,6 +285,7 @@ def evaluate(
     data_dir: str | None = None,
     device: str | torch.device = "cpu",
     labels: str | Path | None = None,
+    truncation: float = 1.0,
 ) -> EvalReport:
     """Evaluate a run directory, a checkpoint, or a ``.npy`` file of uint8 samples.
 
@@ -295,10 +296,14 @@ def evaluate(
     what they should be (for its ``label_accuracy``). The dataset (a
     spec, or a loaded :class:`Dataset`) is the run's ``data.dataset`` (``mnist20k`` for a
     file) unless ``dataset`` is given; the classifier is the one shipped for that dataset
-    unless ``classifier`` names a weights file.
+    unless ``classifier`` names a weights file. ``truncation`` is the truncation trick's psi
+    a model draws with (1, the default: plain sampling; see :class:`~digitgan.sampling.Sampler`).
     """
     t0 = time.perf_counter()
     path = Path(source)
+    truncation = check_truncation(truncation)
+    if path.suffix == ".npy" and truncation != 1:
+        raise ConfigError("--truncation: only for a model; a .npy file's images are drawn already")
     if path.suffix == ".npy":
         gan, images = None, _npy_images(path, n)
         spec, default_dir = DEFAULT_DATASET, None
@@ -317,7 +322,7 @@ def evaluate(
     data = _dataset(dataset, data_dir or default_dir)
     if gan is not None:
         labels = gan.labels(count)  # None for an unconditional model
-        images = gan.generate(count, seed, labels)
+        images = gan.generate(count, seed, labels, truncation=truncation)
     _check_shape(str(source), images.shape[1:], data, clf)
     return _report(str(source), data, images, clf, t0, labels)
 

@@ -7,6 +7,9 @@ Routes (README-serve.md documents them with examples):
     POST /api/samples       a grid of samples (PNG) or the images themselves (JSON)
     POST /api/interpolate   a latent walk between two seeds, as a PNG strip or JSON frames
 
+Both POST routes take ``truncation``, the truncation trick's psi (a number from 0 to 1;
+default 1, plain sampling; see ``digitgan.sampling.Sampler``).
+
 Request bodies are JSON objects sent as ``Content-Type: application/json`` (an empty body
 means all defaults). Every error is a JSON object ``{"error": "..."}`` with a 4xx status that
 says whose fault it is: 400 for a body that is not a JSON object (or nests deeper than
@@ -151,6 +154,15 @@ def _int(body: dict, name: str, default: int, lo: int, hi: int, over: int = 422)
     return value
 
 
+def _unit(body: dict, name: str, default: float) -> float:
+    """Field ``name`` as a number (integer or not) from 0 to 1."""
+    value = body.get(name, default)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (number and 0 <= value <= 1):  # NaN and Infinity (which json reads) fail too
+        raise BadRequest(f"{name}: expected a number from 0 to 1, got {json.dumps(value)[:100]}")
+    return float(value)
+
+
 def _choice(body: dict, name: str, choices: tuple[str, ...]) -> str:
     value = body.get(name, choices[0])
     if value not in choices:
@@ -281,7 +293,7 @@ def create_app(gan, hosts: Iterable[str] | str = LOOPBACK_HOSTS) -> Starlette:
         return JSONResponse(facts)
 
     async def samples_endpoint(request: Request) -> Response:
-        body = await _json_body(request, ("n", "seed", "label", "format", "scale"))
+        body = await _json_body(request, ("n", "seed", "label", "format", "scale", "truncation"))
         label = _label(body, classes, allow_all=True)
         n = _int(body, "n", 16, 1, MAX_N, over=413)
         if label == "all" and n * classes > MAX_N:
@@ -293,22 +305,31 @@ def create_app(gan, hosts: Iterable[str] | str = LOOPBACK_HOSTS) -> Starlette:
         seed = _int(body, "seed", 0, 0, MAX_SEED)
         fmt = _choice(body, "format", FORMATS)
         scale = _int(body, "scale", 1, 1, MAX_SCALE)
-        echo = {"n": n, "seed": seed, "label": label}
+        psi = _unit(body, "truncation", 1.0)
+        echo = {"n": n, "seed": seed, "label": label, "truncation": psi}
         if label == "all":
-            return await generate(lambda: _encode(class_grid(gan, n, seed), fmt, scale, n, echo))
-        return await generate(lambda: _encode(samples(gan, n, seed, label), fmt, scale, None, echo))
+            return await generate(
+                lambda: _encode(class_grid(gan, n, seed, psi), fmt, scale, n, echo)
+            )
+        return await generate(
+            lambda: _encode(samples(gan, n, seed, label, psi), fmt, scale, None, echo)
+        )
 
     async def interpolate_endpoint(request: Request) -> Response:
-        body = await _json_body(request, ("seed_a", "seed_b", "steps", "label", "format", "scale"))
+        body = await _json_body(
+            request, ("seed_a", "seed_b", "steps", "label", "format", "scale", "truncation")
+        )
         label = _label(body, classes, allow_all=False)
         seed_a = _int(body, "seed_a", 0, 0, MAX_SEED)
         seed_b = _int(body, "seed_b", 1, 0, MAX_SEED)
         steps = _int(body, "steps", 16, 2, MAX_STEPS, over=413)
         fmt = _choice(body, "format", FORMATS)
         scale = _int(body, "scale", 1, 1, MAX_SCALE)
+        psi = _unit(body, "truncation", 1.0)
         echo = {"seed_a": seed_a, "seed_b": seed_b, "steps": steps, "label": label}
+        echo["truncation"] = psi
         return await generate(
-            lambda: _encode(walk(gan, seed_a, seed_b, steps, label), fmt, scale, steps, echo)
+            lambda: _encode(walk(gan, seed_a, seed_b, steps, label, psi), fmt, scale, steps, echo)
         )
 
     def index(request: Request) -> FileResponse:

@@ -31,21 +31,37 @@ def num_classes(gan) -> int:
     return int(getattr(gan, "num_classes", 0))
 
 
-def samples(gan, n: int, seed: int, label: int | None = None) -> torch.Tensor:
-    """``n`` samples for ``seed``, all of class ``label`` if set (else the classes in turn)."""
-    return gan.generate(n, seed, label)
+def _psi(truncation: float) -> dict:
+    """The keyword for a truncation: none for plain sampling, so that a model object without
+    the truncation trick still serves plain draws."""
+    return {} if truncation == 1 else {"truncation": truncation}
 
 
-def class_grid(gan, n: int, seed: int) -> torch.Tensor:
+def samples(
+    gan, n: int, seed: int, label: int | None = None, truncation: float = 1.0
+) -> torch.Tensor:
+    """``n`` samples for ``seed``, all of class ``label`` if set (else the classes in turn),
+    drawn with the truncation trick at ``truncation`` (1: plain sampling)."""
+    return gan.generate(n, seed, label, **_psi(truncation))
+
+
+def class_grid(gan, n: int, seed: int, truncation: float = 1.0) -> torch.Tensor:
     """``n`` samples of every class, class by class: (num_classes * n, C, H, W); column j uses
     the same noise vector in every row (see ``Sampler.class_grid``)."""
-    return gan.class_grid(n, seed)
+    return gan.class_grid(n, seed, **_psi(truncation))
 
 
-def walk(gan, seed_a: int, seed_b: int, steps: int, label: int | None = None) -> torch.Tensor:
+def walk(
+    gan,
+    seed_a: int,
+    seed_b: int,
+    steps: int,
+    label: int | None = None,
+    truncation: float = 1.0,
+) -> torch.Tensor:
     """A latent walk of ``steps`` images from seed_a's first sample to seed_b's
     (see ``Sampler.interpolate``)."""
-    return gan.interpolate(seed_a, seed_b, steps, label)
+    return gan.interpolate(seed_a, seed_b, steps, label, **_psi(truncation))
 
 
 def model_info(gan) -> dict:

@@ -48,6 +48,9 @@ function showError(id, message) {
 
 const randomSeed = () => Math.floor(Math.random() * 1000000);
 
+// The truncation the slider is set to: a number from 0 to 1 (1: plain sampling).
+const truncation = () => Number($("truncation").value);
+
 // --- the sample grid ---------------------------------------------------------------------
 
 function fillCounts() {
@@ -78,7 +81,7 @@ function gridScale(n, label) {
 
 async function drawGrid() {
   const token = ++gridToken;
-  const body = {n: Number($("count").value), seed: seedOf($("seed"))};
+  const body = {n: Number($("count").value), seed: seedOf($("seed")), truncation: truncation()};
   const digit = $("digit").value;
   if (info.num_classes > 0 && digit !== "any") body.label = digit === "all" ? "all" : Number(digit);
   body.scale = gridScale(body.n, body.label);
@@ -95,12 +98,14 @@ async function drawGrid() {
     const link = $("download");
     link.href = url;
     const what = body.label === undefined ? "" : `-digit-${body.label}`;
-    link.download = `digitgan-seed${body.seed}-n${body.n}${what}.png`;
+    const psi = body.truncation === 1 ? "" : `-psi${body.truncation}`;
+    link.download = `digitgan-seed${body.seed}-n${body.n}${what}${psi}.png`;
     link.setAttribute("aria-disabled", "false");
     img.dataset.scale = String(body.scale);
     img.dataset.seed = String(body.seed);
     img.dataset.n = String(body.n);
     img.dataset.label = body.label === undefined ? "" : String(body.label);
+    img.dataset.truncation = String(body.truncation);
     showError("samples-error", "");
   } catch (e) {
     if (token === gridToken) showError("samples-error", e.message);
@@ -152,7 +157,7 @@ function showFrame(i) {
 async function loadWalk() {
   const token = ++walkToken;
   const body = {seed_a: seedOf($("seed-a")), seed_b: seedOf($("seed-b")), steps: WALK_STEPS,
-                format: "json"};
+                format: "json", truncation: truncation()};
   if (info.num_classes > 0) body.label = Number($("walk-digit").value);
   try {
     const data = await (await api("/api/interpolate", body)).json();
@@ -169,6 +174,7 @@ async function loadWalk() {
     slider.max = String(frames.length - 1);
     showFrame(Number(slider.value));
     $("walk-frame").dataset.seeds = `${body.seed_a}-${body.seed_b}`;
+    $("walk-frame").dataset.truncation = String(body.truncation);
     showError("walk-error", "");
   } catch (e) {
     if (token === walkToken) showError("walk-error", e.message);
@@ -272,6 +278,10 @@ async function start() {
   $("count").addEventListener("change", drawGrid);
   $("seed").addEventListener("change", drawGrid);
   $("digit").addEventListener("change", () => { fillCounts(); drawGrid(); });
+  $("truncation").addEventListener("input", () => {
+    $("truncation-value").textContent = truncation().toFixed(2);
+  });
+  $("truncation").addEventListener("change", () => { drawGrid(); loadWalk(); });
 
   $("walk-slider").addEventListener("input", (e) => { stopPlaying(); showFrame(Number(e.target.value)); });
   $("walk-play").addEventListener("click", togglePlay);
