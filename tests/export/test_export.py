@@ -252,3 +252,20 @@ def test_an_onnx_file_that_disagrees_fails_and_leaves_no_folder(runs, tmp_path, 
     with pytest.raises(CheckpointError, match="differ from PyTorch's"):
         export(runs["seed"], tmp_path / "model", onnx=True)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_and_serve_read_an_exported_folder(runs, tmp_path):
+    folder = export(runs["cdcgan"], tmp_path / "model").path
+    report = digitgan.evaluate(folder, n=100)
+    assert report.samples == 100 and "label_accuracy" in report.metrics
+    from digitgan.eval.evaluate import evaluate_real, save_evaluation
+
+    floor = evaluate_real(n=100)
+    assert save_evaluation(folder, report, floor) == folder / "eval.json"
+    from digitgan.serve.model import model_info
+
+    info = model_info(digitgan.load(folder))
+    assert info["preset"] == "cdcgan" and info["num_classes"] == 10
+    assert info["metrics"]["fid"] == report.metrics["fid"]
+    export(folder, tmp_path / "again")  # an export of an export carries the saved scores
+    assert "model-index" in _card(tmp_path / "again")[0]
