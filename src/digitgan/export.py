@@ -13,6 +13,7 @@ no partial folder (and, with ``force``, the old folder untouched).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import shlex
@@ -349,7 +350,15 @@ def model_card(gan: Sampler, meta: dict, evaluation: dict | None, source) -> str
 
 
 def _torch_onnx_export(model, args, path, **options) -> None:
-    torch.onnx.export(model, args, path, dynamo=True, external_data=False, verbose=False, **options)
+    quiet = logging.getLogger("torch.onnx")  # notes on operators of packages not installed
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        torch.onnx.export(
+            model, args, path, dynamo=True, external_data=False, verbose=False, **options
+        )
+    finally:
+        quiet.setLevel(level)
 
 
 class UnitRangeGenerator(torch.nn.Module):
