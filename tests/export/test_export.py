@@ -188,6 +188,13 @@ def test_an_existing_folder_is_not_overwritten(runs, tmp_path):
     export(runs["dcgan"], empty, force=True)  # an export is replaced with --force
     assert digitgan.load(empty).config.model.arch == "dcgan"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "model"]
+    other = tmp_path / "other"  # a folder with files of those names that digitgan did not write
+    other.mkdir()
+    (other / "config.json").write_text('{"model_type": "bert"}')
+    (other / "model.safetensors").write_bytes(b"weights")
+    with pytest.raises(ConfigError, match="not a model folder digitgan exported"):
+        export(runs["seed"], other, force=True)
+    assert (other / "model.safetensors").read_bytes() == b"weights"
 
 
 def test_a_failed_export_leaves_no_folder(runs, tmp_path, monkeypatch):

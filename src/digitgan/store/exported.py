@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from safetensors.torch import save as st_save
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, DigitganError
 from ..fileio import MiB, atomic_write_bytes, atomic_write_text, read_text_bounded
 from .checkpoint import (
     EXPORT_CONFIG,
@@ -124,9 +124,19 @@ def foreign_files(folder: Path) -> list[str]:
     odd = [p.name + ("/" if p.is_dir() else "") for p in entries if not _ours(p)]
     if odd:
         return odd
-    if not all((folder / name).is_file() for name in REQUIRED):
+    if not all((folder / name).is_file() for name in REQUIRED) or not _our_config(folder):
         return [p.name for p in entries]
     return []
+
+
+def _our_config(folder: Path) -> bool:
+    """Whether the folder's config.json is one that digitgan export wrote."""
+    try:
+        doc = json.loads(read_text_bounded(folder / EXPORT_CONFIG, MAX_CONFIG_BYTES, "config"))
+    except (DigitganError, ValueError, RecursionError):
+        return False
+    ours = {"library": "digitgan", "format": FORMAT}
+    return isinstance(doc, dict) and all(doc.get(k) == v for k, v in ours.items())
 
 
 def _ours(p: Path) -> bool:
