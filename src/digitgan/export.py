@@ -73,6 +73,8 @@ def export(
     with ``force``, and only when it is a folder digitgan exported."""
     t0 = time.perf_counter()
     out = Path(out)
+    if out.name in ("", ".", ".."):  # a folder named by its path's last part
+        out = out.resolve()
     _check_out(out, force)
     if onnx:
         _onnx_modules()  # a missing extra is reported before any work
@@ -95,6 +97,7 @@ def export(
         atomic_write_text(tmp / CARD, model_card(gan, meta, evaluation, source))
         if evaluation is not None:
             atomic_write_text(tmp / EVAL, json.dumps(evaluation, indent=2) + "\n")
+        _check_out(out, force)  # again: the folder may have changed meanwhile
         _put_in_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
