@@ -276,3 +276,12 @@ def test_evaluate_and_serve_read_an_exported_folder(runs, tmp_path):
     assert info["metrics"]["fid"] == report.metrics["fid"]
     export(folder, tmp_path / "again")  # an export of an export carries the saved scores
     assert "model-index" in _card(tmp_path / "again")[0]
+
+
+@needs_ort
+def test_the_command_line_prints_the_onnx_check(runs, tmp_path, capsys):
+    out = tmp_path / "model"
+    assert main(["export", str(runs["seed"]), "--out", str(out), "--onnx"]) == 0
+    printed = capsys.readouterr().out
+    assert "checked with ONNX Runtime on fresh noise: max abs difference from PyTorch" in printed
+    assert (out / "generator.onnx").is_file()
