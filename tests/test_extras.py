@@ -12,6 +12,7 @@ from digitgan.cli import main
     [
         (["plot", "{run}"], ["matplotlib"], "digitgan[plot]"),
         (["serve", "{run}", "--port", "0"], ["starlette", "uvicorn"], "digitgan[serve]"),
+        (["export", "{run}", "--out", "{run}/m", "--onnx"], ["onnxruntime"], "digitgan[export]"),
     ],
 )
 def test_a_missing_extra_is_one_line_naming_it(argv, hidden, extra, monkeypatch, capsys, tmp_path):

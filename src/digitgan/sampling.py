@@ -14,12 +14,14 @@ from .errors import ConfigError
 from .models import build_models, interpolate_noise, sample_noise, truncate_noise
 from .models.base import check_label_values
 from .store.checkpoint import (
+    EXPORT_MODEL,
     check_models,
     checkpoint_config,
     load_module_state,
     read_checkpoint,
     resolve_checkpoint,
 )
+from .store.exported import read_export
 from .viz import make_grid, save_png, to_uint8
 
 Labels = int | Sequence[int] | torch.Tensor | None
@@ -256,16 +258,24 @@ def save_image_rows(images: torch.Tensor, nrow: int, path: str | Path) -> Path:
 
 
 def load(path: str | Path, device: str | torch.device = "cpu", ema: bool = True) -> Sampler:
-    """Load the generator of a run directory (its latest checkpoint) or a checkpoint file.
+    """Load the generator of a run directory (its latest checkpoint), a checkpoint file or
+    an exported model folder (``digitgan export``).
 
-    With ``ema`` (the default) the averaged generator is used when the run kept one.
+    With ``ema`` (the default) the averaged generator is used when the run kept one (an
+    exported model holds one generator, the one chosen when it was exported).
     """
     ckpt = resolve_checkpoint(path)
-    tensors, meta = read_checkpoint(ckpt)
+    if ckpt.name == EXPORT_MODEL:
+        tensors, meta = read_export(ckpt.parent)
+    else:
+        tensors, meta = read_checkpoint(ckpt)
     cfg = checkpoint_config(meta, ckpt)
     check_models(cfg.model, meta, tensors, "G", ckpt)
     with torch.random.fork_rng(devices=[]):  # building draws an init we then overwrite
         G, _ = build_models(cfg.model, meta["image_shape"], meta["num_classes"])
+    if ckpt.name == EXPORT_MODEL:
+        load_module_state(G, tensors, "G", ckpt)
+        return Sampler(G.to(device), cfg, meta, ckpt, ema=bool(meta.get("ema")))
     use_ema = ema and any(k.startswith("G_ema.") for k in tensors)
     load_module_state(G, tensors, "G_ema" if use_ema else "G", ckpt)
     return Sampler(G.to(device), cfg, meta, ckpt, ema=use_ema)

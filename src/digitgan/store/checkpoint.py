@@ -38,6 +38,10 @@ FORMAT = "digitgan-checkpoint"
 VERSION = 1
 LATEST = "latest"
 SUFFIX = ".safetensors"
+EXPORT_MODEL = "model.safetensors"
+"""An exported model folder's generator file (see :mod:`digitgan.store.exported`)."""
+EXPORT_CONFIG = "config.json"
+"""An exported model folder's description of its generator."""
 MAX_HEADER_BYTES = 100_000_000
 """The largest header accepted (safetensors' own limit): refused before it is read."""
 
@@ -175,10 +179,17 @@ def _read_header(
             f"{path}: {fmt} format version {meta.get('version')!r}, this digitgan reads "
             f"version {version}"
         )
-    for key, (ok, what) in _META_FIELDS.items() if fmt == FORMAT else ():
+    if fmt == FORMAT:
+        check_gan_metadata(meta, path)
+    return meta
+
+
+def check_gan_metadata(meta: dict[str, Any], path: Path) -> None:
+    """Check the fields that the metadata of every file holding a GAN's generator must have
+    (step, config, image shape, number of classes)."""
+    for key, (ok, what) in _META_FIELDS.items():
         if key not in meta or not ok(meta[key]):
             raise CheckpointError(f"{path}: metadata field {key!r} is missing or not {what}")
-    return meta
 
 
 def _data_bytes(header: dict, path: Path) -> int:
@@ -199,9 +210,12 @@ def _data_bytes(header: dict, path: Path) -> int:
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """The checkpoint file meant by ``path``: a run directory, a checkpoints folder or a file."""
+    """The checkpoint file meant by ``path``: a run directory, a checkpoints folder, an exported
+    model folder (its ``model.safetensors``) or a file."""
     p = Path(path)
     if p.is_dir():
+        if (p / EXPORT_MODEL).exists() or (p / EXPORT_CONFIG).exists():
+            return p / EXPORT_MODEL  # an exported model (a missing file is reported on reading)
         for candidate in (p / "checkpoints" / f"{LATEST}{SUFFIX}", p / f"{LATEST}{SUFFIX}"):
             if candidate.is_file():
                 return candidate
