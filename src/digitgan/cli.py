@@ -43,6 +43,7 @@ def _train(args) -> int:
             if getattr(args, k)
         ]
         changed += [f for f, on in (("--dry-run", args.dry_run), ("--force", args.force)) if on]
+        changed += ["--seeds"] if args.seeds else []
         if changed:
             raise ConfigError(
                 f"--resume continues a run with its own config; {', '.join(changed)} cannot be "
@@ -63,17 +64,64 @@ def _train(args) -> int:
             overrides.setdefault("train.iters", 2)
             for key in ("sample_every", "print_every", "tb_every", "ckpt_every"):
                 overrides[f"log.{key}"] = 1
+        if args.seeds and args.seed is not None:
+            raise ConfigError("--seed: not with --seeds (which gives every run's seed)")
         cfg = build_config(args.preset, args.config, args.set or (), overrides)
+        if args.seeds:
+            return _report_runs(
+                train(cfg, args.out, force=args.force, progress=progress, seeds=args.seeds)
+            )
         result = train(cfg, args.out, force=args.force, progress=progress)
+    if env_rank() == 0:
+        print(_outcome(result))
+    return 130 if result.interrupted else 0
+
+
+def _outcome(result) -> str:
     state = "interrupted at" if result.interrupted else "finished"
     if result.out_of_time:
         state = "stopped (train.max_minutes spent) at"
-    if env_rank() == 0:
-        print(
-            f"{state} iteration {result.step} in {result.seconds:.1f} s; run directory: "
-            f"{result.run_dir}"
-        )
-    return 130 if result.interrupted else 0
+    return (
+        f"{state} iteration {result.step} in {result.seconds:.1f} s; run directory: "
+        f"{result.run_dir}"
+    )
+
+
+def _report_runs(results) -> int:
+    """One line per run of ``train --seeds`` (this process's share, under torchrun); status
+    2 when a run stopped with an error, 130 when interrupted."""
+    for result in results:
+        seed = result.run_dir.name
+        if result.error:
+            print(f"digitgan: error: {seed}: {_one_line(str(result.error))}", file=sys.stderr)
+        else:
+            print(f"{seed}: {_outcome(result)}")
+    if any(r.error for r in results):
+        return 2
+    return 130 if any(r.interrupted for r in results) else 0
+
+
+def _seed_list(text: str) -> list[int]:
+    """An argparse type: seeds as ``0-7``, ``1,4,9`` or both (``0-3,8``)."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        lo, dash, hi = part.strip().partition("-")
+        try:
+            first, last = int(lo), int(hi if dash else lo)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected seeds such as 0-7 or 1,4,9, got {text!r}"
+            ) from None
+        if last < first:
+            raise argparse.ArgumentTypeError(f"{part.strip()!r}: the range is empty")
+        if len(seeds) + last - first + 1 > MAX_SEEDS:
+            raise argparse.ArgumentTypeError(f"at most {MAX_SEEDS} seeds at once")
+        seeds.extend(range(first, last + 1))
+    return seeds
+
+
+MAX_SEEDS = 1024
+"""The most runs ``train --seeds`` trains at once."""
 
 
 def _sample(args) -> int:
@@ -309,6 +357,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--iters", type=int, help="total iterations (train.iters)")
     t.add_argument("--batch-size", type=int, help="batch size (data.batch_size)")
     t.add_argument("--seed", type=int, help="random seed (train.seed)")
+    t.add_argument(
+        "--seeds",
+        type=_seed_list,
+        metavar="LIST",
+        help="train one run per seed at once, their models stacked, into --out/seed-N each "
+        "(e.g. 0-7 or 1,4,9); under torchrun the seeds are divided among the processes",
+    )
     t.add_argument("--dataset", help="dataset spec (data.dataset): name, idx:DIR or npz:FILE")
     t.add_argument("--data-dir", help="download cache (data.data_dir; env DIGITGAN_DATA)")
     t.add_argument("--device", help="auto, cpu, cuda or cuda:N (train.device)")

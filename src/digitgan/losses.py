@@ -11,9 +11,10 @@ D's logits on a real batch (the step draws one for the generator step), and both
 compare each fake with the real of its pair.
 
 Penalties (:data:`PENALTIES`) regularise the discriminator; each is a :class:`Penalty`
-around ``fn(D, batch, generator) -> scalar`` (``batch``: the discriminator step's
-:class:`PenaltyBatch`), registered with its options table (``[loss.gp]``, ``[loss.r1]``,
-``[loss.r2]``), whose ``weight`` turns it on (above 0) and scales it in the D loss.
+around ``fn(D, batch) -> per-sample values`` (``batch``: the discriminator step's
+:class:`PenaltyBatch`; the step takes their mean over each run's samples), registered with
+its options table (``[loss.gp]``, ``[loss.r1]``, ``[loss.r2]``), whose ``weight`` turns it
+on (above 0) and scales it in the D loss.
 """
 
 from __future__ import annotations
@@ -154,49 +155,48 @@ class PenaltyBatch:
     real_labels: Tensor | None
     fake: Tensor
     fake_labels: Tensor | None
+    rand: Callable[..., Tensor] = torch.rand
+    """``rand(shape)``: uniform numbers in [0, 1) on the batch's device, the first dimension
+    one per sample, from the run's own random stream (the trainer's :meth:`rand`): a
+    penalty draws its randomness through it, so that runs stay reproducible."""
 
 
-def gradient_penalty(D, batch: PenaltyBatch, generator: torch.Generator | None = None) -> Tensor:
-    """WGAN-GP (Gulrajani et al. 2017): mean over samples of (||grad D(x_hat)|| - 1)^2.
+def gradient_penalty(D, batch: PenaltyBatch) -> Tensor:
+    """WGAN-GP (Gulrajani et al. 2017): (||grad D(x_hat)|| - 1)^2 per sample.
 
     x_hat = alpha x + (1 - alpha) G(z) with one alpha ~ Uniform[0, 1) per sample (not per
     pixel, not per batch), scored with the real labels. The norm is sqrt(sum g^2 + 1e-12), so
     its gradient stays finite when the input gradient is exactly zero.
     """
     real, fake = batch.real, batch.fake
-    alpha = torch.rand(
-        real.shape[0],
-        *([1] * (real.dim() - 1)),
-        generator=generator,
-        device=real.device,
-        dtype=real.dtype,
-    )
+    alpha = batch.rand((real.shape[0], *([1] * (real.dim() - 1))))
     x_hat = alpha * real.detach() + (1.0 - alpha) * fake.detach()
     grad = _input_grad(D, x_hat, batch.real_labels)
     norm = (grad.square().sum(dim=1) + 1e-12).sqrt()
-    return (norm - 1.0).square().mean()
+    return (norm - 1.0).square()
 
 
-def r1_penalty(D, batch: PenaltyBatch, generator: torch.Generator | None = None) -> Tensor:
-    """R1 (Mescheder et al. 2018): 1/2 mean over real samples of ||grad D(x)||^2.
+def r1_penalty(D, batch: PenaltyBatch) -> Tensor:
+    """R1 (Mescheder et al. 2018): 1/2 ||grad D(x)||^2 per real sample.
 
     ``loss.r1.gamma`` is the gamma of the paper, so the D loss gains gamma/2 ||grad||^2.
     """
-    return 0.5 * _input_grad(D, batch.real, batch.real_labels).square().sum(dim=1).mean()
+    return 0.5 * _input_grad(D, batch.real, batch.real_labels).square().sum(dim=1)
 
 
-def r2_penalty(D, batch: PenaltyBatch, generator: torch.Generator | None = None) -> Tensor:
-    """R2 (Mescheder et al. 2018; with R1 in R3GAN, Huang et al. 2024): 1/2 mean over fake
-    samples of ||grad D(G(z))||^2, with the labels they were drawn for."""
-    return 0.5 * _input_grad(D, batch.fake, batch.fake_labels).square().sum(dim=1).mean()
+def r2_penalty(D, batch: PenaltyBatch) -> Tensor:
+    """R2 (Mescheder et al. 2018; with R1 in R3GAN, Huang et al. 2024): 1/2 ||grad D(G(z))||^2
+    per fake sample, with the labels it was drawn for."""
+    return 0.5 * _input_grad(D, batch.fake, batch.fake_labels).square().sum(dim=1)
 
 
 @dataclass(frozen=True)
 class Penalty:
-    """A discriminator penalty: ``fn(D, batch, generator) -> scalar`` (see
-    :class:`PenaltyBatch`); draw any randomness from ``generator``.
+    """A discriminator penalty: ``fn(D, batch) -> values`` of shape (N,), one per sample
+    (see :class:`PenaltyBatch`; draw any randomness with ``batch.rand``); the step adds
+    their mean over each run's samples, times the weight, to the D loss.
 
-    ``per_sample``: it is a sum over samples of a per-sample term (a gradient with respect to
+    ``per_sample``: each value depends on its own sample alone (a gradient with respect to
     each input), which a discriminator with batch statistics would mix up.
     """
 

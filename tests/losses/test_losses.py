@@ -110,9 +110,9 @@ def test_gradient_penalty_draws_one_uniform_alpha_per_sample():
     n = 2000
     real, fake = torch.ones(n, 1, 4, 4), torch.zeros(n, 1, 4, 4)
     D = _Recorder()
-    penalty = gradient_penalty(
-        D, PenaltyBatch(real, None, fake, None), torch.Generator().manual_seed(0)
-    )
+    gen = torch.Generator().manual_seed(0)
+    batch = PenaltyBatch(real, None, fake, None, lambda shape: torch.rand(shape, generator=gen))
+    penalty = gradient_penalty(D, batch)
     alpha = D.seen.detach()  # x_hat = alpha * 1 + (1 - alpha) * 0
     per_sample = alpha.flatten(1)
     assert torch.equal(per_sample.min(1).values, per_sample.max(1).values)  # not per pixel
@@ -121,8 +121,9 @@ def test_gradient_penalty_draws_one_uniform_alpha_per_sample():
     assert a.min() >= 0 and a.max() < 1  # uniform on [0, 1), not normal
     assert a.mean().item() == pytest.approx(0.5, abs=0.03)
     assert a.var().item() == pytest.approx(1 / 12, rel=0.1)
-    # ||grad|| = alpha * sqrt(16) per sample
-    assert penalty.item() == pytest.approx(((4 * a - 1) ** 2).mean().item(), rel=1e-4)
+    # ||grad|| = alpha * sqrt(16): one value per sample
+    assert penalty.shape == (n,)
+    torch.testing.assert_close(penalty, (4 * a - 1) ** 2, rtol=1e-4, atol=1e-6)
 
 
 def test_gradient_penalty_is_finite_when_real_equals_fake_and_gradient_is_zero():
@@ -134,7 +135,7 @@ def test_gradient_penalty_is_finite_when_real_equals_fake_and_gradient_is_zero()
             return D(x).squeeze(1)
 
     x = torch.rand(8, 1, 4, 4)
-    penalty = gradient_penalty(Wrapped(), PenaltyBatch(x, None, x.clone(), None))
+    penalty = gradient_penalty(Wrapped(), PenaltyBatch(x, None, x.clone(), None)).mean()
     penalty.backward()
     assert torch.isfinite(penalty) and penalty.item() == pytest.approx(1.0, abs=1e-5)
     assert torch.isfinite(D[1].weight.grad).all()
@@ -143,7 +144,7 @@ def test_gradient_penalty_is_finite_when_real_equals_fake_and_gradient_is_zero()
 def test_r1_is_half_the_squared_gradient_norm_on_real_data():
     x = torch.randn(5, 1, 2, 2)
     penalty = r1_penalty(_Recorder(), PenaltyBatch(x, None, torch.zeros_like(x), None))
-    assert penalty.item() == pytest.approx(0.5 * x.flatten(1).square().sum(1).mean().item())
+    torch.testing.assert_close(penalty, 0.5 * x.flatten(1).square().sum(1))
 
 
 class _Linear(nn.Module):
@@ -161,9 +162,9 @@ class _Linear(nn.Module):
 def test_r1_and_r2_are_zero_at_a_constant_d_and_the_closed_form_for_a_linear_d(penalty):
     real, fake = torch.randn(6, 1, 2, 2), torch.randn(6, 1, 2, 2)
     batch = PenaltyBatch(real, None, fake, None)
-    assert penalty(_Linear(torch.zeros(4)), batch).item() == 0.0
+    assert torch.equal(penalty(_Linear(torch.zeros(4)), batch), torch.zeros(6))
     w = torch.tensor([1.0, -2.0, 0.5, 3.0])
-    assert penalty(_Linear(w), batch).item() == pytest.approx(0.5 * (1 + 4 + 0.25 + 9))
+    torch.testing.assert_close(penalty(_Linear(w), batch), torch.full((6,), 0.5 * 14.25))
 
 
 def test_r1_looks_at_real_data_and_r2_at_generated_data_with_their_labels():

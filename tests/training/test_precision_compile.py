@@ -69,8 +69,12 @@ def test_gradient_penalty_under_bf16_autocast(tiny, device, small_data):
     results = []
     for context in (nullcontext, tr.kernel.autocast):
         gen = torch.Generator(device).manual_seed(0)  # the same alphas
+
+        def rand(shape, gen=gen):
+            return torch.rand(shape, generator=gen, device=device)
+
         with context():
-            gp = gradient_penalty(tr.D, PenaltyBatch(x, None, fake, None), gen)
+            gp = gradient_penalty(tr.D, PenaltyBatch(x, None, fake, None, rand)).mean()
         weights = [p for name, p in tr.D.named_parameters() if name.endswith("weight")]
         grads = torch.autograd.grad(gp, weights)
         assert gp.dtype == torch.float32 and all(g.dtype == torch.float32 for g in grads)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import _SpectralNorm, spectral_norm
@@ -52,11 +53,21 @@ def build_models(cfg, image_shape: tuple[int, int, int], num_classes: int = 0):
 class _Float32SpectralNorm(_SpectralNorm):
     """PyTorch's spectral norm, its power iteration and sigma computed in float32 under
     autocast (train.precision = bf16): CUDA autocast would run its matrix-vector products in
-    bfloat16, whose result torch.vdot refuses to combine with the float32 vector u."""
+    bfloat16, whose result torch.vdot refuses to combine with the float32 vector u.
+
+    Its power iteration writes u and v with ``copy_`` rather than PyTorch's ``out=``
+    arguments (the same values), so that it also runs under ``torch.vmap`` (several runs'
+    models stacked: :mod:`digitgan.training.seeds`)."""
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         with torch.autocast(weight.device.type, enabled=False):
             return super().forward(weight)
+
+    @torch.no_grad()
+    def _power_method(self, weight_mat: torch.Tensor, n_power_iterations: int) -> None:
+        for _ in range(n_power_iterations):
+            self._u.copy_(F.normalize(torch.mv(weight_mat, self._v), dim=0, eps=self.eps))
+            self._v.copy_(F.normalize(torch.mv(weight_mat.H, self._u), dim=0, eps=self.eps))
 
 
 def _float32_spectral_norm(module: nn.Module) -> nn.Module:
@@ -95,17 +106,24 @@ def footprint(cfg, image_shape, num_classes: int, batch: int) -> tuple[int, int 
     return params, outputs[0]
 
 
+def _layers(module: nn.Module):
+    """The modules that ``module`` computes with: its own, or those of the ``structure`` it
+    stacks (several runs' models as one: :class:`digitgan.training.seeds.Stacked`)."""
+    structure = getattr(module, "structure", None)
+    return (structure if isinstance(structure, nn.Module) else module).modules()
+
+
 def has_batch_stats(module: nn.Module) -> bool:
     """Whether ``module`` normalises by statistics of the batch (BatchNorm in training mode),
     so that one sample's output depends on the others in its batch."""
-    return any(isinstance(m, _BATCH_NORMS) for m in module.modules())
+    return any(isinstance(m, _BATCH_NORMS) for m in _layers(module))
 
 
 def has_forward_state(module: nn.Module) -> bool:
     """Whether a forward pass in training mode changes ``module``'s state: BatchNorm's running
     statistics, spectral norm's power-iteration vectors. Two passes over two halves of a
     batch then differ from one pass over the whole."""
-    return has_batch_stats(module) or any(parametrize.is_parametrized(m) for m in module.modules())
+    return has_batch_stats(module) or any(parametrize.is_parametrized(m) for m in _layers(module))
 
 
 def _weight(m: nn.Module) -> torch.Tensor:

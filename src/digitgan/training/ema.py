@@ -18,9 +18,12 @@ from torch import nn
 
 
 class EMA:
-    def __init__(self, model: nn.Module, decay: float):
+    def __init__(self, model: nn.Module, decay: float, average: nn.Module | None = None):
+        """The average of ``model``, starting from a copy of it, or from ``average`` (a module
+        of the same parameters, such as the stacked averages of several runs)."""
         self.decay = decay
-        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        start = copy.deepcopy(model) if average is None else average
+        self.model = start.eval().requires_grad_(False)
         self._params = list(self.model.parameters())
         self._buffers = list(self.model.buffers())
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from tqdm import tqdm
@@ -142,12 +142,15 @@ class Console(Hook):
     """The seed's loss line every ``log.print_every`` iterations, a progress bar (tqdm) when
     asked, and what to do after an interruption. Rank 0 only."""
 
-    def __init__(self, cfg: Config, progress: bool):
+    def __init__(self, cfg: Config, progress: bool, label: str = ""):
         self.every = cfg.log.print_every
         self.progress = progress
+        self.label = label
+        """Put before every line: which run it is about, when several train at once."""
         self.bar = None
 
     def write(self, text: str) -> None:
+        text = self.label + text
         if self.bar is not None:
             self.bar.write(text)
         else:
@@ -331,33 +334,42 @@ class TimeBudget(Hook):
 
 class CtrlC(Hook):
     """The first Ctrl-C (SIGINT) asks the loop to stop after the current iteration, saving a
-    checkpoint; a second one aborts at once. In the main thread only."""
+    checkpoint; a second one aborts at once. In the main thread only. Runs trained at once
+    (``seeds``) share one handler: the first Ctrl-C stops them all."""
+
+    _loops: ClassVar[list[Loop]] = []
+    """The loops the handler stops; the handler is installed while this is not empty."""
+    _previous = None
+    _asked = False
 
     def start(self, loop):
-        self.previous = None
         if threading.current_thread() is not threading.main_thread():
             return
-        asked = False
+        if not CtrlC._loops:
+            CtrlC._asked = False
+            CtrlC._previous = signal.signal(signal.SIGINT, CtrlC._handler)
+        CtrlC._loops.append(loop)
 
-        def handler(signum, frame):
-            nonlocal asked
-            if asked:
-                raise KeyboardInterrupt
-            asked = True
+    @staticmethod
+    def _handler(signum, frame):
+        if CtrlC._asked:
+            raise KeyboardInterrupt
+        CtrlC._asked = True
+        for loop in CtrlC._loops:
             loop.request_stop("interrupted")
 
-        self.previous = signal.signal(signal.SIGINT, handler)
-
     def close(self, loop):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        if loop in CtrlC._loops:
+            CtrlC._loops.remove(loop)
+            if not CtrlC._loops:
+                signal.signal(signal.SIGINT, CtrlC._previous)
 
 
 def default_hooks(
-    trainer: Trainer, writes: bool, progress: bool, scorer: SampleScorer | None
+    trainer: Trainer, writes: bool, progress: bool, scorer: SampleScorer | None, label: str = ""
 ) -> list[Hook]:
     """The hooks of ``digitgan train``, in the order they run after a step; ``writes``:
-    this process writes the run's files (rank 0)."""
+    this process writes the run's files (rank 0); ``label`` starts the run's console lines."""
     cfg = trainer.cfg
     hooks: list[Hook] = [CtrlC(), DivergenceCheck(cfg)]
     if writes:
@@ -368,7 +380,7 @@ def default_hooks(
     if cfg.train.max_minutes:
         hooks.append(TimeBudget(cfg))
     if writes:  # last, so that what it reports at the end has happened
-        hooks.append(Console(cfg, progress))
+        hooks.append(Console(cfg, progress, label))
     return hooks
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import Config, apply_sets, resolve_device
 from ..data import Dataset, load_dataset
-from ..errors import CheckpointError, ConfigError, RunDirError
+from ..errors import CheckpointError, ConfigError, DivergenceError, RunDirError
 from ..store.checkpoint import (
     LATEST,
     SUFFIX,
@@ -30,8 +30,9 @@ from .dense import DenseStep
 from .distributed import SINGLE, Dist, session
 from .hooks import Hook, default_hooks, make_scorer
 from .logger import RunLogger
+from .seeds import StackedTrainer
 from .step import Step, StepResult, features, read_scalars
-from .trainer import Trainer
+from .trainer import Trainer, check_memory
 
 KERNELS: list[type[Step]] = [DenseStep]
 """Specialised steps, tried in order before the generic one (see :func:`make_step`)."""
@@ -58,6 +59,8 @@ class TrainResult:
     stats: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     out_of_time: bool = False
+    error: DivergenceError | None = None
+    """Of several runs trained at once (``seeds``): the error that stopped this one alone."""
 
 
 class Loop:
@@ -123,20 +126,74 @@ class Loop:
 def fit(loop: Loop, step: Step, hooks: Sequence[Hook]) -> TrainResult:
     """Run ``step`` until ``loop.iters`` iterations are done or a hook asks to stop, with the
     hooks around it."""
-    trainer, dist = loop.trainer, loop.trainer.dist
+    (result,) = fit_runs(step, [(loop, hooks)])
+    return result
+
+
+def fit_runs(step: Step, runs: Sequence[tuple[Loop, Sequence[Hook]]]) -> list[TrainResult]:
+    """:func:`fit` for one run or for the stacked runs of a
+    :class:`~.seeds.StackedTrainer`, each with its own loop and hooks (run ``i``'s see
+    :meth:`StepResult.run` ``(i)`` of each step). A run that asks to stop ends alone; of
+    several runs, one whose hooks raise DivergenceError stops alone, its result holding
+    the error, and the others go on."""
+    trainer = step.trainer
+    dist, single = trainer.dist, len(runs) == 1
+    live = list(range(len(runs)))
+    errors: dict[int, DivergenceError] = {}
+    open_runs = set()
+    ended: dict[int, tuple[int, float]] = {}  # run -> (iterations, seconds) when it left
+
+    def leave(i: int) -> None:
+        live.remove(i)
+        ended[i] = (trainer.step_count, runs[i][0].elapsed())
+
+    def guarded(i: int, moment: str) -> None:
+        """Hook moment ``moment`` of run ``i``; a diverged run of several stops alone."""
+        loop, hooks = runs[i]
+        try:
+            for hook in hooks:
+                getattr(hook, moment)(loop, *([loop.result] if moment == "after_step" else []))
+        except DivergenceError as e:
+            if single:
+                raise
+            errors[i] = e
+            leave(i)
+            close(i)
+
+    def close(i: int, done: bool = False) -> None:
+        loop, hooks = runs[i]
+        open_runs.discard(i)
+        try:
+            for hook in reversed(hooks):
+                hook.close(loop)
+        finally:
+            if loop.logger:
+                try:
+                    loop.logger.close()
+                except RunDirError:
+                    if done:  # (else the error already on its way is the one to report)
+                        raise
+
     done = False
     try:
-        for hook in hooks:
-            hook.start(loop)
-        while trainer.step_count < loop.iters:
-            if dist.stop_now(bool(loop.stopping), trainer.step_count):
-                loop.stopped = loop.stopping or {"interrupted"}  # (another rank's request)
+        for i in live[:]:
+            open_runs.add(i)
+            guarded(i, "start")
+        while live and trainer.step_count < runs[0][0].iters:
+            for i in live[:]:
+                loop = runs[i][0]
+                if dist.stop_now(bool(loop.stopping), trainer.step_count):
+                    loop.stopped = loop.stopping or {"interrupted"}  # (another rank's request)
+                    leave(i)
+                    guarded(i, "end")
+            if not live:
                 break
-            loop.result = step()
-            for hook in hooks:
-                hook.after_step(loop, loop.result)
-        for hook in hooks:
-            hook.end(loop)
+            result = step()
+            for i in live[:]:
+                runs[i][0].result = result if single else result.run(i, len(runs))
+                guarded(i, "after_step")
+        for i in live[:]:
+            guarded(i, "end")
         done = True
     except Exception as e:
         if trainer.cfg.train.compile and type(e).__module__.startswith("torch._"):
@@ -148,22 +205,18 @@ def fit(loop: Loop, step: Step, hooks: Sequence[Hook]) -> TrainResult:
             ) from e
         raise
     finally:
-        for hook in reversed(hooks):
-            hook.close(loop)
-        if loop.logger:
-            try:
-                loop.logger.close()
-            except RunDirError:
-                if done:  # (else the error already on its way is the one to report)
-                    raise
-    return TrainResult(
-        loop.root,
-        trainer.step_count,
-        loop.interrupted,
-        loop.last_stats,
-        loop.elapsed(),
-        "out_of_time" in loop.stopped,
-    )
+        for i in sorted(open_runs, reverse=True):
+            close(i, done)
+    results = []
+    for i, (loop, _) in enumerate(runs):
+        steps, seconds = ended.get(i, (trainer.step_count, loop.elapsed()))
+        stopped = "out_of_time" in loop.stopped
+        results.append(
+            TrainResult(
+                loop.root, steps, loop.interrupted, loop.last_stats, seconds, stopped, errors.get(i)
+            )
+        )
+    return results
 
 
 def train(
@@ -174,7 +227,8 @@ def train(
     progress: bool | None = None,
     dataset: Dataset | None = None,
     hooks: Sequence[Hook] = (),
-) -> TrainResult:
+    seeds: Sequence[int] | None = None,
+) -> TrainResult | list[TrainResult]:
     """Train ``cfg`` from scratch into run directory ``out`` (default ``runs/<preset>-<time>``).
 
     ``progress`` shows a progress bar (default: when stderr is a terminal). ``dataset``
@@ -183,7 +237,15 @@ def train(
 
     Under torchrun every process calls this (as ``digitgan train`` does) and they train as
     one run (see the distributed training docs). Only rank 0 creates and writes ``out``.
+
+    ``seeds`` (``train.seed`` values) trains one run of ``cfg`` per seed at once, their
+    models stacked (:mod:`.seeds`), into ``out/seed-<seed>`` each, ordinary run directories;
+    it returns their results, in order (``hooks`` are called for each run). A run that
+    diverges stops alone (its result's ``error``). Under torchrun the seeds are divided among
+    the processes, each training its share with no communication.
     """
+    if seeds is not None:
+        return _train_seeds(cfg, out, seeds, force, progress, dataset, hooks)
     with session() as dist:
         device = dist.place(resolve_device(cfg.train.device))
         dataset = dataset or _load_dataset(cfg, dist)
@@ -191,20 +253,61 @@ def train(
         scorer = dist.on_main(lambda: make_scorer(cfg, dataset))
         trainer = Trainer(cfg, dataset, device, dist)
         step = make_step(trainer)
-
-        def create() -> RunDir:
-            run = RunDir.create(out or RunDir.default_path(cfg.preset), force=force)
-            try:
-                run.write_config(cfg.to_toml())
-            except BaseException:
-                run.close()
-                raise
-            return run
-
-        with dist.on_main(create) or nullcontext() as run:
+        path = out or RunDir.default_path(cfg.preset)
+        with dist.on_main(lambda: _create_run(path, cfg, force)) or nullcontext() as run:
             built_in = default_hooks(trainer, run is not None, _want_progress(progress), scorer)
             loop = Loop(trainer, run, cfg.train.iters, fresh=True)
             return fit(loop, step, [*built_in, *hooks])
+
+
+def _create_run(path: str | Path, cfg: Config, force: bool) -> RunDir:
+    """A new run directory holding ``cfg``."""
+    run = RunDir.create(path, force=force)
+    try:
+        run.write_config(cfg.to_toml())
+    except BaseException:
+        run.close()
+        raise
+    return run
+
+
+def seed_configs(cfg: Config, seeds: Sequence[int]) -> list[Config]:
+    """``cfg`` with each of ``seeds`` as ``train.seed``; refused when there are none, one is
+    repeated or out of ``train.seed``'s range."""
+    seeds = list(seeds)
+    if not seeds:
+        raise ConfigError("seeds: give at least one seed")
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise ConfigError(f"seeds: {', '.join(map(str, repeated))} given more than once")
+    return [cfg.replace(train__seed=s) for s in seeds]
+
+
+def _train_seeds(cfg, out, seeds, force, progress, dataset, hooks) -> list[TrainResult]:
+    every = seed_configs(cfg, seeds)
+    with session() as dist:
+        configs = every[dist.rank :: dist.world]
+        device = dist.place(resolve_device(cfg.train.device))
+        dataset = dataset or _load_dataset(cfg, dist)
+        chosen = dist.on_main(lambda: str(out or RunDir.default_path(cfg.preset)).encode())
+        root = Path(dist.broadcast_bytes(chosen).decode())
+        # these before the run dirs: a bad config or model leaves no run directory
+        shape, classes = dataset.image_shape, dataset.num_classes
+        check_memory(cfg, shape, classes, cfg.data.batch_size, device, runs=len(configs))
+        scorers = [make_scorer(c, dataset) for c in configs]
+        trainers = [Trainer(c, dataset, device) for c in configs]
+        if not trainers:
+            return []
+        step = make_step(StackedTrainer(trainers) if len(trainers) > 1 else trainers[0])
+        bar = _want_progress(progress) and dist.rank == 0
+        with ExitStack() as stack:
+            runs = []
+            for i, (c, trainer, scorer) in enumerate(zip(configs, trainers, scorers, strict=True)):
+                seed = c.train.seed
+                run = stack.enter_context(_create_run(root / f"seed-{seed}", c, force))
+                built_in = default_hooks(trainer, True, bar and i == 0, scorer, f"seed {seed}: ")
+                runs.append((Loop(trainer, run, c.train.iters, fresh=True), [*built_in, *hooks]))
+            return fit_runs(step, runs)
 
 
 def resume(

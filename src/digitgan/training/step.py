@@ -46,7 +46,11 @@ from .trainer import Trainer
 @dataclass
 class StepResult:
     """What one iteration returns. The tensors stay on the device: reading one is a host
-    sync, which the loop does only when something is logged."""
+    sync, which the loop does only when something is logged.
+
+    The step of several stacked runs (:class:`~.seeds.StackedTrainer`) returns one result
+    whose losses and extras hold one value per run and whose logits hold every run's rows;
+    :meth:`run` is one run's own result."""
 
     d_loss: Tensor
     """The last discriminator step's loss (penalties included)."""
@@ -57,6 +61,16 @@ class StepResult:
     """D's logits on the last discriminator step's fake batch."""
     extras: dict[str, Tensor] = field(default_factory=dict)
     """Further scalars of the iteration, by name (each penalty's value, ``<name>_penalty``)."""
+
+    def run(self, i: int, runs: int) -> StepResult:
+        """Run ``i``'s result of a step of ``runs`` stacked runs."""
+        return StepResult(
+            self.d_loss[i],
+            self.g_loss[i],
+            self.real_logits.unflatten(0, (runs, -1))[i],
+            self.fake_logits.unflatten(0, (runs, -1))[i],
+            {k: v[i] for k, v in self.extras.items()},
+        )
 
     def scalars(self) -> dict[str, Tensor]:
         """Every logged scalar by name: ``D_loss``, ``G_loss``, ``D_real`` (mean D(x)),
@@ -132,6 +146,7 @@ def features(trainer: Trainer) -> frozenset[str]:
         "bf16": cfg.train.precision != "fp32",
         "compile": cfg.train.compile,
         "distributed": trainer.dist.world > 1,
+        "stacked_runs": trainer.runs > 1,
     }
     return frozenset(name for name, used in on.items() if used)
 
@@ -160,6 +175,35 @@ class Step:
         bf16 (weights, gradients, optimiser state and losses stay float32)."""
         self.one_g_pass = not has_forward_state(trainer.G)
         self.one_d_pass = not has_forward_state(trainer.D)
+        self.runs = trainer.runs
+
+    def per_run(self, loss, *tensors: Tensor) -> Tensor:
+        """``loss(*tensors)`` of each run: its value for one run, a vector of one per run
+        (the same function vmapped over the runs' rows) for stacked runs."""
+        if self.runs == 1:
+            return loss(*tensors)
+        return torch.vmap(loss)(*(t.unflatten(0, (self.runs, -1)) for t in tensors))
+
+    def mean(self, values: Tensor) -> Tensor:
+        """The mean of per-sample ``values`` over each run's samples."""
+        return values.mean() if self.runs == 1 else values.unflatten(0, (self.runs, -1)).mean(1)
+
+    def join(self, batches: list[Tensor]) -> Tensor:
+        """Batches as one, each run's rows together (for stacked runs: run after run)."""
+        if self.runs == 1:
+            return torch.cat(batches)
+        return torch.cat([b.unflatten(0, (self.runs, -1)) for b in batches], 1).flatten(0, 1)
+
+    def parts(self, joined: Tensor, k: int) -> list[Tensor]:
+        """The ``k`` equal batches that :meth:`join` joined."""
+        if self.runs == 1:
+            return list(joined.chunk(k))
+        return [b.flatten(0, 1) for b in joined.unflatten(0, (self.runs, -1)).chunk(k, 1)]
+
+    def backward(self, loss: Tensor) -> None:
+        """Gradients of every run's ``loss``: of their sum for stacked runs, whose parameters
+        are disjoint, so each run's gradient is its own loss's."""
+        (loss if self.runs == 1 else loss.sum()).backward()
 
     def __call__(self) -> StepResult:
         tr = self.trainer
@@ -189,8 +233,7 @@ class Step:
         )
         if sigma == 0.0:
             return x
-        noise = torch.randn(x.shape, generator=tr.noise_gen, device=x.device, dtype=x.dtype)
-        return x + sigma * noise
+        return x + sigma * tr.rand(x.shape, normal=True).to(x.dtype)
 
     def iterate(self) -> StepResult:
         """The D steps and the G step (G and D under :attr:`autocast`, their outputs cast to
@@ -206,20 +249,20 @@ class Step:
             real_logits, fake_logits = self._discriminate(
                 self.perturb(x), y, self.perturb(fake), fake_y
             )
-            d_loss = self.d_loss(real_logits, fake_logits)
+            d_loss = self.per_run(self.d_loss, real_logits, fake_logits)
             lazy = tr.cfg.loss.lazy_every
             if self.penalties and (tr.step_count * k + i) % lazy == 0:
-                batch = PenaltyBatch(x, y, fake, fake_y)
+                batch = PenaltyBatch(x, y, fake, fake_y, tr.rand)
                 scale = lazy * penalty_scale(
                     tr.step_count, tr.cfg.train.iters, tr.cfg.loss.penalty_end
                 )
                 for name, weight, penalty in self.penalties:
                     with amp():  # D's input gradient is float32: its inputs are
-                        value = penalty.fn(D, batch, tr.noise_gen)
+                        value = self.mean(penalty.fn(D, batch))
                     extras[f"{name}_penalty"] = value.detach()
                     d_loss = d_loss + scale * weight * value
             tr.opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
+            self.backward(d_loss)
             optimizer_step(tr.opt_d)
         D.requires_grad_(False)
         fake_y, z = inputs[k]
@@ -229,11 +272,11 @@ class Step:
             x, labels = tr.batches.next()
             with torch.no_grad(), amp():
                 paired = D(self.perturb(x), labels if tr.conditional else None).float()
-            g_loss = self.objective.g_loss(g_logits, paired)
+            g_loss = self.per_run(self.objective.g_loss, g_logits, paired)
         else:
-            g_loss = self.objective.g_loss(g_logits)
+            g_loss = self.per_run(self.objective.g_loss, g_logits)
         tr.opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
+        self.backward(g_loss)
         optimizer_step(tr.opt_g)
         D.requires_grad_(True)
         return StepResult(
@@ -248,8 +291,8 @@ class Step:
             if not self.one_g_pass or len(inputs) == 1:
                 return [G(z, y).float() for y, z in inputs]
             labels = [y for y, _ in inputs]
-            y = None if labels[0] is None else torch.cat(labels)
-            return list(G(torch.cat([z for _, z in inputs]), y).float().split(len(inputs[0][1])))
+            y = None if labels[0] is None else self.join(labels)
+            return self.parts(G(self.join([z for _, z in inputs]), y).float(), len(inputs))
 
     def _discriminate(
         self, real: Tensor, y: Tensor | None, fake: Tensor, fake_y: Tensor | None
@@ -259,5 +302,5 @@ class Step:
         with amp():
             if not self.one_d_pass:
                 return D(real, y).float(), D(fake, fake_y).float()
-            both_y = None if y is None else torch.cat([y, fake_y])
-            return D(torch.cat([real, fake]), both_y).float().split(len(real))
+            both_y = None if y is None else self.join([y, fake_y])
+            return tuple(self.parts(D(self.join([real, fake]), both_y).float(), 2))

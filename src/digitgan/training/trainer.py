@@ -82,27 +82,31 @@ def training_bytes(params: int, outputs: int) -> int:
     return 4 * (5 * params + 4 * outputs)
 
 
-def _check_memory(cfg: Config, image_shape, num_classes: int, batch: int, device) -> None:
-    """Refuse, before anything is allocated, a model or batch that cannot fit the device."""
+def check_memory(
+    cfg: Config, image_shape, num_classes: int, batch: int, device, runs: int = 1
+) -> None:
+    """Refuse, before anything is allocated, a model or batch that cannot fit the device
+    (``runs`` of them, trained at once)."""
     available = memory_of(device)
     if available is None:
         return
     params, outputs = footprint(cfg.model, image_shape, num_classes, batch)
     # the noise of every D step and the G step of one iteration is drawn at once
     outputs = (outputs or 0) + (cfg.train.d_steps + 1) * batch * cfg.model.z_dim
-    need = training_bytes(params, outputs)
+    need = runs * training_bytes(params, outputs)
     if need <= available:
         return
     where = "this machine has" if device.type == "cpu" else f"{device} has"
     have = f"{where} {available / 2**30:.1f} GiB"
-    if training_bytes(params, 0) <= available:  # the model fits; its batch does not
+    times, fewer = (f" {runs} times at once", " or fewer seeds") if runs > 1 else ("", "")
+    if runs * training_bytes(params, 0) <= available:  # the model fits; its batch does not
         raise ConfigError(
             f"data.batch_size: a batch of {batch:,} images needs about {need / 2**30:,.1f} GiB "
-            f"to train this model, {have}; use a smaller batch"
+            f"to train this model{times}, {have}; use a smaller batch{fewer}"
         )
     raise ConfigError(
         f"model: G and D have {params:,} parameters, which need about {need / 2**30:,.1f} GiB "
-        f"to train, {have}; use a smaller model"
+        f"to train{times}, {have}; use a smaller model{fewer}"
     )
 
 
@@ -114,6 +118,10 @@ class Trainer:
     batch) with its own noise, through DistributedDataParallel wrappers (``G_train``,
     ``D_train``) that average the gradients, so every rank holds the same weights.
     """
+
+    runs = 1
+    """How many independent runs one step trains: several for a
+    :class:`~.seeds.StackedTrainer`, whose tensors hold every run's rows, run after run."""
 
     def __init__(
         self,
@@ -137,7 +145,7 @@ class Trainer:
         self.num_classes = dataset.num_classes
         self.dataset_name = dataset.name
         self.class_names = list(dataset.class_names)
-        _check_memory(cfg, self.image_shape, self.num_classes, self.batch_size, self.device)
+        check_memory(cfg, self.image_shape, self.num_classes, self.batch_size, self.device)
         seed = cfg.train.seed
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -204,6 +212,13 @@ class Trainer:
             return sample_noise(n, m.z_dim, m.noise, gen, out=out)
         z = sample_noise(n, m.z_dim, m.noise, gen, gen.device).to(self.device)
         return z if out is None else out.copy_(z)
+
+    def rand(self, shape: tuple[int, ...], normal: bool = False) -> torch.Tensor:
+        """Uniform numbers in [0, 1) (standard normal ones with ``normal``) of ``shape`` from
+        the run's noise stream, on the training device: the randomness of perturbations and
+        penalties."""
+        draw = torch.randn if normal else torch.rand
+        return draw(shape, generator=self.noise_gen, device=self.device)
 
     def fake_labels(self, n: int) -> torch.Tensor | None:
         """Uniformly drawn class labels for generated images (None for unconditional models)."""

@@ -28,7 +28,6 @@ from safetensors.torch import load_file
 
 import digitgan
 from digitgan.cli import main
-from digitgan.losses import Penalty, PenaltyBatch
 from digitgan.models import sample_noise
 from digitgan.store.checkpoint import read_checkpoint
 from digitgan.training.distributed import STOP_CHECK_EVERY
@@ -251,7 +250,7 @@ def test_a_resumed_distributed_run_equals_an_uninterrupted_one(launch):
 def _one_process_reference(run: Path, dataset, split: bool) -> Stepping:
     """The run of ``run``'s config in one process on the global batch; with ``split``, each
     step's noise (and gradient-penalty mixing) drawn as the ranks draw theirs: half from each
-    rank's stream, the penalty averaged over the halves."""
+    rank's stream."""
     cfg = digitgan.Config.from_dict(tomllib.loads((run / "config.toml").read_text()))
     # the ranks ran the generic step (the dense kernel does not handle several processes)
     trainer = Stepping(cfg.replace(train__device="cpu", train__fast_step=False), dataset)
@@ -263,19 +262,11 @@ def _one_process_reference(run: Path, dataset, split: bool) -> Stepping:
             z = torch.cat([sample_noise(n // WORLD, m.z_dim, m.noise, g) for g in gens])
             return z if out is None else out.copy_(z)
 
-        def split_penalty(fn):
-            def penalty(D, batch, generator):
-                b = batch.real.shape[0] // WORLD
-                parts = [slice(r * b, (r + 1) * b) for r in range(WORLD)]
-                halves = [PenaltyBatch(batch.real[p], None, batch.fake[p], None) for p in parts]
-                return sum(fn(D, h, g) for h, g in zip(halves, gens, strict=True)) / WORLD
+        def rand(shape, normal=False):  # (a penalty's values are per sample)
+            draw = torch.randn if normal else torch.rand
+            return torch.cat([draw((shape[0] // WORLD, *shape[1:]), generator=g) for g in gens])
 
-            return penalty
-
-        trainer.trainer.noise = noise
-        trainer.kernel.penalties = [
-            (name, w, Penalty(split_penalty(p.fn))) for name, w, p in trainer.kernel.penalties
-        ]
+        trainer.trainer.noise, trainer.trainer.rand = noise, rand
     for _ in range(cfg.train.iters):
         trainer.step()
     return trainer

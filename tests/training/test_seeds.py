@@ -1,0 +1,158 @@
+"""Several seeds trained at once (``train --seeds``): each run equals its one-seed run."""
+
+import pytest
+import torch
+
+import digitgan
+from digitgan.cli import main
+from digitgan.errors import ConfigError, DivergenceError
+from digitgan.training.hooks import Hook
+from digitgan.training.loop import make_step
+from digitgan.training.seeds import StackedTrainer
+from digitgan.training.step import Step
+from digitgan.training.trainer import Trainer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SEEDS = [4, 0, 9]
+
+
+def _state(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return trainer.state()[0]
+
+
+def _compare(single: Trainer, stacked_run: Trainer, lr: float) -> None:
+    """The same state: random streams and data order exactly; weights, EMA and Adam moments
+    to float rounding. Adam divides by sqrt(v), so an element whose gradient is zero up to
+    rounding (a bias before BatchNorm, a dead unit) may move by up to a learning rate per
+    step on rounding alone: all elements within that, nearly all to rounding."""
+    a, b = _state(single), _state(stacked_run)
+    assert a.keys() == b.keys()
+    close = []
+    for key in a:
+        if a[key].is_floating_point() and not key.startswith(("rng.", "data.")):
+            assert (a[key] - b[key]).abs().max() <= 2 * lr * single.step_count, key
+            close.append(torch.isclose(a[key], b[key], rtol=1e-4, atol=1e-6).flatten())
+        else:
+            assert torch.equal(a[key], b[key]), key
+    assert torch.cat(close).float().mean() > 0.98
+
+
+@pytest.mark.parametrize(
+    "name, overrides",
+    [
+        ("seed", {}),  # the MLP (the one-seed run takes the dense kernel)
+        ("dcgan", {}),  # BatchNorm's running statistics, EMA
+        ("hinge-sn", {}),  # spectral norm's power iteration
+        ("cdcgan", {}),  # class-conditional: labels drawn per run
+        ("wgan-gp", {"train__d_steps": 2}),  # a penalty drawing its own randomness
+    ],
+)
+def test_each_stacked_run_equals_its_one_seed_run(tiny, small_data, name, overrides):
+    cfg = tiny(name, **overrides)
+    steps = 3
+    singles = []
+    for seed in SEEDS:
+        trainer = Trainer(cfg.replace(train__seed=seed), small_data)
+        step = make_step(trainer)
+        first = step()
+        for _ in range(steps - 1):
+            step()
+        singles.append((trainer, first))
+    runs = [Trainer(cfg.replace(train__seed=s), small_data) for s in SEEDS]
+    stacked = Step(StackedTrainer(runs))
+    first = stacked()
+    for _ in range(steps - 1):
+        stacked()
+    for i, ((single, one), run) in enumerate(zip(singles, runs, strict=True)):
+        mine = first.run(i, len(SEEDS))
+        for key, value in one.scalars().items():  # the first iteration: from the same weights
+            assert mine.scalars()[key].item() == pytest.approx(value.item(), rel=1e-5, abs=1e-6)
+        assert run.step_count == steps
+        _compare(single, run, cfg.optim.lr_d)
+
+
+def test_stacked_runs_must_differ_only_in_their_seed(tiny, small_data):
+    a = Trainer(tiny("seed"), small_data)
+    b = Trainer(tiny("seed", optim__lr_d=5e-4, train__seed=1), small_data)
+    with pytest.raises(ConfigError, match="every setting but train.seed"):
+        StackedTrainer([a, b])
+
+
+class _Poison(Hook):
+    """Makes run ``seed``'s generator NaN after iteration ``at``."""
+
+    def __init__(self, seed: int, at: int):
+        self.seed, self.at = seed, at
+
+    def after_step(self, loop, result):
+        tr = loop.trainer
+        if tr.cfg.train.seed == self.seed and loop.iteration == self.at:
+            with torch.no_grad():
+                next(tr.G.parameters()).fill_(float("nan"))
+
+
+def test_a_diverging_seed_stops_alone_and_keeps_its_last_good_checkpoint(
+    tiny, small_data, tmp_path
+):
+    cfg = tiny("seed", train__iters=8, log__print_every=1, log__ckpt_every=2)
+    results = digitgan.train(
+        cfg,
+        tmp_path / "runs",
+        dataset=small_data,
+        progress=False,
+        seeds=[0, 1, 2],
+        hooks=[_Poison(seed=1, at=4)],
+    )
+    ok = [r for r in results if r.error is None]
+    assert [r.run_dir.name for r in ok] == ["seed-0", "seed-2"]
+    assert all(r.step == 8 and not r.interrupted for r in ok)
+    bad = results[1]
+    assert isinstance(bad.error, DivergenceError) and "iteration 5" in str(bad.error)
+    assert bad.step == 6  # stopped at the check after the poisoned iteration
+    latest = digitgan.load(bad.run_dir)  # the last good checkpoint, iteration 4
+    assert latest.step == 4
+    assert torch.isfinite(latest.generate(4, seed=0)).all()
+    for r in ok:
+        assert torch.isfinite(digitgan.load(r.run_dir).generate(4, seed=0)).all()
+
+
+def test_train_seeds_writes_one_ordinary_run_directory_per_seed(tiny, small_data, tmp_path):
+    cfg = tiny("seed", train__iters=4, log__ckpt_every=2)
+    results = digitgan.train(
+        cfg, tmp_path / "runs", dataset=small_data, progress=False, seeds=[3, 5]
+    )
+    assert [r.run_dir for r in results] == [
+        tmp_path / "runs" / "seed-3",
+        tmp_path / "runs" / "seed-5",
+    ]
+    for r, seed in zip(results, [3, 5], strict=True):
+        run = digitgan.load(r.run_dir)
+        assert run.config.train.seed == seed and run.step == 4
+        assert (r.run_dir / "samples" / "final.png").is_file()
+    # a seed's run continues as any run does
+    resumed = digitgan.resume(results[1].run_dir, iters=6, dataset=small_data, progress=False)
+    assert resumed.step == 6
+
+
+def test_the_command_line_takes_seed_lists_and_refuses_bad_ones(tmp_path, capsys):
+    out = tmp_path / "runs"
+    code = main(["train", "--seeds", "0-1", "--dry-run", "--out", str(out), "--no-progress"])
+    printed = capsys.readouterr().out
+    assert code == 0 and "seed-0: finished iteration 2" in printed and "seed-1:" in printed
+    assert (out / "seed-1" / "checkpoints" / "latest.safetensors").is_file()
+    for args, message in [
+        (["--seeds", "3-1"], "the range is empty"),
+        (["--seeds", "a"], "expected seeds such as 0-7"),
+        (["--seeds", "0-5000"], "at most 1024 seeds"),
+        (["--seeds", "1,1"], "1 given more than once"),
+        (["--seeds", "1", "--seed", "2"], "--seed: not with --seeds"),
+        (["--seeds", "0-1", "--resume", str(out / "seed-0")], "--seeds cannot be given"),
+    ]:
+        try:
+            code = main(["train", *args, "--dry-run", "--out", str(tmp_path / "other")])
+        except SystemExit as e:  # (an argument that does not parse)
+            code = e.code
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "other").exists()
