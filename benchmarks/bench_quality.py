@@ -11,13 +11,16 @@ over the seeds, beside the real-data floor.
 
 Usage: python benchmarks/bench_quality.py [--presets seed,dcgan,cdcgan,wgan-gp,hinge-sn]
     [--seeds 0,1,2] [--iters N] [--minutes M] [--set KEY=VALUE ...] [--device cpu|cuda]
-    [--jobs J] [--threads T] [--n 10000] [--out DIR] [--json PATH] [--record]
+    [--no-stacked] [--jobs J] [--threads T] [--n 10000] [--out DIR] [--json PATH] [--record]
 
-``--jobs J`` trains (and evaluates) J runs at once in separate processes, each with
-``--threads`` torch threads (default: the cores divided by J); the runs then share the
-machine and slow each other, which the recorded text says. ``--out DIR`` keeps the runs;
-a run found there trained with the same settings is not trained again (its recorded
-training time is reused) and its evaluation is reused when it used the same ``--n``.
+By default the seeds of a preset train at once in one process, their models stacked
+(``digitgan train --seeds``; ``--no-stacked`` trains them one after another; a ``--minutes``
+budget, each run's own, and ``--jobs`` do not stack). ``--jobs J`` trains (and evaluates)
+J runs at once in separate processes, each with ``--threads`` torch threads (default: the
+cores divided by J); the runs then share the machine and slow each other, which the
+recorded text says. ``--out DIR`` keeps the runs; a run found there trained with the same
+settings is not trained again (its recorded training time is reused) and its evaluation is
+reused when it used the same ``--n``.
 """
 
 from __future__ import annotations
@@ -76,6 +79,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--device", default="auto", help="train.device and evaluation device")
     ap.add_argument("--jobs", type=int, default=1, help="runs trained at once (processes)")
+    ap.add_argument(
+        "--stacked",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="train each preset's seeds at once in one process, their models stacked "
+        "(digitgan train --seeds; default; not with --minutes or --jobs)",
+    )
     ap.add_argument("--threads", type=int, help="torch threads per run (default: cores / jobs)")
     ap.add_argument("--n", type=int, default=10_000, help="samples per evaluation")
     ap.add_argument("--out", help="keep the runs in this folder and reuse finished ones")
@@ -91,7 +101,67 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error("--jobs and --threads must be at least 1, --n at least 2")
     if args.threads is None:
         args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    # a wall-clock budget is each run's own; separate processes are the other way
+    args.stacked = args.stacked and not args.minutes and args.jobs == 1 and len(args.seeds) > 1
     return args
+
+
+def _config(settings: dict) -> digitgan.Config:
+    """The config of a job's settings (its seed included)."""
+    overrides = {
+        "train.seed": settings["seed"],
+        "train.device": settings["device"],
+        "train.max_minutes": settings["minutes"] or 0.0,
+    }
+    iters = settings["iters"] or (MAX_INT if settings["minutes"] else None)
+    if iters:
+        overrides["train.iters"] = iters
+    return digitgan.build_config(settings["preset"], None, settings["sets"], overrides)
+
+
+def _finished(job: dict) -> dict | None:
+    """The record of the job's run when its directory holds this job's finished training."""
+    run = Path(job["run"])
+    path = run / RECORD_FILE
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    trained = (run / "checkpoints" / "latest.safetensors").is_file()
+    return old if old.get("settings") == job["settings"] and trained else None
+
+
+def _train_record(settings: dict, result, seconds: float, together: int = 1) -> dict:
+    return {
+        "settings": settings,
+        "train": {
+            "iters": result.step,
+            "seconds": seconds,
+            "loop_seconds": result.seconds,  # what train.max_minutes bounds
+            "out_of_time": result.out_of_time,
+            "runs_together": together,
+            "finished_at": time.strftime("%Y-%m-%d %H:%M"),
+        },
+    }
+
+
+def train_stacked(jobs: list[dict]) -> None:
+    """Train jobs of one preset that differ only in their seed as one stacked run
+    (``digitgan.train(..., seeds=...)``) into their shared parent folder, unless each holds its
+    training already; each run's record gets the stacked call's wall time."""
+    pending = [job for job in jobs if _finished(job) is None]
+    if not pending:
+        return
+    torch.set_num_threads(pending[0]["threads"])
+    cfg = _config(pending[0]["settings"])
+    data = digitgan.load_dataset(cfg.data.dataset, cfg.data.data_dir or None)
+    seeds = [job["settings"]["seed"] for job in pending]
+    root = Path(pending[0]["run"]).parent
+    t0 = time.perf_counter()
+    results = digitgan.train(cfg, root, force=True, progress=False, dataset=data, seeds=seeds)
+    seconds = time.perf_counter() - t0
+    for job, result in zip(pending, results, strict=True):
+        if result.error:
+            raise result.error
+        record_ = _train_record(job["settings"], result, seconds, len(seeds))
+        atomic_write_text(Path(job["run"]) / RECORD_FILE, json.dumps(record_, indent=2) + "\n")
 
 
 def run_one(job: dict) -> dict:
@@ -106,39 +176,17 @@ def run_one(job: dict) -> dict:
 
     torch.set_num_threads(job["threads"])
     run, settings = Path(job["run"]), job["settings"]
-    path = run / RECORD_FILE
-    old = json.loads(path.read_text()) if path.is_file() else {}
-    if (
-        old.get("settings") != settings
-        or not (run / "checkpoints" / "latest.safetensors").is_file()
-    ):
-        overrides = {
-            "train.seed": settings["seed"],
-            "train.device": settings["device"],
-            "train.max_minutes": settings["minutes"] or 0.0,
-        }
-        iters = settings["iters"] or (MAX_INT if settings["minutes"] else None)
-        if iters:
-            overrides["train.iters"] = iters
-        cfg = digitgan.build_config(settings["preset"], None, settings["sets"], overrides)
+    old = _finished(job)
+    if old is None:
+        cfg = _config(settings)
         data = digitgan.load_dataset(cfg.data.dataset, cfg.data.data_dir or None)
         t0 = time.perf_counter()
         result = digitgan.train(cfg, run, force=True, progress=False, dataset=data)
-        seconds = time.perf_counter() - t0
-        old = {
-            "settings": settings,
-            "train": {
-                "iters": result.step,
-                "seconds": seconds,
-                "loop_seconds": result.seconds,  # what train.max_minutes bounds
-                "out_of_time": result.out_of_time,
-                "finished_at": time.strftime("%Y-%m-%d %H:%M"),
-            },
-        }
+        old = _train_record(settings, result, time.perf_counter() - t0)
     if old.get("eval", {}).get("samples") != job["n"]:
         report = evaluate(run, n=job["n"], device=_device(settings["device"]))
         old["eval"] = {**report.to_dict(), "seconds": report.seconds}
-    atomic_write_text(path, json.dumps(old, indent=2) + "\n")
+    atomic_write_text(run / RECORD_FILE, json.dumps(old, indent=2) + "\n")
     return {**old, "run": str(run)}
 
 
@@ -255,6 +303,8 @@ def _reproduce(args: argparse.Namespace, preset: str) -> str:
     words += ["--device", args.device, "--jobs", str(args.jobs), "--threads", str(args.threads)]
     if args.iters:
         words += ["--iters", str(args.iters)]
+    if not args.stacked:
+        words += ["--no-stacked"]
     if args.minutes:
         words += ["--minutes", f"{args.minutes:g}"]
     for item in args.set:
@@ -281,8 +331,11 @@ def main(argv: list[str] | None = None) -> None:
                     "device": args.device,
                     "threads": args.threads,
                     "jobs": args.jobs,
+                    "stacked": args.stacked,
                 }
-                run = folder / f"{preset}-seed{seed}"
+                run = folder / (
+                    f"{preset}-seeds/seed-{seed}" if args.stacked else f"{preset}-seed{seed}"
+                )
                 jobs.append(
                     {"settings": settings, "run": str(run), "threads": args.threads, "n": args.n}
                 )
@@ -298,6 +351,9 @@ def main(argv: list[str] | None = None) -> None:
             )
             runs.append(r)
 
+        if args.stacked:
+            for preset in args.presets:
+                train_stacked([j for j in jobs if j["settings"]["preset"] == preset])
         if args.jobs == 1:
             for job in jobs:
                 done(run_one(job))
@@ -328,6 +384,10 @@ def main(argv: list[str] | None = None) -> None:
         + (
             f"{args.jobs} runs trained at once in separate processes"
             if args.jobs > 1
+            else f"each preset's {len(args.seeds)} seeds trained at once in one process, their "
+            "models stacked (`digitgan train --seeds`; each run's training time is that shared "
+            "call's)"
+            if args.stacked
             else "one run at a time"
         )
         + f", {args.threads} torch thread(s) each"

@@ -131,6 +131,8 @@ SCENARIOS = {
         2,
     ),
     "from_one": (["train", "--resume", "{single}", "--iters", "5", "--no-progress"], 0),
+    # seeds divided among the ranks (0 and 2 stacked on rank 0, 1 on rank 1), no gradient sharing
+    "seeds": (["train", "--out", "{seeds}", "--seeds", "0-2", "--iters", "3", *TINY], 0),
     # evaluation on rank 0, and its best checkpoint with every rank's noise
     "eval": (
         ["train", "--out", "eval", "--iters", "2", *TINY, "--dataset", "npz:{small}"]
@@ -158,7 +160,7 @@ def launch(tmp_path_factory, mnist20k) -> SimpleNamespace:
         x_test=v.images[:200, 0],
         y_test=v.labels[:200],
     )
-    places = {"single": single, "small": small, "classifier": CLASSIFIER}
+    places = {"single": single, "small": small, "classifier": CLASSIFIER, "seeds": root / "seeds"}
     scenarios = [
         [name, [a.format(**places) for a in command]] for name, (command, _) in SCENARIOS.items()
     ]
@@ -205,10 +207,11 @@ def test_rank_1_writes_nothing_and_rank_0_writes_every_output(launch):
         "step-0000006.safetensors",
     ]
     assert len(list((run / "tb").iterdir())) == 1  # one event file, from rank 0
-    # only rank 0 prints: one loss line per print step, one summary per finished command
+    # only rank 0 prints: one loss line per print step, one summary per finished command (but
+    # for --seeds, where each rank trains and reports its own runs)
     assert launch.out.count("Iter: 3 ") == 2  # straight and resume
-    finished = [name for name, (_, code) in SCENARIOS.items() if code == 0]
-    assert launch.out.count("finished iteration") == len(finished)
+    finished = [name for name, (_, code) in SCENARIOS.items() if code == 0 and name != "seeds"]
+    assert launch.out.count("finished iteration") == len(finished) + 3
 
 
 @pytest.mark.parametrize("name", ["straight", "resume", "gp", "conv", "from_one", "eval"])
@@ -345,3 +348,25 @@ def test_rank_0_evaluates_and_keeps_the_best_checkpoint_with_every_ranks_noise(l
     tensors, meta = read_checkpoint(run / "checkpoints" / "best.safetensors")
     assert meta["eval"]["step"] in (1, 2) and meta["world_size"] == WORLD
     assert {"rng.noise.rank0", "rng.noise.rank1"} <= tensors.keys()
+
+
+def test_seeds_are_divided_among_the_ranks_and_each_equals_its_one_process_run(
+    launch, mnist20k, tmp_path
+):
+    """Rank 0 trained seeds 0 and 2 stacked, rank 1 seed 1 alone: each run as `digitgan train
+    --seed S` in one process gives it, to float rounding (the stacked products)."""
+    assert sorted(p.name for p in (launch.root / "seeds").iterdir()) == [
+        "seed-0",
+        "seed-1",
+        "seed-2",
+    ]
+    for seed in range(3):
+        ref = tmp_path / f"ref-{seed}"
+        assert main(["train", "--out", str(ref), "--seed", str(seed), "--iters", "3", *TINY]) == 0
+        a, b = _latest(ref), _latest(launch.root / "seeds" / f"seed-{seed}")
+        assert a.keys() == b.keys()
+        for key in a:
+            if a[key].is_floating_point() and not key.startswith(("rng.", "data.")):
+                torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=3e-3 * 3, msg=key)
+            else:
+                assert torch.equal(a[key], b[key]), key

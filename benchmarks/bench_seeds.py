@@ -1,0 +1,119 @@
+"""Many seeds in one process: stacked runs against the same runs one after another.
+
+For a preset and ``--seeds K`` seeds (0..K-1), each trained ``--iters`` iterations with the
+preset's own logging, sample grids and checkpoints:
+
+- in process: ``digitgan.train(cfg, seeds=range(K))`` against ``digitgan.train(cfg)`` once per
+  seed, one after another (the baseline, run in the same script);
+- whole commands: ``digitgan train --seeds 0-(K-1)`` against K ``digitgan train --seed S``
+  commands one after another (start-up, imports and writing included).
+
+Throughput is seed-iterations per second (K x iters / wall seconds); the table gives each
+and the stacked/sequential ratio.
+
+Usage: python benchmarks/bench_seeds.py [--preset seed] [--seeds 8] [--iters 1000]
+       [--threads N] [--skip-commands] [--record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from common import markdown_table, record
+
+import digitgan
+
+
+def _seconds(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--preset", default="seed")
+    ap.add_argument("--seeds", type=int, default=8, help="how many seeds (0..K-1)")
+    ap.add_argument("--iters", type=int, default=1000, help="iterations per run")
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
+    ap.add_argument("--skip-commands", action="store_true", help="only the in-process rows")
+    ap.add_argument("--record", action="store_true", help="append the table to RESULTS.md")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    k, iters = args.seeds, args.iters
+    cfg = digitgan.preset(args.preset).replace(train__iters=iters, train__device="cpu")
+    dataset = digitgan.load_dataset(cfg.data.dataset)
+    rows = []
+
+    def row(what: str, stacked: float, sequential: float) -> None:
+        rate_s, rate_q = k * iters / stacked, k * iters / sequential
+        rows.append(
+            [
+                what,
+                f"{sequential:.1f}",
+                f"{rate_q:,.0f}",
+                f"{stacked:.1f}",
+                f"{rate_s:,.0f}",
+                f"{rate_s / rate_q:.2f}",
+            ]
+        )
+        print(rows[-1])
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+
+        def one_after_another() -> None:
+            for s in range(k):
+                digitgan.train(
+                    cfg.replace(train__seed=s), out / f"seq-{s}", dataset=dataset, progress=False
+                )
+
+        def stacked() -> None:
+            digitgan.train(cfg, out / "stacked", dataset=dataset, progress=False, seeds=range(k))
+
+        sequential_s = _seconds(one_after_another)
+        stacked_s = _seconds(stacked)
+        row("`digitgan.train` in one process", stacked_s, sequential_s)
+
+        if not args.skip_commands:
+            env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+            base = [sys.executable, "-m", "digitgan", "train", "--preset", args.preset]
+            base += ["--iters", str(iters), "--no-progress", "--device", "cpu"]
+
+            def run(extra: list[str]) -> None:
+                subprocess.run([*base, *extra], check=True, env=env, stdout=subprocess.DEVNULL)
+
+            sequential_s = _seconds(
+                lambda: [run(["--seed", str(s), "--out", str(out / f"cmd-{s}")]) for s in range(k)]
+            )
+            stacked_s = _seconds(lambda: run(["--seeds", f"0-{k - 1}", "--out", str(out / "cmd")]))
+            row("whole `digitgan train` commands", stacked_s, sequential_s)
+
+    headers = [
+        "what",
+        f"{k} runs one after another, s",
+        "seed-it/s",
+        f"{k} seeds stacked, s",
+        "seed-it/s",
+        "stacked / sequential",
+    ]
+    table = markdown_table(headers, rows)
+    print(table)
+    if args.record:
+        note = (
+            f"Preset {args.preset}, {k} seeds (0..{k - 1}), {iters:,} iterations each, with the "
+            f"preset's logging, grids and checkpoints; CPU, {args.threads} torch threads. "
+            "Seed-iterations per second = seeds x iterations / wall seconds."
+        )
+        record(f"Many seeds in one process: {args.preset}, {k} seeds", f"{note}\n\n{table}")
+
+
+if __name__ == "__main__":
+    main()
