@@ -245,6 +245,8 @@ def test_eval_every_logs_fid_and_keeps_the_best_checkpoint(tmp_path, tiny_cfg, s
     assert [r["step"] for r in evals] == [3, 6, 9]
     assert all(r["eval/classes_covered"] <= 10 and r["eval/fid"] > 0 for r in evals)
     assert not any("eval/label_accuracy" in r for r in evals)  # unconditional: none
+    walls = [r["wall_s"] for r in evals]  # when, and how long each evaluation took
+    assert walls == sorted(walls) and all(0 < r["eval_s"] < r["wall_s"] for r in evals)
     acc = EventAccumulator(str(out / "tb"))
     acc.Reload()
     assert [e.step for e in acc.Scalars("eval/fid")] == [3, 6, 9]
@@ -274,9 +276,10 @@ def test_eval_every_resumes_exactly_and_keeps_the_best_so_far(tmp_path, tiny_cfg
         b = load_file(tmp_path / "b" / "checkpoints" / f"{name}.safetensors")
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
 
-    def evals(run):
+    def evals(run):  # the scores, without the times
         lines = (run / "metrics.jsonl").read_text().splitlines()
-        return [json.loads(x) for x in lines if "eval/fid" in x]
+        records = [json.loads(x) for x in lines if "eval/fid" in x]
+        return [{k: v for k, v in r.items() if not k.endswith("_s")} for r in records]
 
     assert evals(tmp_path / "a") == evals(tmp_path / "b")
 
@@ -337,3 +340,16 @@ def test_eval_every_logs_label_accuracy_of_a_conditional_model(tmp_path, tiny, s
     labels = torch.arange(50) % 10
     probs = extract(SampleScorer(small_data).classifier.probs, gan.generate(50, 0, labels))
     assert record["eval/label_accuracy"] == label_accuracy(probs, labels)["accuracy"]
+
+
+def test_a_hook_can_stop_training_once_a_score_is_reached(tmp_path, tiny_cfg, small_data):
+    class StopAtFid(digitgan.Hook):
+        def after_step(self, loop, result):
+            if loop.scores and loop.scores["fid"] < float("inf"):
+                loop.request_stop("good enough")
+
+    out = tmp_path / "run"
+    result = digitgan.train(
+        _eval_cfg(tiny_cfg), out, dataset=small_data, progress=False, hooks=[StopAtFid()]
+    )
+    assert result.step == 3 and not result.interrupted  # at the first evaluation

@@ -20,6 +20,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
@@ -286,8 +287,9 @@ class Evaluation(Hook):
     """Every ``log.eval_every`` iterations: the sample generator's FID and class balance
     (:class:`~digitgan.eval.evaluate.SampleScorer`, the same generator that
     :func:`digitgan.load` gives), logged as ``eval/<metric>``; when FID improves the state
-    is kept as checkpoints/best.safetensors with the scores in its metadata. Every rank (the
-    noise states are gathered); rank 0 measures and writes."""
+    is kept as checkpoints/best.safetensors with the scores in its metadata, and the scores are
+    ``loop.scores`` for the hooks after it. Every rank (the noise states are gathered); rank 0
+    measures and writes."""
 
     def __init__(self, cfg: Config, scorer: SampleScorer | None):
         self.every = cfg.log.eval_every
@@ -305,10 +307,14 @@ class Evaluation(Hook):
         meta = {"image_shape": list(tr.image_shape), "step": tr.step_count}
         G = tr.sample_generator
         was_training = G.training
+        t0 = time.perf_counter()
         values = self.scorer(Sampler(G, tr.cfg, meta, run.root))
         G.train(was_training)
         step = tr.step_count
-        loop.logger.eval_scalars(step, {f"eval/{k}": v for k, v in values.items()})
+        loop.scores = values
+        loop.logger.eval_scalars(
+            step, {f"eval/{k}": v for k, v in values.items()}, time.perf_counter() - t0
+        )
         best_file = run.checkpoints / f"best{SUFFIX}"
         if self.best is None and best_file.is_file():  # a resumed run: the best so far
             saved = read_metadata(best_file).get("eval", {})

@@ -90,12 +90,14 @@ class RunLogger:
                 }
             )
 
-    def eval_scalars(self, step: int, values: dict[str, float]) -> None:
-        """Evaluation metrics (tags ``eval/...``) as scalars and one metrics.jsonl record."""
+    def eval_scalars(self, step: int, values: dict[str, float], seconds: float) -> None:
+        """Evaluation metrics (tags ``eval/...``) as scalars and one metrics.jsonl record, with
+        the wall time (``wall_s``, as the loss records) and the evaluation's own (``eval_s``)."""
         with self._writes():
             for tag, value in values.items():
                 self.writer.add_scalar(tag, value, step)
-            self.run.append_metrics({"step": step, **values})
+            wall = round(time.time() - self.t0, 3)
+            self.run.append_metrics({"step": step, **values, "wall_s": wall, "eval_s": seconds})
 
     def histograms(self, step: int, G: nn.Module, D: nn.Module, bins: int = 30) -> None:
         """A histogram of every parameter tensor: ``bins`` equal buckets from its minimum to

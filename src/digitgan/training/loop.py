@@ -80,6 +80,8 @@ class Loop:
         self.stopped: set[str] = set()
         self._stats: tuple[int, dict[str, float]] | None = None
         self.last_stats: dict[str, float] = {}
+        self.scores: dict[str, float] = {}
+        """The latest evaluation's metrics (``log.eval_every``; on rank 0), e.g. ``fid``."""
 
     @property
     def iteration(self) -> int:
