@@ -469,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="conditional models: also the classification accuracy score, the test accuracy "
         "of a classifier trained on --cas-n samples alone, beside one trained on as many real "
-        "training digits (about 5 minutes on 2 CPU cores with the defaults)",
+        "training digits (about 4 minutes on 2 CPU cores with the defaults)",
     )
     e.add_argument(
         "--cas-n", type=int, metavar="N", help="--cas: samples to train on (default 10000)"
