@@ -94,20 +94,20 @@ def test_perfect_digits_of_the_wrong_class_score_near_zero(digits):
 def test_evaluate_cas_of_a_conditional_run(cond_run, small_idx, tmp_path, cli):
     run = tmp_path / "run"
     shutil.copytree(cond_run, run)
-    cas = ["--cas", "--cas-n", "100", "--cas-epochs", "1", "--cas-batch-size", "50"]
+    cas = ["--cas", "--cas-n", "101", "--cas-epochs", "1", "--cas-batch-size", "50"]  # 50 + 50 + 1
     data = ["--dataset", small_idx, "--classifier", str(SHIPPED["mnist20k"].path), "--n", "50"]
     code, out, err = cli("evaluate", run, *cas, "--json", *data)
     assert code == 0, err
     doc = json.loads(out)
     m = doc["metrics"]
     assert 0 <= m["cas"] <= 1 and 0 <= m["cas_real"] <= 1
-    assert m["cas_samples"] == m["cas_real_samples"] == 100
-    assert doc["cas_recipe"] == {"n": 100, "epochs": 1, "batch_size": 50, "lr": 0.002}
+    assert m["cas_samples"] == m["cas_real_samples"] == 101
+    assert doc["cas_recipe"] == {"n": 101, "epochs": 1, "batch_size": 50, "lr": 0.002}
     assert list(doc["cas_class_accuracy"]) == [str(i) for i in range(10)]
     assert "CAS, generated digits: epoch 1/1: loss" in err and "CAS, real digits: epoch 1/1" in err
     code, out, err = cli("evaluate", run, *cas, "--save", *data)
     assert code == 0, err
-    assert "CAS" in out and "trained on 100 real training images" in out
+    assert "CAS" in out and "trained on 101 real training images" in out
     saved = json.loads((run / "eval.json").read_text())
     assert saved["metrics"]["cas"] == m["cas"]  # reproducible from the seed
     assert saved["floor"]["cas"] == m["cas_real"]  # its floor: the classifier of real digits

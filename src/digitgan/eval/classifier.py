@@ -355,14 +355,18 @@ def fit_classifier(
     The recipe: Adam (weight decay 1e-4) with a one-epoch warm-up and a cosine decay of the
     learning rate to 0 over ``epochs``; each batch is augmented by :func:`random_affine`. A
     seeded random ``val_size`` of the images are held out and only reported on after each
-    epoch (no early stopping, no choice made from them). Reproducible: all randomness comes
+    epoch (no early stopping, no choice made from them). An epoch's last batch is left out
+    when it would hold one image (BatchNorm cannot train on one). Reproducible: all randomness comes
     from ``seed`` (the caller's global RNG state is left untouched).
     """
     n = len(images)
     if epochs < 1:
         raise ConfigError(f"--epochs {epochs}: need at least 1")
-    if not 0 <= val_size < n:
-        raise ConfigError(f"val_size {val_size}: must be between 0 and {n - 1}")
+    if not 0 <= val_size <= n - 2:
+        raise ConfigError(
+            f"val_size {val_size}: must be between 0 and {n - 2} (at least 2 of the {n} images "
+            "to train on)"
+        )
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -373,7 +377,10 @@ def fit_classifier(
         train_y = torch.from_numpy(labels[val_size:]).long()
         model = DigitClassifier(tuple(images.shape[1:]), class_names)
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-        steps_per_epoch = math.ceil(len(train_x) / batch_size)
+        # each epoch's batches start here; a last batch of one image is left out (BatchNorm
+        # cannot train on one)
+        starts = range(0, len(train_x) - 1, batch_size)
+        steps_per_epoch = len(starts)
         total = epochs * steps_per_epoch
 
         def lr_at(step: int) -> float:
@@ -386,8 +393,8 @@ def fit_classifier(
         for epoch in range(1, epochs + 1):
             model.train()
             perm = torch.randperm(len(train_x))
-            loss_sum = correct = 0.0
-            for i in range(0, len(perm), batch_size):
+            loss_sum = correct = seen = 0.0
+            for i in starts:
                 idx = perm[i : i + batch_size]
                 x = random_affine(as_float_images(train_x[idx]))
                 y = train_y[idx]
@@ -401,9 +408,10 @@ def fit_classifier(
                 step += 1
                 loss_sum += float(loss.detach()) * len(idx)
                 correct += float((logits.argmax(1) == y).sum())
+                seen += len(idx)
             line = (
-                f"epoch {epoch}/{epochs}: loss {loss_sum / len(perm):.4f}, train accuracy "
-                f"{correct / len(perm):.4f}"
+                f"epoch {epoch}/{epochs}: loss {loss_sum / seen:.4f}, train accuracy "
+                f"{correct / seen:.4f}"
             )
             if val is not None:
                 val_acc = accuracy(model, val)
@@ -437,9 +445,8 @@ def train_classifier(
         raise ConfigError(f"--out {out}: folder {out.parent} does not exist")
     spec = dataset if isinstance(dataset, str) else dataset.name
     data = load_dataset(dataset, data_dir) if isinstance(dataset, str) else dataset
-    n = len(data.train)
-    if not 0 < val_size < n:
-        raise ConfigError(f"val_size {val_size}: must be between 1 and {n - 1}")
+    if val_size < 1:
+        raise ConfigError(f"val_size {val_size}: hold out at least 1 image to validate on")
     t0 = time.perf_counter()
     model, val_acc = fit_classifier(
         data.train.images,
