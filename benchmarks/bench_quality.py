@@ -9,9 +9,15 @@ model draws the classes in turn and is scored for label accuracy). Printed (and 
 then per preset the iterations, the training wall time and every metric's median and range
 over the seeds, beside the real-data floor.
 
+With ``--cas`` a conditional preset's evaluation adds the classification accuracy score
+(``digitgan evaluate RUN --n N --cas --cas-n N``: a classifier trained on N samples, with
+the shipped classifier's recipe over ``--cas-epochs`` epochs, scored on the test split); its
+floor is the same classifier trained on as many real training digits.
+
 Usage: python benchmarks/bench_quality.py [--presets seed,dcgan,cdcgan,wgan-gp,hinge-sn]
     [--seeds 0,1,2] [--iters N] [--minutes M] [--set KEY=VALUE ...] [--device cpu|cuda]
-    [--no-stacked] [--jobs J] [--threads T] [--n 10000] [--out DIR] [--json PATH] [--record]
+    [--no-stacked] [--jobs J] [--threads T] [--n 10000] [--cas] [--cas-epochs 20] [--out DIR]
+    [--json PATH] [--record]
 
 By default the seeds of a preset train at once in one process, their models stacked
 (``digitgan train --seeds``; ``--no-stacked`` trains them one after another; a ``--minutes``
@@ -35,6 +41,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -88,6 +95,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--threads", type=int, help="torch threads per run (default: cores / jobs)")
     ap.add_argument("--n", type=int, default=10_000, help="samples per evaluation")
+    ap.add_argument(
+        "--cas",
+        action="store_true",
+        help="conditional presets: also the classification accuracy score on --n samples",
+    )
+    ap.add_argument("--cas-epochs", type=int, default=20, help="--cas: training epochs")
     ap.add_argument("--out", help="keep the runs in this folder and reuse finished ones")
     ap.add_argument("--json", help="also write every result to this JSON file")
     ap.add_argument("--record", action="store_true", help="append the tables to RESULTS.md")
@@ -99,6 +112,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         )
     if args.jobs < 1 or (args.threads is not None and args.threads < 1) or args.n < 2:
         ap.error("--jobs and --threads must be at least 1, --n at least 2")
+    if args.cas_epochs < 1:
+        ap.error("--cas-epochs must be at least 1")
     if args.threads is None:
         args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
     # a wall-clock budget is each run's own; separate processes are the other way
@@ -168,11 +183,12 @@ def run_one(job: dict) -> dict:
     """Train (unless the run dir holds this job's finished training) and evaluate one run.
 
     ``job``: the settings (preset, seed, iters, minutes, sets, device, threads, jobs), the
-    run directory ``run`` and the sample count ``n``. Returns the run's record: its
-    settings, ``train`` (iterations reached, wall seconds of the training call) and
-    ``eval`` (the evaluation's metrics, per-class accuracy and histogram).
+    run directory ``run``, the sample count ``n`` and ``cas``, the CAS epochs or None.
+    Returns the run's record: its settings, ``train`` (iterations reached, wall seconds of
+    the training call) and ``eval`` (the evaluation's metrics, per-class accuracy and
+    histogram; with ``cas`` and a conditional model, its CAS).
     """
-    from digitgan.eval.evaluate import evaluate
+    from digitgan.eval.evaluate import CasRecipe, evaluate
 
     torch.set_num_threads(job["threads"])
     run, settings = Path(job["run"]), job["settings"]
@@ -183,8 +199,12 @@ def run_one(job: dict) -> dict:
         t0 = time.perf_counter()
         result = digitgan.train(cfg, run, force=True, progress=False, dataset=data)
         old = _train_record(settings, result, time.perf_counter() - t0)
-    if old.get("eval", {}).get("samples") != job["n"]:
-        report = evaluate(run, n=job["n"], device=_device(settings["device"]))
+    cas = None
+    if job["cas"] and digitgan.load(run).num_classes:
+        cas = CasRecipe(n=job["n"], epochs=job["cas"])
+    evaluated = old.get("eval", {})
+    if evaluated.get("samples") != job["n"] or (cas and evaluated.get("cas_recipe") != asdict(cas)):
+        report = evaluate(run, n=job["n"], device=_device(settings["device"]), cas=cas)
         old["eval"] = {**report.to_dict(), "seconds": report.seconds}
     atomic_write_text(run / RECORD_FILE, json.dumps(old, indent=2) + "\n")
     return {**old, "run": str(run)}
@@ -309,6 +329,8 @@ def _reproduce(args: argparse.Namespace, preset: str) -> str:
         words += ["--minutes", f"{args.minutes:g}"]
     for item in args.set:
         words += ["--set", item]
+    if args.cas:
+        words += ["--cas", "--cas-epochs", str(args.cas_epochs)]
     return " ".join(shlex.quote(w) for w in words)
 
 
@@ -337,13 +359,21 @@ def main(argv: list[str] | None = None) -> None:
                     f"{preset}-seeds/seed-{seed}" if args.stacked else f"{preset}-seed{seed}"
                 )
                 jobs.append(
-                    {"settings": settings, "run": str(run), "threads": args.threads, "n": args.n}
+                    {
+                        "settings": settings,
+                        "run": str(run),
+                        "threads": args.threads,
+                        "n": args.n,
+                        "cas": args.cas_epochs if args.cas else None,
+                    }
                 )
         runs = []
 
         def done(r: dict) -> None:
             s, m = r["settings"], r["eval"]["metrics"]
             acc = f", label accuracy {m['label_accuracy']:.3f}" if "label_accuracy" in m else ""
+            if "cas" in m:
+                acc += f", CAS {m['cas']:.4f} (real digits {m['cas_real']:.4f})"
             print(
                 f"{s['preset']} seed {s['seed']}: {r['train']['iters']} it in "
                 f"{r['train']['seconds']:.0f} s; FID {m['fid']:.3f}, IS {m['is']:.2f}{acc}",
@@ -368,6 +398,10 @@ def main(argv: list[str] | None = None) -> None:
 
     datasets = dict.fromkeys(r["eval"]["dataset"] for r in runs)
     floors = {d: evaluate_real(d, n=args.n).metrics for d in datasets}
+    for r in runs:  # CAS's floor: a classifier trained on real digits the same way (the
+        m = r["eval"]["metrics"]  # same for every run of a dataset: the same digits and seed)
+        if "cas_real" in m:
+            floors[r["eval"]["dataset"]]["cas"] = m["cas_real"]
     summary = summarise(runs)
     budget = (
         f"{args.minutes:g} minutes of training each"
@@ -407,6 +441,13 @@ def main(argv: list[str] | None = None) -> None:
         f"class {TARGET['class_share'][0]:.0%}-{TARGET['class_share'][1]:.0%} of samples, "
         f"label accuracy >= {TARGET['label_accuracy']:.0%} (conditional presets)."
     )
+    if args.cas:
+        note += (
+            f" CAS (conditional presets): `digitgan evaluate RUN --n {args.n} --cas --cas-n "
+            f"{args.n} --cas-epochs {args.cas_epochs}`, the test accuracy of a classifier "
+            f"trained on the {args.n} samples alone; its floor is the same classifier trained "
+            f"on {args.n} real training digits (or all there are)."
+        )
     parts = [note, summary_table(summary, floors)]
     for preset in summary:
         parts.append(preset_table(preset, runs, floors[summary[preset]["dataset"]]))

@@ -180,6 +180,7 @@ def _evaluate(args) -> int:
             raise ConfigError(
                 "--truncation: not with --save (eval.json holds the model's plain sampling)"
             )
+    cas = _cas_recipe(args)
     common = {"n": args.n, "classifier": args.classifier, "seed": args.seed}
     common |= {"data_dir": args.data_dir}
     if args.real:
@@ -192,6 +193,8 @@ def _evaluate(args) -> int:
             device=_device(args.device),
             labels=args.labels,
             **({"truncation": args.truncation} if truncated else {}),
+            cas=cas,
+            log=lambda line: print(line, file=sys.stderr, flush=True),
             **common,
         )
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
@@ -203,6 +206,28 @@ def _evaluate(args) -> int:
         floor = evaluate_real(report.dataset, **common)
         print(f"wrote {save_evaluation(args.source, report, floor)}")
     return 0
+
+
+CAS_FLAGS = {"cas_n": "n", "cas_epochs": "epochs", "cas_batch_size": "batch_size", "cas_lr": "lr"}
+"""evaluate's --cas-* options and the CasRecipe fields they set."""
+
+
+def _cas_recipe(args):
+    """The CasRecipe that evaluate's --cas and --cas-* options ask for (None without --cas)."""
+    given = {field: getattr(args, flag) for flag, field in CAS_FLAGS.items()}
+    given = {field: value for field, value in given.items() if value is not None}
+    if not args.cas:
+        if given:
+            raise ConfigError(f"--cas-{next(iter(given)).replace('_', '-')}: only with --cas")
+        return None
+    if args.real:
+        raise ConfigError(
+            "--cas: not with --real (evaluate RUN --cas scores real training digits beside the "
+            "model's)"
+        )
+    from .eval.evaluate import CasRecipe
+
+    return CasRecipe(**given)
 
 
 def _export(args) -> int:
@@ -494,6 +519,25 @@ def build_parser() -> argparse.ArgumentParser:
         "sampling; see `digitgan sample --help`)",
     )
     e.add_argument("--device", default="cpu", help="where the generator runs (default cpu)")
+    e.add_argument(
+        "--cas",
+        action="store_true",
+        help="conditional models: also the classification accuracy score, the test accuracy "
+        "of a classifier trained on --cas-n samples alone, beside one trained on as many real "
+        "training digits (about 4 minutes on 2 CPU cores with the defaults)",
+    )
+    e.add_argument(
+        "--cas-n", type=int, metavar="N", help="--cas: samples to train on (default 10000)"
+    )
+    e.add_argument(
+        "--cas-epochs", type=int, metavar="E", help="--cas: training epochs (default 20)"
+    )
+    e.add_argument(
+        "--cas-batch-size", type=int, metavar="B", help="--cas: batch size (default 128)"
+    )
+    e.add_argument(
+        "--cas-lr", type=float, metavar="LR", help="--cas: peak learning rate (default 0.002)"
+    )
     e.add_argument("--json", action="store_true", help="print JSON")
     e.add_argument(
         "--save",

@@ -47,6 +47,7 @@ CARD_METRICS = [  # (key in eval.json, model-index type, name)
     ("precision", "precision", "Precision"),
     ("recall", "recall", "Recall"),
     ("label_accuracy", "accuracy", "Label accuracy"),
+    ("cas", "accuracy", "Classification accuracy score"),
 ]
 DATASET_IDS = {"mnist20k": "mnist", "mnist": "mnist", "fashion-mnist": "fashion_mnist"}
 """Hugging Face dataset ids of the datasets digitgan knows."""

@@ -104,6 +104,7 @@ def test_training_is_reproducible_from_its_seed(tmp_path, small_data):
         ({"out": "missing/w.safetensors"}, "does not exist"),
         ({"epochs": 0}, "--epochs 0"),
         ({"val_size": 600}, "val_size 600"),
+        ({"val_size": 0}, "val_size 0: hold out at least 1"),
     ],
 )
 def test_training_options_are_checked_first(tmp_path, small_data, kw, message, monkeypatch):

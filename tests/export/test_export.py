@@ -105,16 +105,18 @@ def test_the_model_card_names_the_saved_metrics_beside_the_floor(runs, tmp_path)
     shutil.copytree(runs["seed"], run)
     metrics = {"fid": 45.7, "kid": 0.05, "is": 3.88, "precision": 0.5, "recall": 0.4}
     floor = {"fid": 0.285, "kid": 0.0001, "is": 9.8, "precision": 0.9, "recall": 0.9}
+    metrics["cas"], floor["cas"] = 0.95, 0.99  # evaluate --cas: the real digits' CAS is its floor
     doc = {"checkpoint": "x", "samples": 10000, "dataset": "mnist20k"}
     (run / "eval.json").write_text(json.dumps(doc | {"metrics": metrics, "floor": floor}))
     folder = export(run, tmp_path / "model").path
     meta, body = _card(folder)
-    assert meta["metrics"] == ["fid", "kid", "inception_score", "precision", "recall"]
+    assert meta["metrics"] == ["fid", "kid", "inception_score", "precision", "recall", "accuracy"]
     (result,) = meta["model-index"][0]["results"]
     values = {m["name"]: m["value"] for m in result["metrics"]}
     assert values["FID"] == 45.7 and values["FID of real digits (floor)"] == 0.285
     assert values["Inception score"] == 3.88
     assert "| FID | 45.7 | 0.285 |" in body and "10,000 samples" in body
+    assert "| Classification accuracy score | 0.95 | 0.99 |" in body
     assert json.loads((folder / "eval.json").read_text())["metrics"]["fid"] == 45.7
 
 

@@ -131,6 +131,8 @@ def test_sample_options(options, grid, trained_template, tmp_path, capsys):
             ["evaluate", "{value}"],
             ["evaluate", "{run}", "--n", "{value}"],
             ["evaluate", "{run}", "--seed", "{value}"],
+            ["evaluate", "{run}", "--cas", "--cas-n", "{value}"],
+            ["evaluate", "{run}", "--cas", "--cas-lr", "{value}"],
             ["evaluate", "--real", "--dataset", "{value}"],
             ["serve", "{value}"],
             ["serve", "/nonexistent", "--port", "{value}"],

@@ -3,16 +3,31 @@
 - :mod:`digitgan.eval.classifier`: the LeNet-like classifier, its training and the shipped
   weights (the feature layer is documented there);
 - :mod:`digitgan.eval.metrics`: FID, KID, Inception Score, precision/recall,
-  density/coverage, class balance, label accuracy and memorisation, as plain functions of
-  features (or of images and any feature function);
-- :mod:`digitgan.eval.evaluate`: ``digitgan evaluate``, and the scorer the ``log.eval_every``
-  training hook uses.
+  density/coverage, class balance, label accuracy, the classification accuracy score and
+  memorisation, as plain functions of features (or of images and any feature function);
+- :mod:`digitgan.eval.evaluate`: ``digitgan evaluate`` (with ``--cas``, the classification
+  accuracy score of a conditional model), and the scorer the ``log.eval_every`` training
+  hook uses.
 """
 
-from .classifier import DigitClassifier, classifier_for, load_classifier, train_classifier
-from .evaluate import EvalReport, evaluate, evaluate_images, evaluate_real
+from .classifier import (
+    DigitClassifier,
+    classifier_for,
+    fit_classifier,
+    load_classifier,
+    train_classifier,
+)
+from .evaluate import (
+    CasRecipe,
+    EvalReport,
+    classification_accuracy,
+    evaluate,
+    evaluate_images,
+    evaluate_real,
+)
 from .metrics import (
     class_balance,
+    classification_accuracy_score,
     density_coverage,
     extract,
     fid,
@@ -26,9 +41,12 @@ from .metrics import (
 )
 
 __all__ = [
+    "CasRecipe",
     "DigitClassifier",
     "EvalReport",
     "class_balance",
+    "classification_accuracy",
+    "classification_accuracy_score",
     "classifier_for",
     "density_coverage",
     "evaluate",
@@ -37,6 +55,7 @@ __all__ = [
     "extract",
     "fid",
     "fid_from_stats",
+    "fit_classifier",
     "inception_score",
     "kid",
     "label_accuracy",

@@ -332,51 +332,55 @@ class ClassifierReport:
 
 
 DEFAULT_EPOCHS = 20
+DEFAULT_BATCH_SIZE = 128
+DEFAULT_LR = 2e-3
 
 
-def train_classifier(
-    dataset: str | Dataset,
-    out: str | Path,
+def fit_classifier(
+    images: np.ndarray | torch.Tensor,
+    labels: np.ndarray | torch.Tensor,
+    class_names: tuple[str, ...],
     *,
     seed: int = 0,
     epochs: int = DEFAULT_EPOCHS,
-    val_size: int = 500,
-    batch_size: int = 128,
-    lr: float = 2e-3,
-    data_dir: str | None = None,
+    val_size: int = 0,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    lr: float = DEFAULT_LR,
     log: Callable[[str], None] = print,
-) -> ClassifierReport:
-    """Train a :class:`DigitClassifier` on a dataset's training split and save it to ``out``.
+) -> tuple[DigitClassifier, float | None]:
+    """Train a new :class:`DigitClassifier` on labelled ``images`` (N, C, H, W; uint8 or float
+    in [0, 1]) with the shipped classifiers' recipe; (the network in eval mode, its last
+    validation accuracy or None without ``val_size``).
 
-    Adam (weight decay 1e-4) with a one-epoch warm-up and a cosine decay of the learning
-    rate to 0 over ``epochs``; each batch is augmented by :func:`random_affine`. A seeded
-    random ``val_size`` images of the training split are held out and only reported on
-    (no early stopping, no choice made from them); the test split is used once, after
-    training, to report the test accuracy. Reproducible: all randomness comes from
-    ``seed`` (the caller's global RNG state is left untouched).
+    The recipe: Adam (weight decay 1e-4) with a one-epoch warm-up and a cosine decay of the
+    learning rate to 0 over ``epochs``; each batch is augmented by :func:`random_affine`. A
+    seeded random ``val_size`` of the images are held out and only reported on after each
+    epoch (no early stopping, no choice made from them). An epoch's last batch is left out
+    when it would hold one image (BatchNorm cannot train on one). Reproducible: all randomness comes
+    from ``seed`` (the caller's global RNG state is left untouched).
     """
+    n = len(images)
     if epochs < 1:
         raise ConfigError(f"--epochs {epochs}: need at least 1")
-    out = Path(out)
-    if out.suffix != ".safetensors":
-        raise ConfigError(f"--out {out}: the classifier file must end in .safetensors")
-    if not out.parent.is_dir():
-        raise ConfigError(f"--out {out}: folder {out.parent} does not exist")
-    spec = dataset if isinstance(dataset, str) else dataset.name
-    data = load_dataset(dataset, data_dir) if isinstance(dataset, str) else dataset
-    n = len(data.train)
-    if not 0 < val_size < n:
-        raise ConfigError(f"val_size {val_size}: must be between 1 and {n - 1}")
+    if not 0 <= val_size <= n - 2:
+        raise ConfigError(
+            f"val_size {val_size}: must be between 0 and {n - 2} (at least 2 of the {n} images "
+            "to train on)"
+        )
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         order = torch.randperm(n).numpy()
-        val = Split(data.train.images[order[:val_size]], data.train.labels[order[:val_size]])
-        train_x = torch.from_numpy(data.train.images[order[val_size:]])
-        train_y = torch.from_numpy(data.train.labels[order[val_size:]])
-        model = DigitClassifier(data.image_shape, data.class_names)
+        images, labels = np.asarray(images)[order], np.asarray(labels)[order]
+        val = Split(images[:val_size], labels[:val_size]) if val_size else None
+        train_x = torch.from_numpy(images[val_size:])
+        train_y = torch.from_numpy(labels[val_size:]).long()
+        model = DigitClassifier(tuple(images.shape[1:]), class_names)
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-        steps_per_epoch = math.ceil(len(train_x) / batch_size)
+        # each epoch's batches start here; a last batch of one image is left out (BatchNorm
+        # cannot train on one)
+        starts = range(0, len(train_x) - 1, batch_size)
+        steps_per_epoch = len(starts)
         total = epochs * steps_per_epoch
 
         def lr_at(step: int) -> float:
@@ -385,11 +389,12 @@ def train_classifier(
             return lr * 0.5 * (1 + math.cos(math.pi * step / total))
 
         step = 0
+        val_acc = None
         for epoch in range(1, epochs + 1):
             model.train()
             perm = torch.randperm(len(train_x))
-            loss_sum = correct = 0.0
-            for i in range(0, len(perm), batch_size):
+            loss_sum = correct = seen = 0.0
+            for i in starts:
                 idx = perm[i : i + batch_size]
                 x = random_affine(as_float_images(train_x[idx]))
                 y = train_y[idx]
@@ -403,13 +408,57 @@ def train_classifier(
                 step += 1
                 loss_sum += float(loss.detach()) * len(idx)
                 correct += float((logits.argmax(1) == y).sum())
-            val_acc = accuracy(model, val)
-            log(
-                f"epoch {epoch}/{epochs}: loss {loss_sum / len(perm):.4f}, train accuracy "
-                f"{correct / len(perm):.4f}, validation accuracy {val_acc:.4f} "
-                f"({time.perf_counter() - t0:.0f} s)"
+                seen += len(idx)
+            line = (
+                f"epoch {epoch}/{epochs}: loss {loss_sum / seen:.4f}, train accuracy "
+                f"{correct / seen:.4f}"
             )
-    model.eval()
+            if val is not None:
+                val_acc = accuracy(model, val)
+                line += f", validation accuracy {val_acc:.4f}"
+            log(f"{line} ({time.perf_counter() - t0:.0f} s)")
+    return model.eval(), val_acc
+
+
+def train_classifier(
+    dataset: str | Dataset,
+    out: str | Path,
+    *,
+    seed: int = 0,
+    epochs: int = DEFAULT_EPOCHS,
+    val_size: int = 500,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    lr: float = DEFAULT_LR,
+    data_dir: str | None = None,
+    log: Callable[[str], None] = print,
+) -> ClassifierReport:
+    """Train a :class:`DigitClassifier` on a dataset's training split and save it to ``out``.
+
+    The recipe is :func:`fit_classifier`'s, holding out ``val_size`` training images (at
+    least 1) for the validation accuracy; the test split is used once, after training, to
+    report the test accuracy. Reproducible from ``seed``.
+    """
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise ConfigError(f"--out {out}: the classifier file must end in .safetensors")
+    if not out.parent.is_dir():
+        raise ConfigError(f"--out {out}: folder {out.parent} does not exist")
+    spec = dataset if isinstance(dataset, str) else dataset.name
+    data = load_dataset(dataset, data_dir) if isinstance(dataset, str) else dataset
+    if val_size < 1:
+        raise ConfigError(f"val_size {val_size}: hold out at least 1 image to validate on")
+    t0 = time.perf_counter()
+    model, val_acc = fit_classifier(
+        data.train.images,
+        data.train.labels,
+        data.class_names,
+        seed=seed,
+        epochs=epochs,
+        val_size=val_size,
+        batch_size=batch_size,
+        lr=lr,
+        log=log,
+    )
     test_acc = accuracy(model, data.test) if data.test is not None else None
     command = (
         f"digitgan classifier train --dataset {spec} --seed {seed} --epochs {epochs} --out "

@@ -12,8 +12,11 @@ During training, the ``log.eval_every`` hook scores the generator with a
 from __future__ import annotations
 
 import json
+import math
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from numbers import Real
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +29,16 @@ from ..fileio import atomic_write_text
 from ..sampling import Sampler, check_truncation, load
 from ..store.checkpoint import resolve_checkpoint
 from ..store.rundir import run_dir_of
-from .classifier import DigitClassifier, classifier_for
+from .classifier import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_EPOCHS,
+    DEFAULT_LR,
+    DigitClassifier,
+    classifier_for,
+)
 from .metrics import (
     class_balance,
+    classification_accuracy_score,
     extract,
     fid_from_stats,
     gaussian_stats,
@@ -42,6 +52,36 @@ from .metrics import (
 DEFAULT_N = 10_000
 MAX_N = 100_000
 """The most samples one evaluation scores (its nearest-neighbour metrics grow as n^2)."""
+
+
+@dataclass(frozen=True)
+class CasRecipe:
+    """How the classification accuracy score is measured (see :func:`classification_accuracy`):
+    ``n`` generated digits, and as many real training digits (all of them when the training
+    split is smaller), each train a classifier for ``epochs`` epochs of batches of
+    ``batch_size`` at peak learning rate ``lr``. The defaults are the recipe of the shipped
+    classifiers (:func:`~digitgan.eval.classifier.fit_classifier`). Checked when made."""
+
+    n: int = DEFAULT_N
+    epochs: int = DEFAULT_EPOCHS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    lr: float = DEFAULT_LR
+
+    def __post_init__(self):
+        for flag, value, lo, hi in (
+            ("--cas-n", self.n, 2, MAX_N),
+            ("--cas-epochs", self.epochs, 1, 10_000),
+            ("--cas-batch-size", self.batch_size, 1, 100_000),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+                raise ConfigError(f"{flag} {value!r}: expected an integer from {lo} to {hi:,}")
+        lr = self.lr
+        if not isinstance(lr, Real) or isinstance(lr, bool) or not (math.isfinite(lr) and lr > 0):
+            raise ConfigError(f"--cas-lr {lr!r}: expected a positive learning rate")
+
+    def training(self) -> dict:
+        """The keyword arguments of the training recipe (all but ``n``)."""
+        return {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr}
 
 
 @dataclass
@@ -65,8 +105,16 @@ class EvalReport:
     class_names: tuple[str, ...]
     seconds: float = 0.0
     class_accuracy: list[float | None] | None = None
+    cas_recipe: CasRecipe | None = None
+    cas_class_accuracy: list[float | None] | None = None
 
     def to_dict(self) -> dict:
+        cas = {}
+        if self.cas_recipe is not None:
+            cas = {
+                "cas_recipe": asdict(self.cas_recipe),
+                "cas_class_accuracy": self._by_class(self.cas_class_accuracy),
+            }
         return {
             "source": self.source,
             "dataset": self.dataset,
@@ -77,6 +125,7 @@ class EvalReport:
             "histogram": dict(zip(self.class_names, self.histogram, strict=True)),
             "class_accuracy": self._by_class(self.class_accuracy),
             "seconds": round(self.seconds, 2),
+            **cas,
         }
 
     def _by_class(self, values: list | None) -> dict | None:
@@ -124,6 +173,21 @@ class EvalReport:
                     "classifier names the requested class",
                 )
             )
+        if "cas" in m:
+            rows += [
+                (
+                    "CAS",
+                    f"{m['cas']:.4f}",
+                    "higher",
+                    f"test accuracy of a classifier trained on {m['cas_samples']} samples",
+                ),
+                (
+                    "CAS, real",
+                    f"{m['cas_real']:.4f}",
+                    "ceiling",
+                    f"the same, trained on {m['cas_real_samples']} real training images",
+                ),
+            ]
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
         head = (
             f"{self.source}: {self.samples} samples vs {self.reference} of {self.dataset} "
@@ -136,12 +200,16 @@ class EvalReport:
             f"{name}:{c}" for name, c in zip(self.class_names, self.histogram, strict=True)
         )
         lines.append(f"  predicted classes  {hist}")
-        if self.class_accuracy is not None:
-            acc = " ".join(
-                f"{name}:{'-' if a is None else f'{a:.3f}'}"
-                for name, a in self._by_class(self.class_accuracy).items()
-            )
-            lines.append(f"  accuracy by class  {acc}")
+        for title, values in (
+            ("accuracy by class", self.class_accuracy),
+            ("CAS by class", self.cas_class_accuracy),
+        ):
+            if values is not None:
+                acc = " ".join(
+                    f"{name}:{'-' if a is None else f'{a:.3f}'}"
+                    for name, a in self._by_class(values).items()
+                )
+                lines.append(f"  {title:<17}  {acc}")
         return "\n".join(lines)
 
 
@@ -268,11 +336,11 @@ def _dataset(dataset: str | Dataset, data_dir: str | None) -> Dataset:
     return dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_dir)
 
 
-def _count(n: int | None, available: int | None = None) -> int:
+def _count(n: int | None) -> int:
     count = DEFAULT_N if n is None else n
     if not 2 <= count <= MAX_N:
         raise ConfigError(f"--n {n}: evaluate 2 to {MAX_N:,} samples")
-    return count if available is None else min(count, available)
+    return count
 
 
 def evaluate(
@@ -286,6 +354,8 @@ def evaluate(
     device: str | torch.device = "cpu",
     labels: str | Path | None = None,
     truncation: float = 1.0,
+    cas: bool | CasRecipe = False,
+    log: Callable[[str], None] | None = None,
 ) -> EvalReport:
     """Evaluate a run directory, a checkpoint, or a ``.npy`` file of uint8 samples.
 
@@ -298,10 +368,18 @@ def evaluate(
     file) unless ``dataset`` is given; the classifier is the one shipped for that dataset
     unless ``classifier`` names a weights file. ``truncation`` is the truncation trick's psi
     a model draws with (1, the default: plain sampling; see :class:`~digitgan.sampling.Sampler`).
+
+    ``cas`` (True for the default :class:`CasRecipe`, or a recipe) adds a conditional model's
+    classification accuracy score (see :func:`classification_accuracy`; ``log`` is given
+    its classifiers' progress lines): the keys ``cas``, ``cas_real``, ``cas_samples`` and
+    ``cas_real_samples`` of the metrics, and ``cas_class_accuracy``.
     """
     t0 = time.perf_counter()
     path = Path(source)
     truncation = check_truncation(truncation)
+    recipe = _cas_recipe(cas)
+    if recipe is not None and path.suffix == ".npy":
+        raise ConfigError("--cas: only for a conditional model (it draws the digits to train on)")
     if path.suffix == ".npy" and truncation != 1:
         raise ConfigError("--truncation: only for a model; a .npy file's images are drawn already")
     if path.suffix == ".npy":
@@ -316,6 +394,8 @@ def evaluate(
     else:
         count = _count(n)  # before any work
         gan = load(path, device=device)
+        if recipe is not None:
+            _check_conditional(gan)
         spec, default_dir = gan.config.data.dataset, gan.config.data.data_dir or None
     dataset = dataset or spec
     clf = classifier_for(_name(dataset), classifier)  # before loading: fail fast
@@ -324,7 +404,99 @@ def evaluate(
         labels = gan.labels(count)  # None for an unconditional model
         images = gan.generate(count, seed, labels, truncation=truncation)
     _check_shape(str(source), images.shape[1:], data, clf)
-    return _report(str(source), data, images, clf, t0, labels)
+    report = _report(str(source), data, images, clf, t0, labels)
+    if recipe is not None:
+        scores, per_class = classification_accuracy(
+            gan, data, recipe, seed=seed, truncation=truncation, log=log
+        )
+        report.metrics |= scores
+        report.cas_recipe, report.cas_class_accuracy = recipe, per_class
+        report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _cas_recipe(cas) -> CasRecipe | None:
+    if isinstance(cas, CasRecipe):
+        return cas
+    if cas is True:
+        return CasRecipe()
+    if cas is False or cas is None:
+        return None
+    raise ConfigError(f"cas={cas!r}: expected True, False or a CasRecipe")
+
+
+def _check_conditional(sampler: Sampler) -> None:
+    if not sampler.num_classes:
+        raise ConfigError(
+            "--cas: this model is unconditional; the classification accuracy score trains on "
+            "the classes a conditional model is asked for"
+        )
+
+
+def classification_accuracy(
+    sampler: Sampler,
+    data: Dataset,
+    recipe: CasRecipe | None = None,
+    *,
+    seed: int = 0,
+    truncation: float = 1.0,
+    log: Callable[[str], None] | None = None,
+) -> tuple[dict[str, float], list[float | None]]:
+    """The classification accuracy score (CAS; Ravuri and Vinyals 2019; "GAN-train" in
+    Shmelkov et al. 2018) of a conditional model, beside the same score of real digits.
+
+    The model draws ``recipe.n`` digits with noise ``seed`` (the classes in turn, as
+    :func:`evaluate` asks for them; ``truncation`` as there); a new classifier is trained on
+    them alone, and another on as many real training images of ``data`` (a seeded random
+    subset; all of them when there are fewer), both with the recipe and from ``seed``
+    (:func:`~digitgan.eval.metrics.classification_accuracy_score`). Returns the metrics
+    ``cas`` and ``cas_real``, each classifier's accuracy on the test split, ``cas_samples`` and
+    ``cas_real_samples``, the images each was trained on, and the accuracy of the first on
+    each class of the test split. ``log`` gets each training epoch's line.
+    """
+    recipe = recipe or CasRecipe()
+    _check_conditional(sampler)
+    if sampler.num_classes != data.num_classes or sampler.image_shape != data.image_shape:
+        raise ConfigError(
+            f"--cas: the model draws images {sampler.image_shape} in {sampler.num_classes} "
+            f"classes, dataset {data.name} has {data.image_shape} in {data.num_classes}"
+        )
+    test = _test_split(data)
+    labels = sampler.labels(recipe.n)
+    images = sampler.generate(recipe.n, seed, labels, truncation=truncation)
+    real_images, real_labels = _train_subset(data, recipe.n, seed)
+    scores = {}
+    for key, tag, train_images, train_labels in (
+        ("cas", "generated", images, labels),
+        ("cas_real", "real", real_images, real_labels),
+    ):
+        scores[key] = classification_accuracy_score(
+            train_images,
+            train_labels,
+            test.images,
+            test.labels,
+            data.class_names,
+            seed=seed,
+            log=log and (lambda line, tag=tag: log(f"CAS, {tag} digits: {line}")),
+            **recipe.training(),
+        )
+    metrics = {
+        "cas": scores["cas"]["accuracy"],
+        "cas_real": scores["cas_real"]["accuracy"],
+        "cas_samples": len(images),
+        "cas_real_samples": len(real_images),
+    }
+    return metrics, scores["cas"]["per_class"]
+
+
+def _train_subset(data: Dataset, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` training images of ``data`` and their labels: a seeded random subset, in the
+    split's order, or the whole split when it holds no more."""
+    train = data.train
+    if count >= len(train):
+        return train.images, train.labels
+    pick = np.sort(np.random.default_rng(seed).permutation(len(train))[:count])
+    return train.images[pick], train.labels[pick]
 
 
 def evaluate_real(
@@ -345,10 +517,7 @@ def evaluate_real(
     t0 = time.perf_counter()
     clf = classifier_for(_name(dataset), classifier)
     data = _dataset(dataset, data_dir)
-    count = _count(n, len(data.train))
-    pick = np.sort(np.random.default_rng(seed).permutation(len(data.train))[:count])
-    images = data.train.images[pick] if count < len(data.train) else data.train.images
-    labels = data.train.labels[pick] if count < len(data.train) else data.train.labels
+    images, labels = _train_subset(data, _count(n), seed)
     _check_shape(f"dataset {data.name}", images.shape[1:], data, clf)
     return _report(f"real training images of {data.name}", data, images, clf, t0, labels)
 
@@ -359,8 +528,9 @@ EVAL_FILE = "eval.json"
 
 def save_evaluation(source: str | Path, report: EvalReport, floor: EvalReport) -> Path:
     """Write ``{"metrics": ..., "floor": ...}`` (numbers only; the floor of the metrics the
-    model has: no label accuracy beside an unconditional model) to the run directory of the
-    evaluated run or checkpoint, atomically; ``digitgan serve`` shows it beside the model."""
+    model has: no label accuracy beside an unconditional model; the floor of ``cas`` is
+    ``cas_real``) to the run directory of the evaluated run or checkpoint, atomically;
+    ``digitgan serve`` shows it beside the model."""
     ckpt = resolve_checkpoint(source)
 
     def numbers(metrics: dict) -> dict:
@@ -373,6 +543,8 @@ def save_evaluation(source: str | Path, report: EvalReport, floor: EvalReport) -
         "metrics": numbers(report.metrics),
         "floor": numbers({k: v for k, v in floor.metrics.items() if k in report.metrics}),
     }
+    if "cas_real" in report.metrics:
+        doc["floor"]["cas"] = report.metrics["cas_real"]
     path = run_dir_of(ckpt) / EVAL_FILE
     atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
     return path

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from .classifier import as_float_images, default_classifier
+from .classifier import as_float_images, default_classifier, fit_classifier
 
 Array = np.ndarray | torch.Tensor
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]
@@ -335,6 +335,38 @@ def label_accuracy(probs: Array, labels: Array, classifier: FeatureFn | None = N
     right = torch.bincount(y, weights=hit, minlength=k)
     per_class = [float(r / a) if a else None for r, a in zip(right, asked, strict=True)]
     return {"accuracy": float(hit.mean()), "per_class": per_class}
+
+
+def classification_accuracy_score(
+    images: Array,
+    labels: Array,
+    test_images: Array,
+    test_labels: Array,
+    class_names: tuple[str, ...],
+    *,
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+    **recipe,
+) -> dict:
+    """The classification accuracy score, CAS (Ravuri and Vinyals, "Classification Accuracy
+    Score for Conditional Generative Models", NeurIPS 2019; "GAN-train" in Shmelkov et al.,
+    "How good is my GAN?", ECCV 2018): a classifier trained on labelled ``images`` alone
+    (N, C, H, W; uint8 or float in [0, 1]; the samples of a conditional model and the classes
+    they were drawn as), scored on real ``test_images`` and ``test_labels``.
+
+    The classifier is a new :class:`~digitgan.eval.classifier.DigitClassifier` for
+    ``class_names``, trained by :func:`~digitgan.eval.classifier.fit_classifier` (the shipped
+    classifiers' recipe; ``recipe`` passes its ``epochs``, ``batch_size`` and ``lr``) from
+    ``seed``, with ``log`` given each epoch's line. Returns ``accuracy``, its accuracy on the
+    test images, and ``per_class``, that accuracy on the test images of each class (the form
+    of :func:`label_accuracy`). Trained on real training images the same way, it gives the
+    score that generated ones are measured against; a generator that draws the wrong class,
+    or only the easy digits of a class, scores lower.
+    """
+    model, _ = fit_classifier(
+        images, labels, class_names, seed=seed, log=log or (lambda line: None), **recipe
+    )
+    return label_accuracy(extract(model.for_inference().probs, test_images), test_labels)
 
 
 # --- memorisation ----------------------------------------------------------------------------
