@@ -14,6 +14,7 @@ import argparse
 import importlib
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -160,7 +161,7 @@ def _evaluate(args) -> int:
 def _export(args) -> int:
     from .export import export
 
-    result = export(args.source, args.out, force=args.force, onnx=args.onnx)
+    result = export(args.source, args.out, force=args.force, onnx=args.onnx, web=args.web)
     for note in result.notes:
         print(f"note: {note}")
     if result.onnx_max_diff is not None:
@@ -172,6 +173,11 @@ def _export(args) -> int:
         f"exported {', '.join(result.files)} to {result.path} in {result.seconds:.1f} s "
         f"(load it with digitgan.load or any digitgan command)"
     )
+    if result.web is not None:
+        print(
+            f"wrote the web page to {result.web}: serve the folder from any static file host, "
+            f"e.g. python -m http.server --directory {shlex.quote(str(result.web))}"
+        )
     return 0
 
 
@@ -467,6 +473,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--onnx",
         action="store_true",
         help="also write generator.onnx (images in [0, 1]; needs the [export] extra)",
+    )
+    x.add_argument(
+        "--web",
+        metavar="DIR",
+        help="also write a static web page that draws with the model in the browser (ONNX "
+        "Runtime Web, downloaded once from the npm registry; implies --onnx)",
     )
     x.set_defaults(func=_export)
 
