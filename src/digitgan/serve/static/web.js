@@ -234,7 +234,7 @@ const backend = {
     if (body.label === "all") { // Sampler.class_grid: row k is class k, column j noise j
       const per = integer(body, "n", 16, 1, Math.floor(LIMITS.max_n / model.num_classes));
       const z = noise(per, seed);
-      const all = new Float32Array(per * z.length * model.num_classes);
+      const all = new Float32Array(z.length * model.num_classes);
       for (let k = 0; k < model.num_classes; k++) all.set(z, k * z.length);
       const labels = Array.from({length: all.length / model.z_dim}, (_, i) => Math.floor(i / per));
       return gridPng(await generate(truncate(all, psi), labels), labels.length, per, scale);
