@@ -95,7 +95,8 @@ def export(
     if web is not None:
         onnx = True
         targets.append((web, "--web", foreign_site_files))
-        if out in web.parents or web in out.parents or web == out:
+        a, b = out.resolve(), web.resolve()
+        if a == b or a in b.parents or b in a.parents:
             raise ConfigError(f"--web {web}: must be a folder apart from --out {out}")
     for folder, option, foreign in targets:
         _check_out(folder, force, option, foreign)
@@ -121,8 +122,7 @@ def export(
         if evaluation is not None:
             atomic_write_text(tmp / EVAL, json.dumps(evaluation, indent=2) + "\n")
         if web is not None:
-            shutil.copyfile(tmp / ONNX, tmps[1] / ONNX)
-            write_site(tmps[1], config_document(meta), evaluation, runtime)
+            write_site(tmps[1], tmp / ONNX, config_document(meta), evaluation, runtime)
         for folder, option, foreign in targets:
             _check_out(folder, force, option, foreign)  # again: it may have changed meanwhile
         for (folder, _, _), built in zip(targets, tmps, strict=True):

@@ -153,18 +153,16 @@ def index_html() -> str:
 
 
 def write_site(
-    folder: Path, config: dict, evaluation: dict | None, runtime: dict[str, bytes]
+    folder: Path, onnx: Path, config: dict, evaluation: dict | None, runtime: dict[str, bytes]
 ) -> None:
-    """Write the page's files into ``folder``, which already holds generator.onnx: the
-    page, model.json (``config``: config.json's document; ``evaluation``: the run's saved
+    """Write the page into the empty ``folder``: the page's files, a copy of the ONNX file
+    ``onnx``, model.json (``config``: config.json's document; ``evaluation``: the run's saved
     one or None) and the runtime's files (from :func:`runtime_files`)."""
-    if not (folder / ONNX).is_file():
-        raise AssertionError(f"{folder / ONNX} is missing")
-    static = folder / "static"
-    static.mkdir()
+    (folder / "static").mkdir()
     page = {name: (STATIC / name).read_bytes() for name in PAGE_FILES}
     for name, data in (page | runtime).items():
-        atomic_write_bytes(static / name, data)
+        atomic_write_bytes(folder / "static" / name, data)
+    atomic_write_bytes(folder / ONNX, onnx.read_bytes())
     doc = {"config": config, "evaluation": evaluation}
     atomic_write_text(folder / MODEL, json.dumps(doc, indent=2) + "\n")
     atomic_write_text(folder / INDEX, index_html())
@@ -174,12 +172,10 @@ def foreign_site_files(folder: Path) -> list[str]:
     """What in ``folder`` ``digitgan export --web`` did not write (empty for a page folder
     it wrote, which ``--force`` may replace); the whole folder when it lacks the page."""
     entries = sorted(folder.iterdir())
-    ours = {INDEX: Path.is_file, MODEL: Path.is_file, ONNX: Path.is_file, "static": Path.is_dir}
-    odd = [p.name for p in entries if p.is_symlink() or not ours.get(p.name, _no)(p)]
-    if odd or len(entries) != len(ours) or not our_json(folder / MODEL, "config"):
-        return odd or [p.name for p in entries]
+    kinds = {INDEX: Path.is_file, MODEL: Path.is_file, ONNX: Path.is_file, "static": Path.is_dir}
+    odd = [p.name for p in entries if p.name not in kinds or p.is_symlink() or not kinds[p.name](p)]
+    if odd:
+        return odd
+    if len(entries) != len(kinds) or not our_json(folder / MODEL, "config"):
+        return [p.name for p in entries]
     return []
-
-
-def _no(path: Path) -> bool:
-    return False

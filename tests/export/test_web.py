@@ -189,7 +189,9 @@ def test_without_the_runtime_nothing_is_written(registry, run, where, monkeypatc
     assert sorted(p.name for p in where.iterdir()) == []
 
 
-@pytest.mark.parametrize("out, site", [("m", "m/site"), ("m", "m"), ("site/m", "site")])
+@pytest.mark.parametrize(
+    "out, site", [("m", "m/site"), ("m", "m"), ("site/m", "site"), ("m", "site/../m/x")]
+)
 def test_the_page_and_the_model_need_folders_of_their_own(registry, run, where, out, site):
     (where / "site").mkdir()
     with pytest.raises(ConfigError, match="must be a folder apart from --out"):
