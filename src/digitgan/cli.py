@@ -460,14 +460,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Export a run's generator (its EMA where it has one) as a folder of "
         "model.safetensors, config.json, a model card README.md and samples.png (with --onnx "
         "also generator.onnx, checked with ONNX Runtime); digitgan.load and every digitgan "
-        "command read the folder back.",
+        "command read the folder back. With --web, also a folder with a static web page that "
+        "draws with the model in the browser.",
     )
     x.add_argument("source", metavar="RUN_OR_CHECKPOINT")
     x.add_argument("--out", required=True, metavar="DIR", help="the model folder to write")
     x.add_argument(
         "--force",
         action="store_true",
-        help="replace an existing model folder that digitgan exported (never another folder)",
+        help="replace an existing model folder (and --web folder) that digitgan exported "
+        "(never another folder)",
     )
     x.add_argument(
         "--onnx",
