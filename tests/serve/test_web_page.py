@@ -19,10 +19,10 @@ import torch
 from helpers import download_grid, mirror_of
 from PIL import Image
 
-import digitgan
+from digitgan.cli import main
 from digitgan.export import export
 from digitgan.store.exported import read_export, write_export_files
-from digitgan.viz import make_grid, to_uint8
+from digitgan.viz import make_grid
 from digitgan.web import REGISTRY_ENV, RUNTIME
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install '.[test]')")
@@ -63,10 +63,11 @@ def vivid(source: Path, folder: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def site(registry, tmp_path_factory):
-    """make(source) -> (the URL of its page served by python -m http.server, its model)."""
+    """make(source) -> (the URL of its page served by python -m http.server, the model
+    folder exported with it)."""
     servers = []
 
-    def make(source: Path) -> tuple[str, digitgan.Sampler]:
+    def make(source: Path) -> tuple[str, Path]:
         base = tmp_path_factory.mktemp("site")
         model = vivid(source, base / "vivid")
         with pytest.MonkeyPatch.context() as mp:
@@ -84,7 +85,7 @@ def site(registry, tmp_path_factory):
         servers.append(proc)
         line = proc.stdout.readline()  # "Serving HTTP on 127.0.0.1 port N (http://...) ..."
         assert "port" in line, line
-        return f"http://127.0.0.1:{line.split('port ')[1].split()[0]}/", digitgan.load(model)
+        return f"http://127.0.0.1:{line.split('port ')[1].split()[0]}/", base / "model"
 
     yield make
     for proc in servers:
@@ -135,15 +136,17 @@ def near(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and int(np.abs(a.astype(int) - b.astype(int)).max()) <= 1
 
 
-def drawn(gan, n, seed, label=None, truncation=1.0) -> np.ndarray:
-    """What digitgan sample draws (its PNG's pixels), for these options."""
-    return make_grid(gan.sample(n, seed, label, truncation))
+def drawn(model: Path, *options) -> np.ndarray:
+    """The pixels of the PNG that ``digitgan sample MODEL OPTIONS`` writes."""
+    out = model.parent / "sample.png"
+    assert main(["sample", str(model), *map(str, options), "--out", str(out)]) == 0
+    return np.asarray(Image.open(out))
 
 
 def test_the_page_draws_what_digitgan_sample_draws(page, seed_site, tmp_path, artifacts):
     from playwright.sync_api import expect
 
-    url, gan = seed_site
+    url, model = seed_site
     page.goto(url)
     expect(page.locator("#summary")).to_have_text("seed preset · 3 iterations · mlp on mnist20k")
     expect(page.locator("#about")).to_contain_text(f"ONNX Runtime Web {RUNTIME.version}")
@@ -152,8 +155,8 @@ def test_the_page_draws_what_digitgan_sample_draws(page, seed_site, tmp_path, ar
     expect(grid).to_have_attribute("data-seed", "0")
     pixels, data, _ = shown(page)
     assert int(data["n"]) == 16 and int(data["scale"]) >= 3
-    assert near(pixels, drawn(gan, 16, 0))
-    assert not near(pixels, drawn(gan, 16, 1))  # another seed's digits are not "near"
+    assert near(pixels, drawn(model, "--n", 16, "--seed", 0))
+    assert not near(pixels, drawn(model, "--n", 16, "--seed", 1))  # another seed's are not
 
     page.select_option("#count", "36")
     page.fill("#seed", "4294967295")  # the largest seed
@@ -161,18 +164,19 @@ def test_the_page_draws_what_digitgan_sample_draws(page, seed_site, tmp_path, ar
     expect(grid).to_have_attribute("data-seed", "4294967295")
     expect(grid).to_have_attribute("data-n", "36")
     pixels, _, png = shown(page)
-    assert near(pixels, drawn(gan, 36, 2**32 - 1))
+    assert near(pixels, drawn(model, "--n", 36, "--seed", 2**32 - 1))
 
     page.fill("#truncation", "0.5")
     expect(grid).to_have_attribute("data-truncation", "0.5")
     truncated, _, png = shown(page)
-    assert near(truncated, drawn(gan, 36, 2**32 - 1, truncation=0.5))
+    assert near(truncated, drawn(model, "--n", 36, "--seed", 2**32 - 1, "--truncation", 0.5))
     assert not near(truncated, pixels)
 
     # the latent walk: every frame is digitgan's
     frame = page.locator("#walk-frame")
     expect(frame).to_have_attribute("data-truncation", "0.5")
-    assert near(walk_frames(page), to_uint8(gan.interpolate(0, 1, 24, truncation=0.5)))
+    walk = drawn(model, "--seed", 0, "--walk", 1, "--n", 24, "--truncation", 0.5)
+    assert near(make_grid(walk_frames(page), nrow=24), walk)
     page.focus("#walk-slider")
     page.keyboard.press("End")
     expect(frame).to_have_attribute("data-frame", "23")
@@ -224,33 +228,34 @@ def test_the_page_says_what_is_wrong_with_a_seed(page, seed_site):
 def test_the_page_of_a_conditional_model(page, cond_site, artifacts):
     from playwright.sync_api import expect
 
-    url, gan = cond_site
+    url, model = cond_site
     page.goto(url)
     grid = page.locator("#grid")
     expect(grid).to_have_attribute("data-seed", "0")
     expect(page.locator("#facts")).to_contain_text("10 (conditional)")
-    assert near(shown(page)[0], drawn(gan, 16, 0))  # the classes in turn
+    assert near(shown(page)[0], drawn(model, "--n", 16, "--seed", 0))  # the classes in turn
 
     page.select_option("#digit", "3")
     expect(grid).to_have_attribute("data-label", "3")
     threes = shown(page)[0]
-    assert near(threes, drawn(gan, 16, 0, label=3))
-    assert not near(threes, drawn(gan, 16, 0, label=4))
+    assert near(threes, drawn(model, "--n", 16, "--seed", 0, "--label", 3))
+    assert not near(threes, drawn(model, "--n", 16, "--seed", 0, "--label", 4))
 
     page.select_option("#digit", "all")
     expect(grid).to_have_attribute("data-label", "all")
     pixels, data, _ = shown(page)
     per = int(data["n"])
-    assert near(pixels, make_grid(to_uint8(gan.class_grid(per, seed=0)), nrow=per))
+    assert near(pixels, drawn(model, "--class-grid", "--n", per, "--seed", 0))
 
     # the walk draws the digit chosen for it
     expect(page.locator("#walk-frame")).to_have_attribute("data-seeds", "0-1")
-    assert near(walk_frames(page), to_uint8(gan.interpolate(0, 1, 24, label=0)))
+    walk = ["--seed", 0, "--walk", 1, "--n", 24, "--label"]
+    assert near(make_grid(walk_frames(page), nrow=24), drawn(model, *walk, 0))
     page.select_option("#walk-digit", "7")
-    sevens = to_uint8(gan.interpolate(0, 1, 24, label=7))
+    sevens = drawn(model, *walk, 7)
     for _ in range(100):  # until the walk of sevens is drawn
-        if near(walk_frames(page), sevens):
+        if near(make_grid(walk_frames(page), nrow=24), sevens):
             break
         page.wait_for_timeout(50)
-    assert near(walk_frames(page), sevens)
+    assert near(make_grid(walk_frames(page), nrow=24), sevens)
     page.screenshot(path=artifacts / "web-page-conditional.png", full_page=True)
