@@ -105,11 +105,15 @@ function interpolate(z0, z1, steps) {
   let weights = (t) => [1 - t, t];
   if (model.noise === "normal") {
     let dot = 0, n0 = 0, n1 = 0;
-    for (let i = 0; i < d; i++) [dot, n0, n1] = [dot + z0[i] * z1[i], n0 + z0[i] ** 2, n1 + z1[i] ** 2];
-    const omega = Math.acos(Math.min(1, Math.max(-1, dot / Math.max(Math.sqrt(n0 * n1), 1e-8))));
-    if (Math.sin(omega) > 1e-6) {
-      weights = (t) => [Math.sin((1 - t) * omega) / Math.sin(omega), Math.sin(t * omega) / Math.sin(omega)];
+    for (let i = 0; i < d; i++) {
+      dot += z0[i] * z1[i];
+      n0 += z0[i] * z0[i];
+      n1 += z1[i] * z1[i];
     }
+    const cos = dot / Math.max(Math.sqrt(n0 * n1), 1e-8); // as torch's cosine_similarity
+    const omega = Math.acos(Math.min(1, Math.max(-1, cos)));
+    const sin = Math.sin(omega);
+    if (sin > 1e-6) weights = (t) => [Math.sin((1 - t) * omega) / sin, Math.sin(t * omega) / sin];
   }
   for (let k = 0; k < steps; k++) {
     const [a, b] = weights(k / (steps - 1));
