@@ -1,9 +1,13 @@
-from collections.abc import Callable
+import contextlib
+import itertools
+import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import Mirror, mirror_of
 from hypothesis import strategies as st
 
 from digitgan.config import preset
@@ -118,3 +122,26 @@ def _shrink(name: str, device: str = "cpu", **overrides):
         "log__grid_rows": 2,
     }
     return preset(name).replace(**base | conv | small | overrides)
+
+
+@pytest.fixture
+def make_mirror(tmp_path: Path) -> Iterator[Callable[[], Mirror]]:
+    """Return a function that starts a local HTTP mirror serving an empty temporary folder."""
+    with contextlib.ExitStack() as stack:
+        count = itertools.count()
+
+        def make() -> Mirror:
+            root = tmp_path / f"mirror{next(count)}"
+            root.mkdir()
+            return stack.enter_context(mirror_of(root))
+
+        yield make
+
+
+@pytest.fixture
+def dead_url() -> str:
+    """A URL on 127.0.0.1 where nothing listens (connections are refused)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"

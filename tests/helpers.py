@@ -1,5 +1,15 @@
 """What several test modules share (importable: pyproject puts tests/ on the path)."""
 
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
 
 class Stepping:
     """A trainer and the step ``digitgan train`` would give it, driven by hand in tests:
@@ -34,3 +44,54 @@ class Stepping:
 
     def __getattr__(self, name):
         return getattr(self.trainer, name)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves a folder; no log lines; omits Content-Length when the server says so."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def send_header(self, keyword: str, value: str) -> None:
+        if keyword.lower() == "content-length" and not self.server.send_length:
+            return
+        super().send_header(keyword, value)
+
+
+@dataclasses.dataclass
+class Mirror:
+    """A local HTTP server on 127.0.0.1 serving the files in ``root`` at ``url``."""
+
+    root: Path
+    url: str
+    server: http.server.ThreadingHTTPServer
+
+    def omit_content_length(self) -> None:
+        """Send bodies without a Content-Length header (the client must cap the stream)."""
+        self.server.send_length = False
+
+
+@contextlib.contextmanager
+def mirror_of(root: Path) -> Iterator[Mirror]:
+    """A local HTTP server on 127.0.0.1 serving the files in ``root``, while in the block."""
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.send_length = True
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield Mirror(root, f"http://127.0.0.1:{server.server_address[1]}/", server)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def download_grid(page, folder: Path) -> Path:
+    """Click a digitgan page's *Download PNG* and save the file in ``folder`` under the name
+    the page suggests."""
+    with page.expect_download() as dl:
+        page.click("#download")
+    saved = folder / dl.value.suggested_filename
+    dl.value.save_as(saved)
+    return saved

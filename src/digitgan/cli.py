@@ -14,6 +14,7 @@ import argparse
 import importlib
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -233,7 +234,7 @@ def _cas_recipe(args):
 def _export(args) -> int:
     from .export import export
 
-    result = export(args.source, args.out, force=args.force, onnx=args.onnx)
+    result = export(args.source, args.out, force=args.force, onnx=args.onnx, web=args.web)
     for note in result.notes:
         print(f"note: {note}")
     if result.onnx_max_diff is not None:
@@ -245,6 +246,11 @@ def _export(args) -> int:
         f"exported {', '.join(result.files)} to {result.path} in {result.seconds:.1f} s "
         f"(load it with digitgan.load or any digitgan command)"
     )
+    if result.web is not None:
+        print(
+            f"wrote the web page to {result.web}: serve the folder from any static file host, "
+            f"e.g. python -m http.server --directory {shlex.quote(str(result.web))}"
+        )
     return 0
 
 
@@ -553,19 +559,27 @@ def build_parser() -> argparse.ArgumentParser:
         description="Export a run's generator (its EMA where it has one) as a folder of "
         "model.safetensors, config.json, a model card README.md and samples.png (with --onnx "
         "also generator.onnx, checked with ONNX Runtime); digitgan.load and every digitgan "
-        "command read the folder back.",
+        "command read the folder back. With --web, also a folder with a static web page that "
+        "draws with the model in the browser.",
     )
     x.add_argument("source", metavar="RUN_OR_CHECKPOINT")
     x.add_argument("--out", required=True, metavar="DIR", help="the model folder to write")
     x.add_argument(
         "--force",
         action="store_true",
-        help="replace an existing model folder that digitgan exported (never another folder)",
+        help="replace an existing model folder (and --web folder) that digitgan exported "
+        "(never another folder)",
     )
     x.add_argument(
         "--onnx",
         action="store_true",
         help="also write generator.onnx (images in [0, 1]; needs the [export] extra)",
+    )
+    x.add_argument(
+        "--web",
+        metavar="DIR",
+        help="also write a static web page that draws with the model in the browser (ONNX "
+        "Runtime Web, downloaded once from the npm registry; implies --onnx)",
     )
     x.set_defaults(func=_export)
 

@@ -4,9 +4,10 @@ The folder (see :mod:`digitgan.store.exported` for its files) holds the generato
 EMA one where the run kept it) in its own small safetensors format, its description
 (config.json), a model card (README.md) with the run's saved evaluation when there is one,
 a sample grid and, with ``onnx=True``, the generator as ONNX, checked against PyTorch with
-ONNX Runtime. :func:`digitgan.load` reads the folder back.
+ONNX Runtime. :func:`digitgan.load` reads the folder back. With ``web``, a second folder
+holds a static web page that draws with the ONNX generator in the browser (:mod:`digitgan.web`).
 
-The folder is built in a temporary sibling folder and renamed into place, so a failure leaves
+Each folder is built in a temporary sibling folder and renamed into place, so a failure leaves
 no partial folder (and, with ``force``, the old folder untouched).
 """
 
@@ -30,9 +31,18 @@ from .errors import CheckpointError, ConfigError, DigitganError, missing_extra
 from .eval.evaluate import EVAL_FILE
 from .fileio import MiB, atomic_write_text, read_text_bounded
 from .sampling import Sampler, load, save_image_rows
-from .store.exported import CARD, EVAL, ONNX, SAMPLES, foreign_files, write_export_files
+from .store.exported import (
+    CARD,
+    EVAL,
+    ONNX,
+    SAMPLES,
+    config_document,
+    foreign_files,
+    write_export_files,
+)
 from .store.rundir import run_dir_of
 from .version import __version__
+from .web import foreign_site_files, runtime_files, write_site
 
 ONNX_TOLERANCE = 1e-4
 """The largest difference allowed between ONNX Runtime's images and PyTorch's (in [0, 1])."""
@@ -64,32 +74,46 @@ class ExportResult:
     onnx_opset: int | None = None
     onnx_max_diff: float | None = None
     notes: list[str] = field(default_factory=list)
+    web: Path | None = None
 
 
 def export(
-    source: str | Path, out: str | Path, *, force: bool = False, onnx: bool = False
+    source: str | Path,
+    out: str | Path,
+    *,
+    force: bool = False,
+    onnx: bool = False,
+    web: str | Path | None = None,
 ) -> ExportResult:
     """Export the generator of a run directory, checkpoint or exported folder to folder
-    ``out`` (see the module's description). An existing non-empty ``out`` is replaced only
-    with ``force``, and only when it is a folder digitgan exported."""
+    ``out`` (see the module's description) and, with ``web``, its static web page to folder
+    ``web`` (see :mod:`digitgan.web`; implies ``onnx``). An existing non-empty ``out`` or
+    ``web`` is replaced only with ``force``, and only when digitgan exported it."""
     t0 = time.perf_counter()
-    out = Path(out)
-    if out.name in ("", ".", ".."):  # a folder named by its path's last part
-        out = out.resolve()
-    _check_out(out, force)
+    out = _folder(out)
+    web = None if web is None else _folder(web)
+    targets = [(out, "--out", foreign_files)]
+    if web is not None:
+        onnx = True
+        targets.append((web, "--web", foreign_site_files))
+        a, b = out.resolve(), web.resolve()
+        if a == b or a in b.parents or b in a.parents:
+            raise ConfigError(f"--web {web}: must be a folder apart from --out {out}")
+    for folder, option, foreign in targets:
+        _check_out(folder, force, option, foreign)
     if onnx:
         _onnx_modules()  # a missing extra is reported before any work
+    runtime = runtime_files() if web is not None else None  # (may download it, once)
     gan = load(source, device="cpu")
     notes: list[str] = []
     evaluation = _read_evaluation(gan, notes)
     meta = _generator_meta(gan)
-    tmp = out.with_name(f".{out.name}.{secrets.token_hex(6)}.part")
+    result = ExportResult(out, [], 0.0, notes=notes, web=web)
+    tmps: list[Path] = []
     try:
-        tmp.mkdir()
-    except OSError as e:
-        raise ConfigError(f"--out {out}: cannot write beside it: {e.strerror or e}") from None
-    result = ExportResult(out, [], 0.0, notes=notes)
-    try:
+        for folder, option, _ in targets:
+            tmps.append(_beside(folder, option))
+        tmp = tmps[0]
         if onnx:
             result.onnx_opset, result.onnx_max_diff = _export_onnx(gan, tmp / ONNX)
             meta["onnx"] = _onnx_description(gan, result.onnx_opset)
@@ -98,28 +122,53 @@ def export(
         atomic_write_text(tmp / CARD, model_card(gan, meta, evaluation, source))
         if evaluation is not None:
             atomic_write_text(tmp / EVAL, json.dumps(evaluation, indent=2) + "\n")
-        _check_out(out, force)  # again: the folder may have changed meanwhile
-        _put_in_place(tmp, out)
+        if web is not None:
+            write_site(tmps[1], tmp / ONNX, config_document(meta), evaluation, runtime)
+        for folder, option, foreign in targets:
+            _check_out(folder, force, option, foreign)  # again: it may have changed meanwhile
+        for (folder, _, _), built in zip(targets, tmps, strict=True):
+            _put_in_place(built, folder)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for tmp in tmps:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
     result.files = sorted(p.name for p in out.iterdir())
     result.seconds = time.perf_counter() - t0
     return result
 
 
-def _check_out(out: Path, force: bool) -> None:
+def _folder(path: str | Path) -> Path:
+    path = Path(path)
+    if path.name in ("", ".", ".."):  # a folder named by its path's last part
+        path = path.resolve()
+    return path
+
+
+def _beside(folder: Path, option: str) -> Path:
+    """A new hidden temporary folder beside ``folder``, to build it in."""
+    tmp = folder.with_name(f".{folder.name}.{secrets.token_hex(6)}.part")
+    try:
+        tmp.mkdir()
+    except OSError as e:
+        raise ConfigError(f"{option} {folder}: cannot write beside it: {e.strerror or e}") from None
+    return tmp
+
+
+def _check_out(out: Path, force: bool, option: str, foreign) -> None:
+    """Refuse folder ``out`` (of ``option``) unless it is new, empty, or (with ``force``)
+    one that ``foreign(out)`` finds nothing odd in."""
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: exists and is not a folder")
+        raise ConfigError(f"{option} {out}: exists and is not a folder")
     if not out.parent.is_dir():
-        raise ConfigError(f"--out {out}: folder {out.parent} does not exist")
+        raise ConfigError(f"{option} {out}: folder {out.parent} does not exist")
     if out.is_dir() and any(out.iterdir()):
         if not force:
-            raise ConfigError(f"--out {out}: exists and is not empty; use --force to replace it")
-        if odd := foreign_files(out):
+            raise ConfigError(f"{option} {out}: exists and is not empty; use --force to replace it")
+        if odd := foreign(out):
             shown = ", ".join(odd[:5]) + (f" and {len(odd) - 5} more" if len(odd) > 5 else "")
+            what = "a model folder" if option == "--out" else "a web page folder"
             raise ConfigError(
-                f"--out {out}: not a model folder digitgan exported (it holds {shown}); "
+                f"{option} {out}: not {what} digitgan exported (it holds {shown}); "
                 "refusing to replace it, even with --force"
             )
 

@@ -1,15 +1,12 @@
-"""Fixtures for the data-layer tests: small fake IDX datasets, registry stand-ins, local mirrors."""
+"""Fixtures for the data-layer tests: small fake IDX datasets and registry stand-ins (the local
+mirrors, make_mirror and dead_url, are in tests/conftest.py)."""
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import gzip
 import hashlib
-import http.server
-import socket
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -97,60 +94,3 @@ def register(monkeypatch: pytest.MonkeyPatch) -> Callable[..., DatasetEntry]:
         return entry
 
     return register
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    """Serves a folder; no log lines; omits Content-Length when the server says so."""
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-    def send_header(self, keyword: str, value: str) -> None:
-        if keyword.lower() == "content-length" and not self.server.send_length:
-            return
-        super().send_header(keyword, value)
-
-
-@dataclasses.dataclass
-class Mirror:
-    """A local HTTP server on 127.0.0.1 serving the files in ``root`` at ``url``."""
-
-    root: Path
-    url: str
-    server: http.server.ThreadingHTTPServer
-
-    def omit_content_length(self) -> None:
-        """Send bodies without a Content-Length header (the client must cap the stream)."""
-        self.server.send_length = False
-
-
-@pytest.fixture
-def make_mirror(tmp_path: Path) -> Iterator[Callable[[], Mirror]]:
-    """Return a function that starts a local HTTP mirror serving an empty temporary folder."""
-    started: list[tuple[http.server.ThreadingHTTPServer, threading.Thread]] = []
-
-    def make() -> Mirror:
-        root = tmp_path / f"mirror{len(started)}"
-        root.mkdir()
-        handler = functools.partial(_QuietHandler, directory=str(root))
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        server.send_length = True
-        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-        thread.start()
-        started.append((server, thread))
-        return Mirror(root, f"http://127.0.0.1:{server.server_address[1]}/", server)
-
-    yield make
-    for server, thread in started:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
-@pytest.fixture
-def dead_url() -> str:
-    """A URL on 127.0.0.1 where nothing listens (connections are refused)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}/"

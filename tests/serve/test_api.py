@@ -65,9 +65,9 @@ def images(response) -> np.ndarray:
 def test_page_and_static_files_are_served(client):
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    for ref in ("/static/app.js", "/static/style.css"):
-        assert ref in page.text  # served locally: no CDN, no build step
-        r = client.get(ref)
+    for ref in ("static/api.js", "static/app.js", "static/style.css"):
+        assert f'"{ref}"' in page.text  # served locally: no CDN, no build step
+        r = client.get(f"/{ref}")
         assert r.status_code == 200 and len(r.content) > 500
     assert "http" not in page.text.replace("http-equiv", "")  # nothing fetched from elsewhere
 

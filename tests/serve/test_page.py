@@ -8,6 +8,7 @@ import json
 import urllib.request
 
 import numpy as np
+from helpers import download_grid
 from PIL import Image
 
 
@@ -122,12 +123,8 @@ def test_page_draws_walks_and_downloads(page, cli_server, tmp_path, artifacts):
     assert shown_png(page) == plain
 
     # download the current grid as PNG
-    with page.expect_download() as dl:
-        page.click("#download")
-    download = dl.value
-    assert download.suggested_filename == "digitgan-seed1234-n36.png"
-    saved = tmp_path / download.suggested_filename
-    download.save_as(saved)
+    saved = download_grid(page, tmp_path)
+    assert saved.name == "digitgan-seed1234-n36.png"
     assert saved.read_bytes() == png
     assert np.asarray(Image.open(saved)).shape == (182 * shown["scale"], 182 * shown["scale"])
 

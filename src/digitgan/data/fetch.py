@@ -25,7 +25,7 @@ from digitgan.errors import DataError
 from digitgan.fileio import atomic_write
 from digitgan.version import __version__
 
-__all__ = ["TIMEOUT_S", "FileCheck", "check_file", "download_file"]
+__all__ = ["TIMEOUT_S", "DownloadFailed", "FileCheck", "check_file", "download_file", "stream_url"]
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class FileCheck:
     status: Literal["ok", "mismatch", "missing"]
 
 
-class _DownloadFailed(Exception):
+class DownloadFailed(Exception):
     """One mirror could not deliver a good file; the message says why."""
 
 
@@ -78,7 +78,7 @@ def download_file(entry: DatasetEntry, file: DataFile, folder: Path) -> Path:
         try:
             _download(url, dest, file)
             return dest
-        except _DownloadFailed as exc:
+        except DownloadFailed as exc:
             log.info("%s failed: %s", url, exc)
             failures.append(f"{url} ({exc})")
         except OSError as exc:  # writing here failed, not the mirror: no use trying others
@@ -94,38 +94,38 @@ def download_file(entry: DatasetEntry, file: DataFile, folder: Path) -> Path:
 def _download(url: str, dest: Path, file: DataFile) -> None:
     """Fetch ``url`` into ``dest`` all-or-nothing, accepting it only if its checksum matches."""
     with atomic_write(dest) as out:
-        for chunk in _stream(url, file.max_download):
+        for chunk in stream_url(url, file.max_download):
             out.write(chunk)
         out.flush()
         check = check_file(Path(out.name), file)
         if check.status != "ok":
-            raise _DownloadFailed(
+            raise DownloadFailed(
                 f"checksum mismatch: expected {check.expected}, got {check.actual}"
             )
 
 
-def _stream(url: str, limit: int) -> Iterator[bytes]:
+def stream_url(url: str, limit: int) -> Iterator[bytes]:
     """Yield the body of ``url`` in chunks, failing if it is unreachable or exceeds ``limit``."""
     request = urllib.request.Request(url, headers={"User-Agent": f"digitgan/{__version__}"})
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
             announced = response.headers.get("Content-Length", "")
             if announced.isdigit() and int(announced) > limit:
-                raise _DownloadFailed(
+                raise DownloadFailed(
                     f"{announced} bytes announced, more than the {limit} bytes expected"
                 )
             received = 0
             while chunk := response.read(_CHUNK):
                 received += len(chunk)
                 if received > limit:
-                    raise _DownloadFailed(f"more than the {limit} bytes expected")
+                    raise DownloadFailed(f"more than the {limit} bytes expected")
                 yield chunk
     except urllib.error.HTTPError as exc:
-        raise _DownloadFailed(f"HTTP {exc.code} {exc.reason}") from exc
+        raise DownloadFailed(f"HTTP {exc.code} {exc.reason}") from exc
     except urllib.error.URLError as exc:
-        raise _DownloadFailed(str(exc.reason)) from exc
+        raise DownloadFailed(str(exc.reason)) from exc
     except (OSError, http.client.HTTPException, ValueError) as exc:
-        raise _DownloadFailed(f"{type(exc).__name__}: {exc}") from exc
+        raise DownloadFailed(f"{type(exc).__name__}: {exc}") from exc
 
 
 def _digest(path: Path, kind: str, raw_size: int) -> str:

@@ -124,17 +124,22 @@ def foreign_files(folder: Path) -> list[str]:
     odd = [p.name + ("/" if p.is_dir() else "") for p in entries if not _ours(p)]
     if odd:
         return odd
-    if not all((folder / name).is_file() for name in REQUIRED) or not _our_config(folder):
+    if not all((folder / name).is_file() for name in REQUIRED) or not our_json(
+        folder / EXPORT_CONFIG
+    ):
         return [p.name for p in entries]
     return []
 
 
-def _our_config(folder: Path) -> bool:
-    """Whether the folder's config.json is one that digitgan export wrote."""
+def our_json(path: Path, key: str | None = None) -> bool:
+    """Whether JSON file ``path`` (or its field ``key``) is a config.json document that
+    digitgan export wrote."""
     try:
-        doc = json.loads(read_text_bounded(folder / EXPORT_CONFIG, MAX_CONFIG_BYTES, "config"))
+        doc = json.loads(read_text_bounded(path, MAX_CONFIG_BYTES, "config"))
     except (DigitganError, ValueError, RecursionError):
         return False
+    if key is not None:
+        doc = doc.get(key) if isinstance(doc, dict) else None
     ours = {"library": "digitgan", "format": FORMAT}
     return isinstance(doc, dict) and all(doc.get(k) == v for k, v in ours.items())
 

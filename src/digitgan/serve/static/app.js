@@ -1,4 +1,10 @@
-// The digitgan page: draws sample grids and latent walks through the server's JSON/PNG API.
+// The digitgan page: draws sample grids and latent walks. What it draws comes from `backend`,
+// defined by the script loaded before this one: api.js (digitgan serve's JSON/PNG API) or
+// web.js (the generator run in the browser, for digitgan export --web). A backend has
+//   info()      the model's facts and the request limits (as GET /api/info answers)
+//   grid(body)  a PNG Blob of the samples POST /api/samples draws for `body`
+//   walk(body)  the frames POST /api/interpolate draws for `body`, as nested uint8 arrays
+// and rejects a request it cannot draw with an Error whose message says why.
 // Plain browser JavaScript, no build step and nothing fetched from elsewhere.
 "use strict";
 
@@ -16,24 +22,7 @@ let gridUrl = null;
 let frames = []; // the walk's frames, as canvases of the image size
 let playing = null;
 
-// --- talking to the server ---------------------------------------------------------------
-
-async function api(path, body) {
-  const options = body === undefined ? {} : {
-    method: "POST",
-    headers: {"Content-Type": "application/json"},
-    body: JSON.stringify(body),
-  };
-  const res = await fetch(path, options);
-  if (!res.ok) {
-    let message = `${res.status} ${res.statusText}`;
-    try { message = (await res.json()).error || message; } catch (_) { /* not JSON */ }
-    throw new Error(message);
-  }
-  return res;
-}
-
-// A whole number typed in a field, or the text as typed (the server says what is wrong).
+// A whole number typed in a field, or the text as typed (the backend says what is wrong).
 function seedOf(input) {
   const text = input.value.trim();
   const n = Number(text);
@@ -67,7 +56,7 @@ function fillCounts() {
 
 // The largest whole upscaling at which the grid fits its box, so that every pixel of every
 // digit is shown as a square of the same size (and downloaded that way). The grid's layout
-// is the server's (digitgan.viz.make_grid): a square-ish grid, or one row per class, with
+// is digitgan.viz.make_grid's: a square-ish grid, or one row per class, with
 // 2-pixel gaps.
 function gridScale(n, label) {
   const [, h, w] = info.image_shape;
@@ -87,7 +76,7 @@ async function drawGrid() {
   body.scale = gridScale(body.n, body.label);
   $("samples-card").classList.add("busy");
   try {
-    const blob = await (await api("/api/samples", body)).blob();
+    const blob = await backend.grid(body);
     if (token !== gridToken) return; // a newer request has been made
     const url = URL.createObjectURL(blob);
     const img = $("grid");
@@ -157,12 +146,12 @@ function showFrame(i) {
 async function loadWalk() {
   const token = ++walkToken;
   const body = {seed_a: seedOf($("seed-a")), seed_b: seedOf($("seed-b")), steps: WALK_STEPS,
-                format: "json", truncation: truncation()};
+                truncation: truncation()};
   if (info.num_classes > 0) body.label = Number($("walk-digit").value);
   try {
-    const data = await (await api("/api/interpolate", body)).json();
+    const images = await backend.walk(body);
     if (token !== walkToken) return;
-    frames = data.images.map(toCanvas);
+    frames = images.map(toCanvas);
     const view = $("walk-frame");
     [view.width, view.height] = [7 * frames[0].width, 7 * frames[0].height]; // 196 for 28
     const strip = $("walk-strip");
@@ -264,9 +253,9 @@ function setUpDigits() {
 
 async function start() {
   try {
-    info = await (await api("/api/info")).json();
+    info = await backend.info();
   } catch (e) {
-    $("summary").textContent = `cannot reach the server: ${e.message}`;
+    $("summary").textContent = `cannot load the model: ${e.message}`;
     return;
   }
   for (const id of ["seed", "seed-a", "seed-b"]) $(id).max = String(info.limits.max_seed);
