@@ -38,6 +38,7 @@ class Objective:
     doc: str
     real_target: bool = False  # whether d_loss takes real_target (label smoothing)
     pairs_real: bool = False  # whether g_loss takes the real logits too: g_loss(fake, real)
+    signed: bool = False  # whether a positive logit means "real" (the sign is D's decision)
 
 
 def bce_d_loss(real: Tensor, fake: Tensor, real_target: float = 1.0) -> Tensor:
@@ -108,6 +109,7 @@ for _o in (
         ns_g_loss,
         "non-saturating (the seed's): G maximises log D(G(z))",
         real_target=True,
+        signed=True,
     ),
     Objective(
         "minimax",
@@ -115,6 +117,7 @@ for _o in (
         minimax_g_loss,
         "minimax (Goodfellow et al. 2014): G minimises log(1 - D(G(z)))",
         real_target=True,
+        signed=True,
     ),
     Objective(
         "lsgan", lsgan_d_loss, lsgan_g_loss, "least squares (Mao et al. 2017)", real_target=True
@@ -125,7 +128,13 @@ for _o in (
         wgan_g_loss,
         "Wasserstein critic (Arjovsky et al. 2017); pair with loss.gp.weight",
     ),
-    Objective("hinge", hinge_d_loss, wgan_g_loss, "hinge (Lim & Ye 2017), as in SN-GAN and BigGAN"),
+    Objective(
+        "hinge",
+        hinge_d_loss,
+        wgan_g_loss,
+        "hinge (Lim & Ye 2017), as in SN-GAN and BigGAN",
+        signed=True,
+    ),
     Objective(
         "rpgan",
         rpgan_d_loss,
@@ -194,7 +203,8 @@ def r2_penalty(D, batch: PenaltyBatch, generator: torch.Generator | None = None)
 @dataclass(frozen=True)
 class Penalty:
     """A discriminator penalty: ``fn(D, batch, generator) -> scalar`` (see
-    :class:`PenaltyBatch`); draw any randomness from ``generator``.
+    :class:`PenaltyBatch`); draw any randomness from ``generator``. Call ``D`` as
+    ``D(x, labels)``: when augmentation is on, it augments ``x`` before scoring it.
 
     ``per_sample``: it is a sum over samples of a per-sample term (a gradient with respect to
     each input), which a discriminator with batch statistics would mix up.
