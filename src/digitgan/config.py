@@ -193,8 +193,8 @@ class TrainConfig:
     fast_step: bool = opt(
         True,
         "use a specialised kernel where one handles the run (the dense ReLU kernel: "
-        "unconditional MLPs, fp32, one process, no penalties or instance noise): the same "
-        "math as the generic step with less overhead; false = always the generic step",
+        "unconditional MLPs, fp32, one process, no penalties, instance noise or augmentation): "
+        "the same math as the generic step with less overhead; false = always the generic step",
     )
     ema_decay: float = opt(
         0.0,
