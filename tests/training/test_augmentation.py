@@ -33,17 +33,26 @@ def test_one_call_augments_real_and_fake_with_one_policy_differentiably(tiny, sm
     assert (fake.grad.flatten(1).sum(1) > 0).all()
 
 
-def test_every_image_d_scores_is_augmented(tiny, small_data):
-    """D steps (real and fake), the R1 penalty and the G step: with cutout at strength 1,
-    every image D sees has a square of at least 7 x 7 pixels at the fill, 0 in [-1, 1] (a
-    value neither the generator's tanh nor the real digits take exactly)."""
-    cfg = tiny("hinge-sn", augment__mode="diffaugment", augment__policy=["cutout"])
-    s = Stepping(cfg.replace(loss__r1__gamma=1.0), small_data)
+@pytest.mark.parametrize(
+    "name, overrides, calls",
+    [
+        ("hinge-sn", {"loss__r1__gamma": 1.0}, 4),  # real, fake, R1's real, G's fake
+        ("seed", {"loss__objective": "rpgan", "loss__r2__gamma": 1.0}, 4),  # real + fake as
+        # one batch, R2's fake, G's fake, the real batch paired with it
+    ],
+)
+def test_every_image_d_scores_is_augmented(tiny, small_data, name, overrides, calls):
+    """With cutout at strength 1, every image D sees has a square of at least 7 x 7 pixels
+    at the fill, the middle of the images' range (0 in [-1, 1], 0.5 in [0, 1]: a value
+    neither the generator's output nor the real digits take exactly)."""
+    cfg = tiny(name, augment__mode="diffaugment", augment__policy=["cutout"], **overrides)
+    s = Stepping(cfg, small_data)
+    fill = sum(s.G.out_range) / 2
     seen = []
     s.D.register_forward_hook(lambda m, i, o: seen.append(i[0].detach()))
     s.step()
-    assert len(seen) == 4  # real, fake, R1's real, the G step's fake
-    assert all(((x == 0).flatten(1).sum(1) >= 49).all() for x in seen)
+    assert len(seen) == calls
+    assert all(((x == fill).flatten(1).sum(1) >= 49).all() for x in seen)
 
 
 def test_the_penalties_see_d_through_the_augmentation(tiny, small_data):
