@@ -127,7 +127,7 @@ SCENARIOS = {
     ),
     # ADA: r_t averaged over the ranks, so p moves alike on both
     "ada": (
-        ["train", "--out", "ada", "--iters", "4", *TINY, "--set", "augment.mode=ada"]
+        ["train", "--out", "ada", "--iters", "2", *TINY, "--set", "augment.mode=ada"]
         + ["--set", "augment.ada.interval=2", "--set", "augment.ada.ramp_images=64"],
         0,
     ),
