@@ -22,7 +22,7 @@ def test_one_call_augments_real_and_fake_with_one_policy_differentiably(tiny, sm
     real, _ = s.batches.next()
     fake = s.G(s.noise(len(real))).detach().requires_grad_(True)
     state = s.noise_gen.get_state()
-    seen_real, seen_fake = s.kernel.augment(real, fake)
+    seen_real, seen_fake = s.kernel.augmented(real, fake)
     replay = torch.Generator().set_state(state)
     both = augment(torch.cat([real, fake]), ["translation", "cutout"], 1.0, replay)
     assert torch.equal(torch.cat([seen_real, seen_fake]), both)

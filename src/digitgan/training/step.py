@@ -200,7 +200,7 @@ class Step:
         noise = torch.randn(x.shape, generator=tr.noise_gen, device=x.device, dtype=x.dtype)
         return x + sigma * noise
 
-    def augment(self, *batches: Tensor) -> tuple[Tensor, ...]:
+    def augmented(self, *batches: Tensor) -> tuple[Tensor, ...]:
         """The batches as ``augment.mode`` shows them to D: augmented in one call over all of
         them (one policy and strength; each image's parameters drawn from the noise stream),
         differentiable; as they are when augmentation is off."""
@@ -217,7 +217,7 @@ class Step:
         D = self.trainer.D_train
         if self.trainer.augment is None:
             return D
-        return lambda x, labels: D(self.augment(x)[0], labels)
+        return lambda x, labels: D(self.augmented(x)[0], labels)
 
     def iterate(self) -> StepResult:
         """The D steps and the G step (G and D under :attr:`autocast`, their outputs cast to
@@ -230,7 +230,7 @@ class Step:
         for i, ((fake_y, _), fake) in enumerate(zip(inputs[:k], fakes, strict=True)):
             x, labels = tr.batches.next()
             y = labels if tr.conditional else None
-            real, seen_fake = self.augment(x, fake)
+            real, seen_fake = self.augmented(x, fake)
             real_logits, fake_logits = self._discriminate(
                 self.perturb(real), y, self.perturb(seen_fake), fake_y
             )
@@ -255,13 +255,13 @@ class Step:
         fake_y, z = inputs[k]
         with amp():
             fake = G(z, fake_y).float()
-        (fake,) = self.augment(fake)
+        (fake,) = self.augmented(fake)
         with amp():
             g_logits = D(self.perturb(fake), fake_y).float()
         if self.objective.pairs_real:  # a relativistic G loss pairs each fake with a real
             x, labels = tr.batches.next()
             with torch.no_grad():
-                (x,) = self.augment(x)
+                (x,) = self.augmented(x)
                 with amp():
                     paired = D(self.perturb(x), labels if tr.conditional else None).float()
             g_loss = self.objective.g_loss(g_logits, paired)
