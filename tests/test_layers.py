@@ -11,7 +11,7 @@ PACKAGE = Path(digitgan.__file__).parent
 
 LAYERS = [
     {"errors", "fileio", "options", "version"},
-    {"data", "models", "losses", "viz"},
+    {"data", "models", "losses", "augment", "viz"},
     {"config"},
     {"store"},
     {"sampling", "eval", "training", "export", "web"},

@@ -1,7 +1,7 @@
 """Typed configuration: every option, its default, its documentation and its checks.
 
 A :class:`Config` has one section per concern (``data``, ``model``, ``loss``,
-``optim``, ``train``, ``log``). Each field is declared once, with its help text
+``augment``, ``optim``, ``train``, ``log``). Each field is declared once, with its help text
 and constraints in the field metadata; :func:`validate` checks them all before
 any work starts and names the offending field in its message.
 
@@ -26,6 +26,7 @@ from typing import Any
 import tomli_w
 import torch
 
+from .augment import AUGMENTS, TRANSFORMS
 from .errors import ConfigError
 from .fileio import read_text_bounded
 from .losses import OBJECTIVES, PENALTIES
@@ -157,6 +158,23 @@ class LossConfig(_Parts):
         return [(n, w) for n, w in on if w > 0]
 
 
+@dataclass(eq=False)
+class AugmentConfig(_Parts):
+    PARTS = (AUGMENTS, "mode")
+
+    mode: str = opt(
+        "none",
+        "augmentation of every image D sees, real and generated: diffaugment (a fixed strength, "
+        "Zhao et al. 2020) or ada (a strength adapted to D's overfitting, Karras et al. 2020)",
+        choices=lambda: ("none", *AUGMENTS.names()),
+    )
+    policy: list[str] = opt(
+        ["color", "translation", "cutout"],
+        "the transforms, in order (color applies to images of 3 or more channels only)",
+        choices=TRANSFORMS.names,
+    )
+
+
 @dataclass
 class OptimConfig:
     lr_g: float = opt(1e-3, "generator Adam learning rate", min=0.0)
@@ -175,8 +193,8 @@ class TrainConfig:
     fast_step: bool = opt(
         True,
         "use a specialised kernel where one handles the run (the dense ReLU kernel: "
-        "unconditional MLPs, fp32, one process, no penalties or instance noise): the same "
-        "math as the generic step with less overhead; false = always the generic step",
+        "unconditional MLPs, fp32, one process, no penalties, instance noise or augmentation): "
+        "the same math as the generic step with less overhead; false = always the generic step",
     )
     ema_decay: float = opt(
         0.0,
@@ -231,7 +249,7 @@ class LogConfig:
     )
 
 
-SECTIONS = ("data", "model", "loss", "optim", "train", "log")
+SECTIONS = ("data", "model", "loss", "augment", "optim", "train", "log")
 MAX_INT = 2**31 - 1
 """No integer option may exceed this (a typo, not a size any tensor or loop could have)."""
 
@@ -244,6 +262,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -607,6 +626,13 @@ def _check_combinations(cfg: Config) -> None:
         raise ConfigError(
             f"loss.label_smoothing: applies to the {', '.join(with_target)} objectives, "
             f"not {loss.objective}"
+        )
+    mode = cfg.augment.mode
+    if mode in AUGMENTS and AUGMENTS[mode].reads_sign and not OBJECTIVES[loss.objective].signed:
+        signed = [name for name, o in OBJECTIVES.items() if o.signed]
+        raise ConfigError(
+            f"augment.mode: {mode} reads D's overfitting from the sign of its logits, which "
+            f"only the {', '.join(signed)} objectives give a meaning, not {loss.objective}"
         )
     penalties = loss.penalties()
     if cfg.train.compile and penalties:

@@ -39,6 +39,7 @@ class Objective:
     doc: str
     real_target: bool = False  # whether d_loss takes real_target (label smoothing)
     pairs_real: bool = False  # whether g_loss takes the real logits too: g_loss(fake, real)
+    signed: bool = False  # whether a positive logit means "real" (the sign is D's decision)
 
 
 def bce_d_loss(real: Tensor, fake: Tensor, real_target: float = 1.0) -> Tensor:
@@ -109,6 +110,7 @@ for _o in (
         ns_g_loss,
         "non-saturating (the seed's): G maximises log D(G(z))",
         real_target=True,
+        signed=True,
     ),
     Objective(
         "minimax",
@@ -116,6 +118,7 @@ for _o in (
         minimax_g_loss,
         "minimax (Goodfellow et al. 2014): G minimises log(1 - D(G(z)))",
         real_target=True,
+        signed=True,
     ),
     Objective(
         "lsgan", lsgan_d_loss, lsgan_g_loss, "least squares (Mao et al. 2017)", real_target=True
@@ -126,7 +129,13 @@ for _o in (
         wgan_g_loss,
         "Wasserstein critic (Arjovsky et al. 2017); pair with loss.gp.weight",
     ),
-    Objective("hinge", hinge_d_loss, wgan_g_loss, "hinge (Lim & Ye 2017), as in SN-GAN and BigGAN"),
+    Objective(
+        "hinge",
+        hinge_d_loss,
+        wgan_g_loss,
+        "hinge (Lim & Ye 2017), as in SN-GAN and BigGAN",
+        signed=True,
+    ),
     Objective(
         "rpgan",
         rpgan_d_loss,
@@ -194,7 +203,8 @@ def r2_penalty(D, batch: PenaltyBatch) -> Tensor:
 class Penalty:
     """A discriminator penalty: ``fn(D, batch) -> values`` of shape (N,), one per sample
     (see :class:`PenaltyBatch`; draw any randomness with ``batch.rand``); the step adds
-    their mean over each run's samples, times the weight, to the D loss.
+    their mean over each run's samples, times the weight, to the D loss. Call ``D`` as
+    ``D(x, labels)``: when augmentation is on, it augments ``x`` before scoring it.
 
     ``per_sample``: each value depends on its own sample alone (a gradient with respect to
     each input), which a discriminator with batch statistics would mix up.

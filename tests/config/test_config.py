@@ -64,6 +64,14 @@ def test_round_trip_through_toml():
         (["train.nosuch=1"], "unknown config key 'train.nosuch'"),
         (["train.iters"], "expected section.key=value"),
         (["log.histograms=maybe"], "log.histograms: expected true or false"),
+        (["augment.mode=flip"], "augment.mode: 'flip' is not one of none, diffaugment, ada"),
+        (["augment.policy=['cutout','flip']"], "augment.policy: 'flip' is not one of"),
+        (["augment.ada.target=1.5"], "augment.ada.target: 1.5 is above the maximum 1.0"),
+        (
+            ["augment.mode=ada", "loss.objective=wgan"],
+            "augment.mode: ada reads D's overfitting from the sign of its logits, which only the "
+            "ns, minimax, hinge objectives give a meaning, not wgan",
+        ),
     ],
 )
 def test_bad_values_name_the_field(sets, message):

@@ -23,6 +23,7 @@ def tiny_seed(**overrides):
         ({"model__conditional": True}, Step, {"conditional"}),
         ({"loss__r1__gamma": 1.0}, Step, {"penalties"}),
         ({"loss__instance_noise": 0.1}, Step, {"instance_noise"}),
+        ({"augment__mode": "diffaugment"}, Step, {"augment"}),
         ({"train__precision": "bf16"}, Step, {"bf16"}),
         ({"model__spectral_norm": True}, Step, set()),  # the models' structure, not a feature
         ({"train__fast_step": False}, Step, set()),

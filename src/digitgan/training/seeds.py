@@ -123,9 +123,15 @@ class StackedTrainer:
     """The trainers of runs that differ only in ``train.seed``, trained by one step."""
 
     dist = SINGLE
+    augment = None
 
     def __init__(self, trainers: Sequence[Trainer]):
         first = trainers[0]
+        if first.augment is not None:
+            raise ConfigError(
+                f"augment.mode: {first.cfg.augment.mode} is not available for several seeds at "
+                "once; train the seeds one by one"
+            )
         config = {k: v for k, v in first.cfg.flat().items() if k != "train.seed"}
         for t in trainers[1:]:
             if {k: v for k, v in t.cfg.flat().items() if k != "train.seed"} != config:

@@ -6,13 +6,15 @@ Its order of work and randomness:
 
 1. the generator inputs of the whole iteration (fake labels, then noise, batch by batch:
    one batch per discriminator step, then the generator step's) are drawn first;
-2. each discriminator step takes a real batch and its fake images, perturbs both (instance
-   noise), scores them, adds every penalty that is on (each a phase of its own, drawing
-   its own randomness; every ``loss.lazy_every``-th D step, scaled by it and by the
+2. each discriminator step takes a real batch and its fake images, augments both in one
+   call (``augment.mode``), perturbs both (instance noise), scores them, adds every penalty
+   that is on (each a phase of its own, drawing its own randomness, with D seeing its
+   inputs augmented; every ``loss.lazy_every``-th D step, scaled by it and by the
    ``loss.penalty_end`` schedule), and takes an optimiser step;
-3. the generator step scores fresh fakes through the updated D (a relativistic objective
-   also scores a fresh real batch, without gradients, to pair them with) and steps G;
-4. the EMA of G moves towards G.
+3. the generator step scores fresh fakes, augmented, through the updated D (a relativistic
+   objective also scores a fresh real batch, without gradients, to pair them with) and
+   steps G;
+4. the EMA of G moves towards G, and the strength of augmentation adapts (``ada``).
 
 Where it is the same math, the step does less work:
 
@@ -38,6 +40,7 @@ import torch
 from torch import Tensor
 from torch.optim.adam import adam
 
+from ..augment import augment
 from ..losses import OBJECTIVES, PENALTIES, PenaltyBatch, penalty_scale
 from ..models import has_forward_state
 from .trainer import Trainer
@@ -143,6 +146,7 @@ def features(trainer: Trainer) -> frozenset[str]:
         "penalties": bool(cfg.loss.penalties()),
         "pairs_real": OBJECTIVES[cfg.loss.objective].pairs_real,
         "instance_noise": cfg.loss.instance_noise > 0,
+        "augment": trainer.augment is not None,
         "bf16": cfg.train.precision != "fp32",
         "compile": cfg.train.compile,
         "distributed": trainer.dist.world > 1,
@@ -176,6 +180,7 @@ class Step:
         self.one_g_pass = not has_forward_state(trainer.G)
         self.one_d_pass = not has_forward_state(trainer.D)
         self.runs = trainer.runs
+        self.policy = cfg.augment.policy
 
     def per_run(self, loss, *tensors: Tensor) -> Tensor:
         """``loss(*tensors)`` of each run: its value for one run, a vector of one per run
@@ -211,6 +216,9 @@ class Step:
         if tr.ema:
             tr.ema.update(tr.G, tr.step_count)
         tr.step_count += 1
+        if tr.augment:
+            tr.augment.adapt(tr.step_count, tr.dist.mean)
+            result.extras |= tr.augment.scalars()
         return result
 
     def draw_inputs(self, out: Tensor | None = None) -> list[tuple[Tensor | None, Tensor]]:
@@ -235,6 +243,25 @@ class Step:
             return x
         return x + sigma * tr.rand(x.shape, normal=True).to(x.dtype)
 
+    def augmented(self, *batches: Tensor) -> tuple[Tensor, ...]:
+        """The batches as ``augment.mode`` shows them to D: augmented in one call over all of
+        them (one policy and strength; each image's parameters drawn from the noise stream),
+        differentiable; as they are when augmentation is off."""
+        tr = self.trainer
+        if tr.augment is None:
+            return batches
+        x = torch.cat(batches) if len(batches) > 1 else batches[0]
+        x = augment(x, self.policy, tr.augment.p, tr.noise_gen, tr.G.out_range)
+        return x.split([len(b) for b in batches])
+
+    def penalty_d(self):
+        """D as the penalties call it, ``D(x, labels)``: through the augmentation when it is on
+        (as the papers regularise D), so their input gradients are the unaugmented images'."""
+        D = self.trainer.D_train
+        if self.trainer.augment is None:
+            return D
+        return lambda x, labels: D(self.augmented(x)[0], labels)
+
     def iterate(self) -> StepResult:
         """The D steps and the G step (G and D under :attr:`autocast`, their outputs cast to
         float32, so perturbations, objectives and penalty norms are computed in float32)."""
@@ -246,9 +273,12 @@ class Step:
         for i, ((fake_y, _), fake) in enumerate(zip(inputs[:k], fakes, strict=True)):
             x, labels = tr.batches.next()
             y = labels if tr.conditional else None
+            real, seen_fake = self.augmented(x, fake)
             real_logits, fake_logits = self._discriminate(
-                self.perturb(x), y, self.perturb(fake), fake_y
+                self.perturb(real), y, self.perturb(seen_fake), fake_y
             )
+            if tr.augment:
+                tr.augment.observe(real_logits)
             d_loss = self.per_run(self.d_loss, real_logits, fake_logits)
             lazy = tr.cfg.loss.lazy_every
             if self.penalties and (tr.step_count * k + i) % lazy == 0:
@@ -258,7 +288,7 @@ class Step:
                 )
                 for name, weight, penalty in self.penalties:
                     with amp():  # D's input gradient is float32: its inputs are
-                        value = self.mean(penalty.fn(D, batch))
+                        value = self.mean(penalty.fn(self.penalty_d(), batch))
                     extras[f"{name}_penalty"] = value.detach()
                     d_loss = d_loss + scale * weight * value
             tr.opt_d.zero_grad(set_to_none=True)
@@ -267,11 +297,16 @@ class Step:
         D.requires_grad_(False)
         fake_y, z = inputs[k]
         with amp():
-            g_logits = D(self.perturb(G(z, fake_y).float()), fake_y).float()
+            fake = G(z, fake_y).float()
+        (fake,) = self.augmented(fake)
+        with amp():
+            g_logits = D(self.perturb(fake), fake_y).float()
         if self.objective.pairs_real:  # a relativistic G loss pairs each fake with a real
             x, labels = tr.batches.next()
-            with torch.no_grad(), amp():
-                paired = D(self.perturb(x), labels if tr.conditional else None).float()
+            with torch.no_grad():
+                (x,) = self.augmented(x)
+                with amp():
+                    paired = D(self.perturb(x), labels if tr.conditional else None).float()
             g_loss = self.per_run(self.objective.g_loss, g_logits, paired)
         else:
             g_loss = self.per_run(self.objective.g_loss, g_logits)

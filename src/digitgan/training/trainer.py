@@ -1,7 +1,8 @@
 """What one run trains and everything a checkpoint must hold to continue it exactly.
 
 A :class:`Trainer` holds the models, their optimisers, the EMA of the generator, the
-data order and the random streams, and turns them into checkpoint state and back
+strength of augmentation (``augment.mode``), the data order and the random streams, and
+turns them into checkpoint state and back
 (:meth:`Trainer.state`, :meth:`Trainer.load_state`). It computes nothing itself: the
 iteration is :mod:`.step`, the loop around it :mod:`.loop`.
 
@@ -20,13 +21,19 @@ from pathlib import Path
 
 import torch
 
+from ..augment import AUGMENTS, FixedStrength
 from ..config import Config
 from ..data import Dataset
 from ..errors import CheckpointError, ConfigError, DivergenceError
 from ..fileio import memory_limit
 from ..losses import PENALTIES
 from ..models import build_models, footprint, has_batch_stats, sample_noise
-from ..store.checkpoint import load_module_state, load_optimizer, optimizer_tensors
+from ..store.checkpoint import (
+    load_module_state,
+    load_optimizer,
+    optimizer_tensors,
+    split_prefix,
+)
 from ..version import __version__
 from .batches import EpochBatches
 from .distributed import SINGLE, Dist
@@ -167,6 +174,7 @@ class Trainer:
             self.D.parameters(), lr=o.lr_d, betas=(o.beta1, o.beta2), eps=o.eps, fused=fused
         )
         self.ema = EMA(self.G, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
+        self.augment = self._augment_strength()
         if cfg.train.compile:  # in place: the state_dict keys, so checkpoints, are unchanged
             self.G.compile()
             self.D.compile()
@@ -186,6 +194,14 @@ class Trainer:
         # G and D as the step calls them: their DistributedDataParallel wrappers across
         # processes, themselves in one
         self.G_train, self.D_train = dist.wrap(self.G), dist.wrap(self.D)
+
+    def _augment_strength(self) -> FixedStrength | None:
+        """The strength of ``augment.mode`` (None when it is off): its state is run state."""
+        a = self.cfg.augment
+        if a.mode not in AUGMENTS:
+            return None
+        images = self.cfg.data.batch_size * self.cfg.train.d_steps
+        return AUGMENTS[a.mode](a.part(a.mode), images, self.device)
 
     def _check_penalties(self) -> None:
         for name, _ in self.cfg.loss.penalties():
@@ -268,6 +284,8 @@ class Trainer:
             if step != self.step_count:
                 raise RuntimeError("Trainer.state: call gather_noise_states() on every rank")
         tensors |= tg | td | {"rng.data": b["rng"], "data.perm": b["perm"]}
+        if self.augment:
+            tensors |= {f"augment.{k}": v for k, v in self.augment.state().items()}
         tensors |= {_noise_key(rank, world): state for rank, state in enumerate(noise)}
         meta = {
             "step": self.step_count,
@@ -313,6 +331,11 @@ class Trainer:
             self._load_noise_state(tensors, meta)
         except (KeyError, ValueError, TypeError, RuntimeError) as e:
             raise CheckpointError(f"{source}: random or data-order state unusable: {e}") from None
+        if self.augment:
+            try:
+                self.augment.load_state(split_prefix(tensors, "augment"))
+            except ValueError as e:
+                raise CheckpointError(f"{source}: augmentation state unusable: {e}") from None
         self.step_count = int(meta["step"])
 
     def _load_noise_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:

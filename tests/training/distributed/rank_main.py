@@ -7,8 +7,9 @@ Rank r works in ROOT/rank<r> (HOME and TMPDIR point there too, so that anything 
 writes, to a relative path or a cache, lands there); the test checks that ROOT/rank1 stays
 empty. SCENARIOS_JSON is a list of [name, argv] pairs, run in order with digitgan.cli.main in
 this one process (so one launch serves many scenarios, in one process group). After each, the
-rank writes ROOT/dumps/<name>/rank<r>.safetensors (its G, D, EMA and Adam tensors and noise
-state, when the command trained) and finally ROOT/dumps/rank<r>.json, the exit codes.
+rank writes ROOT/dumps/<name>/rank<r>.safetensors (its G, D, EMA, Adam and augmentation
+tensors and noise state, when the command trained) and finally ROOT/dumps/rank<r>.json, the
+exit codes.
 """
 
 import json
@@ -50,6 +51,8 @@ def dump(trainer, path: Path) -> None:
         tensors |= {f"{prefix}.{k}": v for k, v in module.state_dict().items()}
     for prefix, opt in (("opt_g", trainer.opt_g), ("opt_d", trainer.opt_d)):
         tensors |= optimizer_tensors(opt, prefix)[0]
+    if trainer.augment:
+        tensors |= {f"augment.{k}": v for k, v in trainer.augment.state().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, path)
 

@@ -124,6 +124,12 @@ SCENARIOS = {
         + ["--set", "model.conditional=true", "--set", "model.spectral_norm=true"],
         0,
     ),
+    # ADA: r_t averaged over the ranks, so p moves alike on both
+    "ada": (
+        ["train", "--out", "ada", "--iters", "2", *TINY, "--set", "augment.mode=ada"]
+        + ["--set", "augment.ada.interval=2", "--set", "augment.ada.ramp_images=64"],
+        0,
+    ),
     "exists": (["train", "--out", "straight", "--iters", "2", *TINY], 2),
     "diverge": (
         ["train", "--out", "diverge", "--iters", "50", *TINY, "--set", "log.tb_every=1"]
@@ -214,14 +220,15 @@ def test_rank_1_writes_nothing_and_rank_0_writes_every_output(launch):
     assert launch.out.count("finished iteration") == len(finished) + 3
 
 
-@pytest.mark.parametrize("name", ["straight", "resume", "gp", "conv", "from_one", "eval"])
+@pytest.mark.parametrize("name", ["straight", "resume", "gp", "conv", "ada", "from_one", "eval"])
 def test_ranks_hold_identical_weights_and_their_own_noise(launch, name):
     a, b = _dump(launch, name, 0), _dump(launch, name, 1)
     assert a.keys() == b.keys()
     # BatchNorm running statistics are rank 0's after each broadcast, then each rank's own
     buffers = [k for k in a if re.search(r"running_|num_batches", k)]
     assert bool(buffers) == (name == "conv")
-    for key in a.keys() - {"noise", *buffers}:  # weights (EMA too) and Adam moments
+    assert ("augment.p" in a) == (name == "ada")
+    for key in a.keys() - {"noise", *buffers}:  # weights (EMA too), Adam moments, ADA's p
         assert torch.equal(a[key], b[key]), key
     assert not torch.equal(a["noise"], b["noise"])
 
