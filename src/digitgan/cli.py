@@ -57,6 +57,8 @@ def _train(args) -> int:
             device=args.device,
             progress=progress,
         )
+        if isinstance(result, list):  # the folder of a --seeds training
+            return _report_runs(result)
     else:
         overrides = {
             f: getattr(args, k) for k, f in FIELD_FLAGS.items() if getattr(args, k) is not None
@@ -404,7 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         metavar="DIR",
         help="continue the run in DIR from its latest checkpoint (--iters, --device and --set "
-        "may change settings; not the model, dataset or seed)",
+        "may change settings; not the model, dataset or seed); DIR may be the folder of a "
+        "--seeds training, whose runs continue at once",
     )
     t.add_argument(
         "--dry-run",

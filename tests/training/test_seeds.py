@@ -5,7 +5,8 @@ import torch
 
 import digitgan
 from digitgan.cli import main
-from digitgan.errors import ConfigError, DivergenceError
+from digitgan.errors import CheckpointError, ConfigError, DivergenceError
+from digitgan.store.checkpoint import read_checkpoint
 from digitgan.training.hooks import Hook
 from digitgan.training.loop import make_step
 from digitgan.training.seeds import StackedTrainer
@@ -163,3 +164,25 @@ def test_the_command_line_takes_seed_lists_and_refuses_bad_ones(tmp_path, capsys
         err = capsys.readouterr().err
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "other").exists()
+
+
+def test_a_seeds_folder_resumes_stacked_exactly(tiny, small_data, tmp_path):
+    cfg = tiny("dcgan", train__iters=4, log__ckpt_every=2)
+    straight = digitgan.train(cfg, tmp_path / "a", dataset=small_data, progress=False, seeds=[0, 1])
+    digitgan.train(
+        cfg.replace(train__iters=2),
+        tmp_path / "b",
+        dataset=small_data,
+        progress=False,
+        seeds=[0, 1],
+    )
+    resumed = digitgan.resume(tmp_path / "b", iters=4, dataset=small_data, progress=False)
+    assert [r.step for r in resumed] == [4, 4] and [r.step for r in straight] == [4, 4]
+    for seed in ("seed-0", "seed-1"):
+        a = read_checkpoint(tmp_path / "a" / seed / "checkpoints" / "latest.safetensors")[0]
+        b = read_checkpoint(tmp_path / "b" / seed / "checkpoints" / "latest.safetensors")[0]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), seed
+    # runs of a folder at different iterations continue one by one
+    digitgan.resume(tmp_path / "b" / "seed-1", iters=5, dataset=small_data, progress=False)
+    with pytest.raises(CheckpointError, match=r"different iterations \(seed-0 at 4, seed-1 at 5\)"):
+        digitgan.resume(tmp_path / "b", iters=6, dataset=small_data, progress=False)

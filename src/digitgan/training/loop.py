@@ -321,7 +321,7 @@ def resume(
     device: str | None = None,
     dataset: Dataset | None = None,
     hooks: Sequence[Hook] = (),
-) -> TrainResult:
+) -> TrainResult | list[TrainResult]:
     """Continue a run from its latest checkpoint, to ``iters`` (default: its configured total).
 
     Model, optimiser, step, random states and data order are restored, so the result is the
@@ -329,32 +329,86 @@ def resume(
     here on, as ``section.key=value`` strings (e.g. ``["optim.lr_d=5e-4"]``); the fields in
     :data:`FIXED_ON_RESUME` cannot change. Under torchrun every process calls this; a run
     may continue with another number of processes (the noise streams are then reseeded).
+
+    ``run_dir`` may also be the folder of a ``seeds`` training (its ``seed-N`` runs): they
+    continue at once, stacked again, and their results are returned as a list.
     """
-    latest = RunDir(run_dir).checkpoints / f"{LATEST}{SUFFIX}"
-
-    def open_run() -> RunDir:
-        run = RunDir.open(run_dir)
-        if not latest.exists():
-            run.close()
-            raise CheckpointError(
-                f"--resume {run.root}: the run has no checkpoint yet (it stopped before its "
-                f"first one); start it again with `digitgan train --out {run.root} --force`"
-            )
-        return run
-
-    with session() as dist, dist.on_main(open_run) or nullcontext() as run:
-        trainer, dataset = restore_trainer(latest, iters, sets, device, dataset, dist)
+    sweep = seed_runs(run_dir)
+    if sweep:
+        return _resume_seeds(sweep, iters, sets, progress, device, dataset, hooks)
+    with session() as dist, dist.on_main(lambda: _open_run(run_dir)) or nullcontext() as run:
+        trainer, dataset = restore_trainer(_latest(run_dir), iters, sets, device, dataset, dist)
         scorer = dist.on_main(lambda: make_scorer(trainer.cfg, dataset))
         step = make_step(trainer)
-
-        def continue_run() -> None:
-            run.write_config(trainer.cfg.to_toml())
-            run.truncate_metrics(trainer.step_count)
-
-        dist.on_main(continue_run)
+        dist.on_main(lambda: _continue_run(run, trainer))
         built_in = default_hooks(trainer, run is not None, _want_progress(progress), scorer)
         loop = Loop(trainer, run, trainer.cfg.train.iters, fresh=False)
         return fit(loop, step, [*built_in, *hooks])
+
+
+def seed_runs(folder: str | Path) -> list[Path]:
+    """The ``seed-N`` run directories of a folder written by ``train(..., seeds=...)``, in
+    seed order; empty when ``folder`` is a run directory itself (or holds none)."""
+    folder = Path(folder)
+    if (folder / "config.toml").exists() or not folder.is_dir():
+        return []
+    runs = [p.parent for p in folder.glob("seed-*/config.toml")]
+    return sorted(runs, key=lambda p: int(p.name[5:]) if p.name[5:].isdigit() else -1)
+
+
+def _latest(run_dir: str | Path) -> Path:
+    return RunDir(run_dir).checkpoints / f"{LATEST}{SUFFIX}"
+
+
+def _open_run(run_dir: str | Path) -> RunDir:
+    """The run directory to continue (locked), refused when it holds no checkpoint yet."""
+    run = RunDir.open(run_dir)
+    if not _latest(run_dir).exists():
+        run.close()
+        raise CheckpointError(
+            f"--resume {run.root}: the run has no checkpoint yet (it stopped before its "
+            f"first one); start it again with `digitgan train --out {run.root} --force`"
+        )
+    return run
+
+
+def _continue_run(run: RunDir, trainer: Trainer) -> None:
+    run.write_config(trainer.cfg.to_toml())
+    run.truncate_metrics(trainer.step_count)
+
+
+def _resume_seeds(sweep, iters, sets, progress, device, dataset, hooks) -> list[TrainResult]:
+    with session() as dist, ExitStack() as stack:
+        mine = sweep[dist.rank :: dist.world]
+        opened = [stack.enter_context(_open_run(path)) for path in mine]
+        trainers = []
+        for path in mine:
+            trainer, dataset = restore_trainer(_latest(path), iters, sets, device, dataset)
+            trainers.append(trainer)
+        if not trainers:
+            return []
+        steps = {t.step_count for t in trainers}
+        if len(steps) > 1:
+            at = ", ".join(
+                f"{p.name} at {t.step_count}" for p, t in zip(mine, trainers, strict=True)
+            )
+            raise CheckpointError(
+                f"--resume {Path(sweep[0]).parent}: its runs are at different iterations ({at}); "
+                "continue them one by one"
+            )
+        step = make_step(StackedTrainer(trainers) if len(trainers) > 1 else trainers[0])
+        bar = _want_progress(progress) and dist.rank == 0
+        runs = []
+        for i, (run, trainer) in enumerate(zip(opened, trainers, strict=True)):
+            _continue_run(run, trainer)
+            label = f"seed {trainer.cfg.train.seed}: "
+            built_in = default_hooks(
+                trainer, True, bar and i == 0, make_scorer(trainer.cfg, dataset), label
+            )
+            runs.append(
+                (Loop(trainer, run, trainer.cfg.train.iters, fresh=False), [*built_in, *hooks])
+            )
+        return fit_runs(step, runs)
 
 
 FIXED_ON_RESUME = ("model", "data.dataset", "train.seed", "train.ema_decay")
