@@ -460,6 +460,8 @@ def find_drawing(
 def output_folder(out) -> Path:
     """``out`` as a folder results can be written into (made if missing), or a ConfigError."""
     out = Path(out)
+    if "\x00" in str(out):
+        raise ConfigError(f"--out {str(out)!r}: not a folder name (it holds a NUL character)")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a folder")
     if not out.parent.is_dir():
@@ -473,7 +475,10 @@ def save_found(found: Found, out, **about) -> list[Path]:
     training digits; ``walk.png``, the walk; ``projection.json``, :meth:`Found.summary` and
     ``about``. Returns the files (also kept in ``found.files``)."""
     out = output_folder(out)
-    out.mkdir(exist_ok=True)
+    try:
+        out.mkdir(exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out {out}: cannot make the folder: {e.strerror or e}") from None
     row = [found.drawing[None], found.projection.images]
     if found.nearest is not None:
         row.append(found.nearest)

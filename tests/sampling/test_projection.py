@@ -274,12 +274,13 @@ def test_digitgan_project_writes_the_pictures_and_numbers(seed_gan, tmp_path, ca
         (lambda p: p.write_text("not an image"), [], "image {img}: not an image file"),
         (lambda p: None, [], "image {img}: no such file"),
         (lambda p: p.mkdir(), [], "image {img}: is a folder, not a file"),
+        (lambda p: None, ["--out", "{tmp}/a\x00b"], "not a folder name (it holds a NUL"),
         (lambda p: seven((20, 20)).save(p, "PNG"), [], "20x20 pixels, smaller than"),
         (lambda p: seven().save(p, "PNG"), ["--label", "3"], "this model is unconditional"),
         (lambda p: seven().save(p, "PNG"), ["--time-limit", "nan"], "--time-limit nan: expected"),
         (lambda p: seven().save(p, "PNG"), ["--out", "{tmp}/no/such"], "folder {tmp}/no does not"),
     ],
-    ids=["not-an-image", "missing", "folder", "too-small", "label", "time-limit", "out"],
+    ids=["not-an-image", "missing", "folder", "nul", "too-small", "label", "time-limit", "out"],
 )
 def test_digitgan_project_mistakes_are_one_line(seed_gan, tmp_path, capsys, make, args, message):
     img = tmp_path / "drawing.png"
@@ -291,3 +292,22 @@ def test_digitgan_project_mistakes_are_one_line(seed_gan, tmp_path, capsys, make
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message.format(img=img, tmp=tmp_path) in err, err
     assert not out.exists()  # nothing written
+
+
+def test_a_nul_in_the_image_name_is_one_line(seed_gan, tmp_path, capsys):
+    argv = ["project", str(seed_gan.path), "a\x00b.png", "--out", str(tmp_path / "found")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a file name (it holds a NUL character)" in err
+
+
+def test_an_exported_model_folder_is_projected_too(seed_gan, tmp_path):
+    from digitgan.export import export
+    from digitgan.sampling import project_file
+
+    model = export(seed_gan.path, tmp_path / "model").path
+    seven().save(tmp_path / "seven.png")
+    found = project_file(model, tmp_path / "seven.png", tmp_path / "found", steps=20)
+    direct = project_file(seed_gan.path, tmp_path / "seven.png", tmp_path / "direct", steps=20)
+    assert torch.equal(found.projection.noise, direct.projection.noise)
+    assert torch.equal(found.nearest_index, direct.nearest_index)  # the run's dataset, too
