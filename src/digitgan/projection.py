@@ -262,15 +262,11 @@ def search(
             f"restarts = {n * each:,} searches, more than the {MAX_CANDIDATES:,} allowed at once"
         )
     device = gan.device
-    cand_labels = None
-    if k:
-        per_image = (
-            torch.arange(k).repeat(restarts)
-            if classes is None
-            else torch.zeros(each, dtype=torch.long)
-        )
-        base = torch.zeros(n, dtype=torch.long) if classes is None else classes
-        cand_labels = (base.repeat_interleave(each) + per_image.repeat(n)).to(device)
+    cand_labels = None  # the class of each candidate: image i's are rows i*each .. (i+1)*each-1
+    if k and classes is None:  # every class, restarts times
+        cand_labels = torch.arange(k).repeat(n * restarts).to(device)
+    elif k:
+        cand_labels = classes.repeat_interleave(each).to(device)
     z = gan.noise(n * each, seed).to(device).requires_grad_(True)
     target = x.to(device).repeat_interleave(each, dim=0)
     bound = NOISE_BOUND[kind]
@@ -287,8 +283,8 @@ def search(
                 _stochastic_clip(z, bound, kind, redraw)
             done += 1
     with torch.no_grad():
-        err = _errors(gan, z, cand_labels, target).view(n, each)
-        best = err.argmin(dim=1) + torch.arange(n, device=device) * each
+        err, best = _errors(gan, z, cand_labels, target).view(n, each).min(dim=1)
+        best += torch.arange(n, device=device) * each
         z_best = z.detach()[best]
         label_best = None if cand_labels is None else cand_labels[best]
         images = gan.image_of(z_best, label_best)
@@ -296,7 +292,7 @@ def search(
         noise=z_best.cpu(),
         labels=None if label_best is None else label_best.cpu(),
         images=images.cpu(),
-        distance=err.gather(1, (best % each)[:, None])[:, 0].sqrt().cpu(),
+        distance=err.sqrt().cpu(),
         steps=done,
         seconds=time.perf_counter() - t0,
         stopped_early=done < steps,
