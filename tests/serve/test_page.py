@@ -188,6 +188,16 @@ def test_page_for_a_conditional_model(page, cond_url, artifacts):
     zero = page.evaluate("document.getElementById('walk-frame').toDataURL()")
     page.select_option("#walk-digit", "7")
     page.wait_for_function("z => document.getElementById('walk-frame').toDataURL() !== z", arg=zero)
+
+    # a drawing searched in one chosen class is found as that digit
+    assert page.locator("#draw-digit option").all_inner_texts() == ["any", *map(str, range(10))]
+    page.select_option("#draw-digit", "4")
+    draw_strokes(page, [[(90, 40), (60, 170), (200, 170)], [(170, 60), (170, 250)]])
+    with page.expect_response("**/api/project") as answer:
+        page.click("#draw-find")
+    assert answer.value.json()["label"] == 4
+    expect(page.locator("#draw-card")).to_have_attribute("data-label", "4")
+    expect(page.locator("#found-caption")).to_have_text("The model's closest digit, drawn as a 4")
     page.screenshot(path=artifacts / "serve-page-conditional.png", full_page=True)
 
 
