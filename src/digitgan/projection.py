@@ -43,6 +43,9 @@ BLANK = 0.1
 NOISE_BOUND = {"uniform": 1.0, "normal": 3.0}
 """The box each noise component is kept in while searching: the uniform noise's own
 [-1, 1], and +-3 standard deviations for normal noise."""
+NARROW_AFTER = 0.25
+"""The share of the steps after which a search over every class of a conditional model goes
+on with each image's ``restarts`` best candidates only (of classes x restarts)."""
 MAX_RESTARTS = 64
 MAX_STEPS = 10_000
 MAX_CANDIDATES = 4096
@@ -273,9 +276,17 @@ def search(
     redraw = torch.Generator(device=device).manual_seed(seed)
     optimiser = torch.optim.Adam([z], lr=lr)
     deadline = None if time_limit is None else t0 + time_limit
+    narrow_at = int(steps * NARROW_AFTER) if each > restarts else None
     done = 0
     with torch.enable_grad():
         while done < steps and (deadline is None or time.perf_counter() < deadline):
+            if done == narrow_at:  # the best `restarts` of each image's candidates go on
+                with torch.no_grad():
+                    err = _errors(gan, z, cand_labels, target).view(n, each)
+                offsets = torch.arange(n, device=device)[:, None] * each
+                keep = (err.topk(restarts, dim=1, largest=False).indices + offsets).flatten()
+                z, optimiser = _narrowed(z, optimiser, keep, lr)
+                cand_labels, target, each = cand_labels[keep], target[keep], restarts
             loss = _errors(gan, z, cand_labels, target).sum()
             (z.grad,) = torch.autograd.grad(loss, [z])
             optimiser.step()
@@ -297,6 +308,20 @@ def search(
         seconds=time.perf_counter() - t0,
         stopped_early=done < steps,
     )
+
+
+def _narrowed(z: torch.Tensor, optimiser: torch.optim.Adam, keep: torch.Tensor, lr: float):
+    """Rows ``keep`` of the noise searched, and an Adam optimiser for them that goes on with
+    their moment estimates."""
+    kept = z.detach()[keep].clone().requires_grad_(True)
+    narrower = torch.optim.Adam([kept], lr=lr)
+    state = optimiser.state.get(z)
+    if state:
+        narrower.state[kept] = {
+            key: value[keep].clone() if value.shape[:1] == z.shape[:1] else value.clone()
+            for key, value in state.items()
+        }
+    return kept, narrower
 
 
 def _errors(gan, z: torch.Tensor, labels, target: torch.Tensor) -> torch.Tensor:

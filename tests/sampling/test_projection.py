@@ -22,6 +22,7 @@ from digitgan.projection import (
     read_image,
     training_digits,
 )
+from digitgan.sampling import Sampler
 
 SHAPE = (1, 28, 28)
 TOLERANCE = 0.02
@@ -117,6 +118,31 @@ def test_a_conditional_model_is_searched_in_every_class_or_the_one_asked(cond_ru
     assert fixed.labels.tolist() == [3, 3]
     with pytest.raises(ConfigError, match="label 10 is out of range 0..9"):
         gan.project(target, labels=10)
+
+
+def test_a_search_over_every_class_goes_on_with_the_best_candidates(cond_run, one_thread):
+    class Counting(Sampler):
+        """The model, counting the images it draws at each call."""
+
+        rows: list[int] = []
+
+        def image_of(self, z, labels=None):
+            self.rows.append(len(z))
+            return super().image_of(z, labels)
+
+    plain = digitgan.load(cond_run)
+    gan = Counting(plain.generator, plain.config, plain.meta, plain.path, plain.ema)
+    target = gan.generate(2, seed=3, labels=[7, 2])
+    gan.rows = []
+    found = gan.project(target, restarts=2, steps=8, seed=0)
+    # 2 steps over 2 images x 10 classes x 2 restarts, the ranking, 6 steps over the best 2 of
+    # each image's 20, the final ranking of those, the images of the 2 winners
+    assert gan.rows == [40, 40, 40] + [4] * 6 + [4, 2]
+    assert torch.allclose(plain.decode(found.noise, found.labels), found.images, atol=1e-5)
+    assert torch.allclose(found.distance, rms(found.images, target), atol=1e-5)
+    gan.rows = []
+    gan.project(target, labels=[7, 2], restarts=2, steps=8, seed=0)  # one class: no narrowing
+    assert gan.rows == [4] * 9 + [2]
 
 
 @pytest.mark.parametrize(
