@@ -255,10 +255,10 @@ class Sampler:
         (default 300) steps of Adam at rate ``lr`` (default 0.1) on the squared pixel
         difference, with noise components that leave the noise's range drawn afresh
         (stochastic clipping); the best of them wins. A search over every class goes on,
-        after a quarter of the steps, with each image's ``restarts`` best candidates only. ``time_limit`` (seconds; default none)
-        stops the search early, keeping what it found. These keywords are those of
-        :func:`digitgan.projection.search`. To project a drawing from a file, prepare it
-        with :func:`~digitgan.projection.read_image` first.
+        after a quarter of the steps, with each image's ``restarts`` best candidates only.
+        ``time_limit`` (seconds; default none) stops the search early, keeping what it
+        found. These keywords are those of :func:`digitgan.projection.search`. To project a
+        drawing from a file, prepare it with :func:`~digitgan.projection.read_image` first.
         """
         return search(self, images, labels, **options)
 
