@@ -1,5 +1,8 @@
 """What several test modules share (importable: pyproject puts tests/ on the path)."""
 
+import struct
+import zlib
+
 
 class Stepping:
     """A trainer and the step ``digitgan train`` would give it, driven by hand in tests:
@@ -34,3 +37,15 @@ class Stepping:
 
     def __getattr__(self, name):
         return getattr(self.trainer, name)
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG file that announces ``width`` x ``height`` grey pixels and holds none of them:
+    small to send, a decompression bomb to decode."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data)
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    head = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", head) + chunk(b"IEND", b"")

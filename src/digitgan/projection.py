@@ -115,10 +115,13 @@ def decode_image(
                 rgba = np.asarray(im.convert("LA" if c == 1 else "RGBA"), dtype=np.float32)
     except ImageError:
         raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        message = f"{what}: more than the {max_pixels:,} pixels allowed ({e})"
+        raise ImageTooLargeError(message) from None
     except Image.UnidentifiedImageError:
         formats = ", ".join(IMAGE_FORMATS)
         raise ImageError(f"{what}: not an image file (expected one of {formats})") from None
-    except (OSError, ValueError, SyntaxError, EOFError, MemoryError, Warning) as e:
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as e:
         raise ImageError(f"{what}: not a readable image ({type(e).__name__}: {e})") from None
     pixels = _on_background(rgba[..., :c] / 255, rgba[..., c] / 255)
     pixels = _light_on_black(pixels, what)

@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import png_header
 from PIL import Image, ImageDraw
 
 import digitgan
@@ -255,8 +256,21 @@ def _bomb_header() -> bytes:
         (png(Image.new("L", (50, 50), 200)), ImageError, "blank (no stroke stands out"),
         (png(Image.new("RGBA", (50, 50), (0, 0, 0, 0))), ImageError, "blank"),
         (_bomb_header(), ImageTooLargeError, "5000x5000 pixels, more than the 16,777,216"),
+        (png_header(30, 10**6), ImageTooLargeError, "30x1000000 pixels, more than the"),
+        (png_header(10**4, 10**4), ImageTooLargeError, "more than the 16,777,216 pixels"),
+        (png_header(20000, 20000), ImageTooLargeError, "more than the 16,777,216 pixels"),
     ],
-    ids=["not-an-image", "truncated", "too-small", "blank", "transparent", "too-many-pixels"],
+    ids=[
+        "not-an-image",
+        "truncated",
+        "too-small",
+        "blank",
+        "transparent",
+        "too-many-pixels",
+        "tall",
+        "pillow-warns",
+        "pillow-refuses",
+    ],
 )
 def test_bad_images_are_refused_in_one_line(data, error, message):
     with pytest.raises(error) as e:

@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import png_header
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
@@ -147,6 +148,7 @@ BAD = [
     ({"image": data_url(drawing(20))}, 422, "image: 20x20 pixels, smaller than the model's 28x28"),
     ({"image": data_url(png_bytes(Image.new("L", (64, 64))))}, 422, "image: blank"),
     ({"image": data_url(_big_png())}, 413, "image: 2049x2048 pixels, more than the 4,194,304"),
+    ({"image": data_url(png_header(20000, 20000))}, 413, "more than the 4,194,304 pixels"),
     ({"image": "A" * MAX_IMAGE_BODY}, 413, "request body is over the limit of 1048576 bytes"),
     ({"image": data_url(drawing()), "steps": 1001}, 413, "steps: 1001 is above the maximum 1000"),
     ({"image": data_url(drawing()), "restarts": 17}, 413, "restarts: 17 is above the maximum 16"),

@@ -385,18 +385,17 @@ def create_app(gan, hosts: Iterable[str] | str = LOOPBACK_HOSTS) -> Starlette:
         if not digits:
             digits.extend(training_digits_or_note(gan))
         found = find_drawing(gan, drawing, *digits, time_limit=PROJECT_SECONDS, **options)
-        images = {
-            "drawing": found.drawing[None],
-            "projection": found.projection.images,
-            "walk": found.walk,
-        }
-        if found.nearest is not None:
-            images["nearest_images"] = found.nearest
-        pixels = {k: to_uint8(v).tolist() for k, v in images.items()}
-        pixels["drawing"], pixels["projection"] = pixels["drawing"][0], pixels["projection"][0]
-        pixels.setdefault("nearest_images", [])
-        shape = list(gan.image_shape)
-        return JSONResponse({**found.summary(), "shape": shape, **pixels})
+        nearest = [] if found.nearest is None else to_uint8(found.nearest).tolist()
+        return JSONResponse(
+            {
+                **found.summary(),
+                "shape": list(gan.image_shape),
+                "drawing": to_uint8(found.drawing[None])[0].tolist(),
+                "projection": to_uint8(found.projection.images)[0].tolist(),
+                "nearest_images": nearest,
+                "walk": to_uint8(found.walk).tolist(),
+            }
+        )
 
     async def project_endpoint(request: Request) -> Response:
         body = await _json_body(
