@@ -112,7 +112,7 @@ def decode_image(
                         f"{what}: {im.width}x{im.height} pixels, smaller than the model's "
                         f"{w}x{h} images"
                     )
-                rgba = np.asarray(im.convert("LA" if c == 1 else "RGBA"), dtype=np.float32)
+                rgba = _with_alpha(im, c)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -123,10 +123,21 @@ def decode_image(
         raise ImageError(f"{what}: not an image file (expected one of {formats})") from None
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as e:
         raise ImageError(f"{what}: not a readable image ({type(e).__name__}: {e})") from None
-    pixels = _on_background(rgba[..., :c] / 255, rgba[..., c] / 255)
+    pixels = _on_background(rgba[..., :c], rgba[..., c])
     pixels = _light_on_black(pixels, what)
     x = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
     return _fit(x, h, w) if fit else _resize(x, h, w)
+
+
+def _with_alpha(im: Image.Image, c: int) -> np.ndarray:
+    """The pixels of ``im`` as (h, w, c + 1) floats in [0, 1]: ``c`` channels and alpha.
+    Grey of 16 bits (or 32-bit integers, or floats in [0, 1]) keeps its levels, which
+    Pillow's conversion to 8 bits would clip."""
+    if im.mode.startswith("I") or im.mode == "F":
+        top = 1.0 if im.mode == "F" else 65535.0
+        grey = np.clip(np.asarray(im, dtype=np.float32) / top, 0, 1)[..., None]
+        return np.concatenate([grey.repeat(c, axis=2), np.ones_like(grey)], axis=2)
+    return np.asarray(im.convert("LA" if c == 1 else "RGBA"), dtype=np.float32) / 255
 
 
 def _on_background(pixels: np.ndarray, alpha: np.ndarray) -> np.ndarray:

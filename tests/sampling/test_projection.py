@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 from helpers import png_header
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
 import digitgan
@@ -216,6 +218,47 @@ def test_a_drawing_is_prepared_as_mnist_digits_are():
     big = Image.new("L", (900, 600), 255)
     big.paste(seven((100, 150)), (700, 40))
     assert rms(decode_image(png(big), SHAPE), x) < 0.08
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    size=st.tuples(st.integers(28, 90), st.integers(28, 90)),
+    mode=st.sampled_from(["L", "LA", "RGB", "RGBA", "P", "1", "I;16"]),
+    pixels=st.sampled_from(["random", "dot", "line", "edge", "flat"]),
+    seed=st.integers(0, 2**16),
+    fit=st.booleans(),
+)
+def test_any_image_is_prepared_or_refused_in_one_line(size, mode, pixels, seed, fit):
+    """Whatever it shows, an image comes out as the model's shape in [0, 1] with its ink at
+    1, or as an ImageError."""
+    w, h = size
+    rng = np.random.default_rng(seed)
+    grey = {
+        "random": lambda: rng.integers(0, 256, (h, w)),
+        "dot": lambda: np.pad([[255]], ((rng.integers(h), 0), (rng.integers(w), 0)))[:h, :w],
+        "line": lambda: np.where(np.arange(w) == rng.integers(w), 255, 0)[None].repeat(h, 0),
+        "edge": lambda: np.where(np.arange(h) < 2, 255, 0)[:, None].repeat(w, 1),
+        "flat": lambda: np.full((h, w), rng.integers(0, 256)),
+    }[pixels]()
+    grey = np.pad(grey, ((0, max(0, h - len(grey))), (0, max(0, w - grey.shape[1]))))
+    if mode == "I;16":  # 16-bit grey
+        image = Image.fromarray(grey.astype(np.uint16) * 257)
+    else:
+        image = Image.fromarray(grey.astype(np.uint8)).convert(mode)
+    try:
+        x = decode_image(png(image), SHAPE, fit=fit, what="image x")
+    except ImageError as e:
+        assert str(e).startswith("image x: ") and "\n" not in str(e)
+        return
+    assert x.shape == SHAPE and x.dtype == torch.float32
+    assert float(x.min()) >= 0 and float(x.max()) <= 1 and float(x.max()) > 0
+
+
+def test_a_16_bit_drawing_keeps_its_grey_levels():
+    grey = seven(ink=60, paper=220)  # grey ink on grey paper
+    sixteen = Image.fromarray(np.asarray(grey).astype(np.uint16) * 257)  # the same, 16 bits
+    assert sixteen.mode == "I;16"
+    assert torch.allclose(decode_image(png(sixteen), SHAPE), decode_image(png(grey), SHAPE))
 
 
 def test_without_fit_an_mnist_digit_is_read_back_exactly(mnist20k, tmp_path):
