@@ -80,7 +80,7 @@ def decode_image(
     [0, 1], drawn as MNIST draws: a light digit on a black background.
 
     1. Transparent pixels become background: white behind dark ink, black behind light ink.
-    2. Grey (one channel) or RGB (three), as the model draws.
+    2. Grey (one channel) or RGB (three), as the model draws; 16-bit grey keeps its levels.
     3. A light background (the outermost pixels' mean above one half) is inverted, so that
        dark ink on paper becomes light ink on black.
     4. The background level (the outermost pixels' median) is subtracted and the brightest
