@@ -2,10 +2,10 @@
 noise (and, for a class-conditional model, the class) whose image is nearest to it, and the
 training digits nearest to what was found.
 
-:meth:`digitgan.sampling.Sampler.project` runs the search; ``digitgan project`` and the
-drawing card of ``digitgan serve`` read an image file with :func:`decode_image` first and
-look up :func:`nearest_training` after. docs/usage.md describes the method and the
-preprocessing.
+:func:`search` is :meth:`digitgan.sampling.Sampler.project`. ``digitgan project``
+(:func:`digitgan.sampling.project_file`) and the drawing pad of ``digitgan serve`` prepare an
+image file with :func:`decode_image`, then :func:`find_drawing` searches it and looks up
+:func:`nearest_training`. docs/usage.md describes the method and the preparation.
 """
 
 from __future__ import annotations
