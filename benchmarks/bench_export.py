@@ -22,7 +22,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from common import markdown_table, record
+from common import add_preset_run_options, markdown_table, preset_runs, record
 
 import digitgan
 from digitgan.export import export
@@ -41,30 +41,18 @@ def rate(draw, batch: int, repeats: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--presets", default="seed,dcgan")
-    ap.add_argument("--iters", type=int, default=20, help="iterations of each run trained here")
+    add_preset_run_options(ap, iters=20)
     ap.add_argument("--batch", type=int, default=256, help="images per draw")
     ap.add_argument("--repeats", type=int, default=10, help="timed draws per engine")
     ap.add_argument("--threads", type=int, default=1, help="threads for PyTorch and ORT")
-    ap.add_argument("--run", action="append", default=[], metavar="PRESET=DIR")
     ap.add_argument("--record", action="store_true", help="append the table to RESULTS.md")
     args = ap.parse_args()
     import onnxruntime as ort
 
     torch.set_num_threads(args.threads)
-    given = dict(r.split("=", 1) for r in args.run)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.presets.split(","):
-            run = given.get(name)
-            if run is None:
-                cfg = digitgan.preset(name).replace(
-                    train__iters=args.iters,
-                    train__device="cpu",
-                    log__tb_every=0,
-                    log__sample_every=0,
-                )
-                run = digitgan.train(cfg, f"{tmp}/{name}-run", progress=False).run_dir
+        for name, run in preset_runs(args, tmp):
             t0 = time.perf_counter()
             result = export(run, Path(tmp) / f"{name}-model", onnx=True)
             seconds = time.perf_counter() - t0

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import os
 import platform
 import shlex
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+
+import digitgan
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
@@ -80,3 +84,28 @@ def record(title: str, body: str) -> None:
     with RESULTS.open("a") as f:
         f.write(section)
     print(f"recorded in {RESULTS}")
+
+
+def add_preset_run_options(ap: argparse.ArgumentParser, iters: int) -> None:
+    """The options of a benchmark over presets' runs (see :func:`preset_runs`)."""
+    ap.add_argument("--presets", default="seed,dcgan")
+    ap.add_argument("--iters", type=int, default=iters, help="iterations of each run trained here")
+    ap.add_argument("--run", action="append", default=[], metavar="PRESET=DIR")
+
+
+def preset_runs(args: argparse.Namespace, folder: str | Path) -> Iterator[tuple[str, Path]]:
+    """(preset, run directory) for each of ``args.presets``: the run given with
+    ``--run PRESET=DIR``, else one trained into ``folder`` for ``args.iters`` iterations at the
+    preset's full model size, on the CPU, without sample grids or TensorBoard."""
+    given = dict(r.split("=", 1) for r in args.run)
+    for name in args.presets.split(","):
+        run = given.get(name)
+        if run is None:
+            cfg = digitgan.preset(name).replace(
+                train__iters=args.iters,
+                train__device="cpu",
+                log__tb_every=0,
+                log__sample_every=0,
+            )
+            run = digitgan.train(cfg, Path(folder) / f"{name}-run", progress=False).run_dir
+        yield name, Path(run)

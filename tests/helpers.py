@@ -6,7 +6,9 @@ import contextlib
 import dataclasses
 import functools
 import http.server
+import struct
 import threading
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,3 +97,15 @@ def download_grid(page, folder: Path) -> Path:
     saved = folder / dl.value.suggested_filename
     dl.value.save_as(saved)
     return saved
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG file that announces ``width`` x ``height`` grey pixels and holds none of them:
+    small to send, a decompression bomb to decode."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data)
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    head = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", head) + chunk(b"IEND", b"")

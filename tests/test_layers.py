@@ -14,7 +14,7 @@ LAYERS = [
     {"data", "models", "losses", "augment", "viz"},
     {"config"},
     {"store"},
-    {"sampling", "eval", "training", "export", "web"},
+    {"projection", "sampling", "eval", "training", "export", "web"},
     {"serve", "cli", "__init__", "__main__"},
 ]
 """From the bottom: each part (a top-level module or subpackage of digitgan) and its layer."""

@@ -148,6 +148,43 @@ def _sample(args) -> int:
     return 0
 
 
+def _project(args) -> int:
+    from .sampling import project_file
+
+    found = project_file(
+        args.source,
+        args.image,
+        args.out,
+        fit=args.fit,
+        device=_device(args.device),
+        label=args.label,
+        restarts=args.restarts,
+        steps=args.steps,
+        seed=args.seed,
+        time_limit=args.time_limit,
+        walk_to=args.walk_to,
+    )
+    p = found.projection
+    label = "" if found.label is None else f"as a {found.label}, "
+    early = " (stopped by --time-limit)" if p.stopped_early else ""
+    print(
+        f"found {args.image} {label}at distance {float(p.distance[0]):.4f} (root mean squared "
+        f"pixel difference, 0-1) after {p.steps} steps{early} in {p.seconds:.1f} s"
+    )
+    if found.nearest is None:
+        print(f"note: {found.nearest_note}")
+    else:
+        near = ", ".join(
+            f"#{int(i)} (a {int(y)}, {float(d):.4f})"
+            for d, i, y in zip(
+                found.nearest_distance, found.nearest_index, found.nearest_label, strict=True
+            )
+        )
+        print(f"nearest training digits to the model's digit: {near}")
+    print(f"wrote {', '.join(map(str, found.files))}")
+    return 0
+
+
 def _plot(args) -> int:
     from .viz import plot_metrics, progress_gif
 
@@ -477,6 +514,56 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free)")
     v.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     v.set_defaults(func=_serve)
+
+    j = sub.add_parser(
+        "project",
+        help="find a drawn digit in a trained model: its closest digit, the nearest training "
+        "digits and a walk",
+        description="Find IMAGE (a drawing, PNG or another image file) in a trained model: "
+        "the noise (and for a conditional model the class) whose digit is closest to it, the "
+        "training digits nearest to that digit, and a latent walk from it. Writes "
+        "projection.png, walk.png and projection.json into --out.",
+    )
+    j.add_argument("source", metavar="RUN_OR_CHECKPOINT")
+    j.add_argument("image", metavar="IMAGE", help="the drawing: PNG, JPEG, GIF, BMP, WebP, PGM")
+    j.add_argument("--out", required=True, metavar="DIR", help="folder for the results")
+    j.add_argument(
+        "--label",
+        type=_int(0, 2**31 - 1),
+        help="conditional models: search this class only (default: every class)",
+    )
+    j.add_argument(
+        "--restarts",
+        type=_int(1, 64),
+        default=4,
+        help="noise vectors searched from, per class (default 4)",
+    )
+    j.add_argument(
+        "--steps", type=_int(0, 10_000), default=300, help="optimiser steps (default 300)"
+    )
+    j.add_argument("--seed", type=SEED, default=0, help="seed of the restarts' noise (default 0)")
+    j.add_argument(
+        "--time-limit",
+        type=float,
+        metavar="SECONDS",
+        help="stop the search after this long, keeping the best found (default: none)",
+    )
+    j.add_argument(
+        "--walk-to",
+        type=SEED,
+        default=1,
+        metavar="SEED",
+        help="the walk runs from the found digit toward this seed's noise (default 1)",
+    )
+    j.add_argument(
+        "--fit",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="scale the ink into a 20x20 box centred by mass, as MNIST (default); "
+        "--no-fit resizes the whole image",
+    )
+    j.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    j.set_defaults(func=_project)
 
     d = sub.add_parser("data", help="list, describe and verify datasets")
     dsub = d.add_subparsers(dest="data_cmd", required=True, metavar="ACTION")

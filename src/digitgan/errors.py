@@ -22,6 +22,14 @@ class CheckpointError(DigitganError, ValueError):
     """A checkpoint or run directory is missing, incomplete or does not match."""
 
 
+class ImageError(DigitganError, ValueError):
+    """An input image cannot be used: not an image, too large or too small, or blank."""
+
+
+class ImageTooLargeError(ImageError):
+    """An input image has more bytes or pixels than allowed."""
+
+
 class RunDirError(DigitganError):
     """A run directory cannot be used (exists already, locked, not a run)."""
 

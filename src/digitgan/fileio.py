@@ -110,8 +110,9 @@ def open_regular(
 ) -> BinaryIO:
     """Regular file ``path``, opened for binary reading. Anything else is ``error`` with one
     line naming ``what`` the file is (if given) and the file: a folder, a FIFO, a device,
-    a file that cannot be opened. A FIFO is not waited on: it is opened without blocking,
-    then refused. A missing file raises FileNotFoundError, for the caller to name."""
+    a file that cannot be opened, a name with a NUL character. A FIFO is not waited on: it
+    is opened without blocking, then refused. A missing file raises FileNotFoundError, for
+    the caller to name."""
     path = Path(path)
     where = f"{what} {path}" if what else str(path)
     try:
@@ -122,6 +123,8 @@ def open_regular(
         raise error(f"{where}: is a folder, not a file") from None
     except OSError as e:
         raise error(f"{where}: cannot read it: {e.strerror or e}") from None
+    except ValueError:  # what the system calls raise for a NUL in a path
+        raise error(f"{where}: not a file name (it holds a NUL character)") from None
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)

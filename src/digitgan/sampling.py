@@ -13,6 +13,17 @@ from .config import Config
 from .errors import ConfigError
 from .models import build_models, interpolate_noise, sample_noise, truncate_noise
 from .models.base import check_label_values
+from .projection import (
+    Found,
+    Projection,
+    check_search,
+    find_drawing,
+    output_folder,
+    read_image,
+    save_found,
+    search,
+    training_digits_or_note,
+)
 from .store.checkpoint import (
     EXPORT_MODEL,
     check_models,
@@ -145,13 +156,19 @@ class Sampler:
         psi = check_truncation(truncation)
         labels = self.labels(z.shape[0], labels)
         z = truncate_noise(z, psi, self.config.model.noise)
-        lo, hi = self.generator.out_range
         out = []
         for i in range(0, z.shape[0], batch_size):
-            y = None if labels is None else labels[i : i + batch_size].to(self.device)
-            x = self.generator(z[i : i + batch_size].to(self.device), y)
-            out.append(((x - lo) / (hi - lo)).clamp_(0, 1).cpu())
+            y = None if labels is None else labels[i : i + batch_size]
+            out.append(self.image_of(z[i : i + batch_size], y).cpu())
         return torch.cat(out) if out else torch.empty(0, *self.image_shape)
+
+    def image_of(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The generator's images (n, C, H, W) in [0, 1] for noise ``z`` and checked
+        ``labels``, in one batch on the model's device, differentiable in ``z`` (outside
+        ``torch.no_grad``)."""
+        lo, hi = self.generator.out_range
+        y = None if labels is None else labels.to(self.device)
+        return ((self.generator(z.to(self.device), y) - lo) / (hi - lo)).clamp(0, 1)
 
     def generate(
         self,
@@ -204,15 +221,46 @@ class Sampler:
         :func:`~digitgan.models.interpolate_noise`: linear for uniform noise, slerp for normal.
         With ``truncation`` every point of the walk is truncated (the same walk as between the
         truncated ends: both interpolations commute with scaling toward the mean 0)."""
-        check_truncation(truncation)
+        psi = check_truncation(truncation)
+        return self.walk(self.noise(1, seed_a)[0], self.noise(1, seed_b)[0], steps, label, psi)
+
+    def walk(
+        self,
+        z_a: torch.Tensor,
+        z_b: torch.Tensor,
+        steps: int = 10,
+        label: int | None = None,
+        truncation: float = 1.0,
+    ) -> torch.Tensor:
+        """``steps`` images walking from noise vector ``z_a`` (z_dim,) to ``z_b``, as
+        :meth:`interpolate` walks between two seeds' (e.g. from a :meth:`project` result)."""
+        psi = check_truncation(truncation)
         if steps < 2:
             raise ConfigError(f"--n {steps}: a walk needs at least 2 steps")
         self._check_count(steps, "--n", MAX_GRID_IMAGES)
-        za, zb = self.noise(1, seed_a)[0], self.noise(1, seed_b)[0]
-        z = interpolate_noise(za, zb, steps, self.config.model.noise)
+        z = interpolate_noise(z_a.cpu(), z_b.cpu(), steps, self.config.model.noise)
         if label is None and self.num_classes:
             label = 0  # a conditional walk stays within one class
-        return self.decode(z, label, truncation=truncation)
+        return self.decode(z, label, truncation=psi)
+
+    def project(self, images, labels: Labels = None, **options) -> Projection:
+        """Find ``images`` in the model: for each image (N, C, H, W; uint8 or float in
+        [0, 1], shaped as the model's), the noise vector, and for a conditional model the
+        class, whose generated image is nearest to it (root mean squared difference per
+        pixel). A :class:`~digitgan.projection.Projection`.
+
+        Each image is searched from ``restarts`` (default 4) noise vectors drawn with
+        ``seed`` (default 0; for a conditional model: that many for every class, unless
+        ``labels`` fixes the classes, as in :meth:`labels`), each improved by ``steps``
+        (default 300) steps of Adam at rate ``lr`` (default 0.1) on the squared pixel
+        difference, with noise components that leave the noise's range drawn afresh
+        (stochastic clipping); the best of them wins. A search over every class goes on,
+        after a quarter of the steps, with each image's ``restarts`` best candidates only.
+        ``time_limit`` (seconds; default none) stops the search early, keeping what it
+        found. These keywords are those of :func:`digitgan.projection.search`. To project a
+        drawing from a file, prepare it with :func:`~digitgan.projection.read_image` first.
+        """
+        return search(self, images, labels, **options)
 
     def save_samples(
         self,
@@ -255,6 +303,31 @@ def save_image_rows(images: torch.Tensor, nrow: int, path: str | Path) -> Path:
     path = _output_path(path, (".png",))
     save_png(path, make_grid(to_uint8(images), nrow=nrow))
     return path
+
+
+def project_file(
+    source: str | Path,
+    image: str | Path,
+    out: str | Path,
+    *,
+    fit: bool = True,
+    device: str | torch.device = "cpu",
+    **options,
+) -> Found:
+    """``digitgan project``: read the drawing ``image``
+    (:func:`~digitgan.projection.read_image`, ``fit`` as there), find it in the model of run,
+    checkpoint or model folder ``source`` (:func:`~digitgan.projection.find_drawing`, with
+    ``options``: ``label``, ``restarts``, ``steps``, ``seed``, ``time_limit``, ``walk_to``),
+    and write the pictures and numbers into folder ``out``
+    (:func:`~digitgan.projection.save_found`)."""
+    out = output_folder(out)
+    settings = ("restarts", "steps", "time_limit")
+    check_search(**{k: v for k, v in options.items() if k in settings})  # before any work
+    gan = load(source, device=device)
+    drawing = read_image(image, gan.image_shape, fit)
+    found = find_drawing(gan, drawing, *training_digits_or_note(gan), **options)
+    save_found(found, out, source=str(source), image=str(image))
+    return found
 
 
 def load(path: str | Path, device: str | torch.device = "cpu", ema: bool = True) -> Sampler:

@@ -156,6 +156,41 @@ def test_other_commands(command, value, trained_template, tmp_path, capsys):
     _call(argv, capsys)
 
 
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    options=st.lists(
+        st.tuples(
+            st.sampled_from(
+                ["--label", "--restarts", "--seed", "--time-limit", "--walk-to", "--out", "--fit"]
+            ),
+            VALUES,
+        ),
+        max_size=3,
+    ),
+    image=st.sampled_from(["{tmp}/seven.png", "{value}", "/dev/zero", "/", "{tmp}"]),
+    value=VALUES,
+)
+def test_project_options(options, image, value, trained_template, tmp_path_factory, capsys):
+    from PIL import Image, ImageDraw
+
+    tmp = tmp_path_factory.mktemp("project")
+    drawing = Image.new("L", (64, 64), 255)
+    ImageDraw.Draw(drawing).line([(10, 10), (50, 10), (30, 55)], fill=0, width=6)
+    drawing.save(tmp / "seven.png")
+    image = image.format(tmp=tmp, value=value)
+    argv = ["project", str(trained_template), image, "--out", str(tmp / "out"), "--steps", "2"]
+    for flag, v in options:
+        if flag == "--fit":
+            argv.append("--no-fit")
+        else:  # a folder of results inside tmp, never "/"
+            argv += [flag, f"{tmp}/o{v}" if flag == "--out" else v]
+    _call(argv, capsys)
+
+
 @pytest.mark.parametrize("value", ["\x00", "a\x00b"])
 def test_a_nul_in_a_path_is_one_line(value, capsys):
     _call(["sample", value, "--out", "x.png"], capsys)

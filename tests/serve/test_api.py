@@ -83,7 +83,17 @@ def test_info_describes_the_model_and_limits(client, gan):
     assert info["z_dim"] == 100 and info["noise"] == "uniform" and info["num_classes"] == 0
     assert info["saved_at"] == gan.meta["saved_at"]
     assert info["metrics"] is None and info["floor"] is None  # no eval.json in the run
-    assert info["limits"] == {"max_n": 256, "max_steps": 64, "max_seed": 2**32 - 1, "max_scale": 8}
+    assert info["limits"] == {
+        "max_n": 256,
+        "max_steps": 64,
+        "max_seed": 2**32 - 1,
+        "max_scale": 8,
+        "max_image_bytes": 1024 * 1024,
+        "max_image_pixels": 2048 * 2048,
+        "max_restarts": 16,
+        "max_project_steps": 1000,
+        "project_seconds": 10.0,
+    }
 
 
 def test_info_reports_a_conditional_model(cond_client):

@@ -8,6 +8,7 @@ import json
 import urllib.request
 
 import numpy as np
+import pytest
 from helpers import download_grid
 from PIL import Image
 
@@ -184,4 +185,83 @@ def test_page_for_a_conditional_model(page, cond_url, artifacts):
     zero = page.evaluate("document.getElementById('walk-frame').toDataURL()")
     page.select_option("#walk-digit", "7")
     page.wait_for_function("z => document.getElementById('walk-frame').toDataURL() !== z", arg=zero)
+
+    # a drawing searched in one chosen class is found as that digit
+    assert page.locator("#draw-digit option").all_inner_texts() == ["any", *map(str, range(10))]
+    page.select_option("#draw-digit", "4")
+    draw_strokes(page, [[(90, 40), (60, 170), (200, 170)], [(170, 60), (170, 250)]])
+    with page.expect_response("**/api/project") as answer:
+        page.click("#draw-find")
+    assert answer.value.json()["label"] == 4
+    expect(page.locator("#draw-card")).to_have_attribute("data-label", "4")
+    expect(page.locator("#found-caption")).to_have_text("The model's closest digit, drawn as a 4")
     page.screenshot(path=artifacts / "serve-page-conditional.png", full_page=True)
+
+
+def rms(a: np.ndarray, b: np.ndarray) -> float:
+    """Root mean squared difference per pixel of two uint8 images, in [0, 1] units."""
+    return float(np.sqrt(np.mean((a.astype(float) / 255 - b.astype(float) / 255) ** 2)))
+
+
+def draw_strokes(page, strokes) -> None:
+    """Draw with the mouse on the pad: each stroke a list of (x, y) in pad pixels (280)."""
+    page.locator("#pad").scroll_into_view_if_needed()
+    box = page.locator("#pad").bounding_box()
+    scale = box["width"] / 280
+    for stroke in strokes:
+        x, y = stroke[0]
+        page.mouse.move(box["x"] + x * scale, box["y"] + y * scale)
+        page.mouse.down()
+        for x, y in stroke[1:]:
+            page.mouse.move(box["x"] + x * scale, box["y"] + y * scale, steps=8)
+        page.mouse.up()
+
+
+def test_a_digit_drawn_on_the_page_is_found_in_the_model(page, cli_server, artifacts):
+    from playwright.sync_api import expect
+
+    url = cli_server
+    page.goto(url)
+    expect(page.locator("#grid")).to_have_attribute("data-seed", "0")
+    find = page.locator("#draw-find")
+    expect(find).to_be_disabled()  # nothing drawn yet
+    draw_strokes(page, [[(190, 40), (110, 250)], [(70, 40), (200, 40)]])  # a 7
+    expect(find).to_be_enabled()
+    with page.expect_response("**/api/project") as answer:
+        find.click()
+    assert answer.value.status == 200
+    found = answer.value.json()
+    card = page.locator("#draw-card")
+    expect(card).to_have_attribute("data-distance", str(found["distance"]))
+
+    # the drawing reached the server: ink where the strokes were, and only there
+    drawing = np.array(found["drawing"], dtype=np.uint8)[0]
+    assert drawing.max() == 255 and (drawing > 0).mean() < 0.4
+    assert drawing[:, :3].max() == 0 and drawing[:, -3:].max() == 0  # fitted into the box
+    # the model's digit is closer to the drawing than random samples are
+    projection = np.array(found["projection"], dtype=np.uint8)[0]
+    assert found["distance"] == pytest.approx(rms(drawing, projection), abs=0.01)
+    req = urllib.request.Request(
+        f"{url}/api/samples",
+        json.dumps({"n": 16, "seed": 4321, "format": "json"}).encode(),
+        {"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as r:
+        randoms = np.array(json.load(r)["images"], dtype=np.uint8)[:, 0]
+    assert found["distance"] < min(rms(drawing, sample) for sample in randoms)
+
+    # the page shows it: the distance, three nearest training digits, the walk
+    expect(page.locator("#found-distance")).to_contain_text(f"{found['distance']:.3f}")
+    expect(page.locator("#found-more")).to_be_visible()
+    captions = page.locator("#nearest figcaption").all_inner_texts()
+    assert len(captions) == 3
+    for caption, near in zip(captions, found["nearest"], strict=True):
+        assert caption == f"#{near['index']}, a {near['label']}: {near['distance']:.3f}"
+    expect(page.locator("#nearest-hint")).to_contain_text("memorisation check")
+    walk = page.locator("#found-walk")
+    assert walk.evaluate("c => [c.width, c.height]") == [280, 28]
+    page.screenshot(path=artifacts / "serve-page-drawing.png", full_page=True)
+
+    # clearing the pad leaves nothing to find
+    page.click("#draw-clear")
+    expect(find).to_be_disabled()

@@ -6,6 +6,7 @@ Routes (README-serve.md documents them with examples):
     GET  /api/info          the model's facts and the request limits, as JSON
     POST /api/samples       a grid of samples (PNG) or the images themselves (JSON)
     POST /api/interpolate   a latent walk between two seeds, as a PNG strip or JSON frames
+    POST /api/project       a drawing (a PNG as base64) found in the model, as JSON
 
 Both POST routes take ``truncation``, the truncation trick's psi (a number from 0 to 1;
 default 1, plain sampling; see ``digitgan.sampling.Sampler``).
@@ -14,7 +15,8 @@ Request bodies are JSON objects sent as ``Content-Type: application/json`` (an e
 means all defaults). Every error is a JSON object ``{"error": "..."}`` with a 4xx status that
 says whose fault it is: 400 for a body that is not a JSON object (or nests deeper than
 MAX_DEPTH), 413 for asking too much (a body over MAX_BODY bytes, more than MAX_N images or
-MAX_STEPS frames), 415 for a body not sent as JSON, 422 for a field of the wrong type or
+MAX_STEPS frames, a drawing over MAX_IMAGE_BODY bytes or MAX_IMAGE_PIXELS pixels), 415 for a
+body not sent as JSON, 422 for a field of the wrong type or
 range, 404/405 for a wrong path or method; an unexpected failure is a 500 with a JSON body,
 and the server keeps serving.
 
@@ -34,6 +36,8 @@ the lock guards against contention, not against shared mutable state.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import ipaddress
 import json
 import re
@@ -54,7 +58,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ImageError, ImageTooLargeError
+from ..projection import decode_image, find_drawing, training_digits_or_note
 from ..sampling import load
 from ..viz import make_grid, png_bytes, to_uint8
 from .model import class_grid, model_info, num_classes, samples, walk
@@ -70,7 +75,22 @@ KEEP_ALIVE = 5  # seconds an idle connection stays open for another request
 MAX_CONNECTIONS = 64  # open connections; beyond, requests get a 503 until some close
 MAX_HEAD = 16 * 1024  # bytes of a request's line and headers
 _HEAD_PIECE = 1024  # bytes of a request's head h11 is given at a time
-LIMITS = {"max_n": MAX_N, "max_steps": MAX_STEPS, "max_seed": MAX_SEED, "max_scale": MAX_SCALE}
+MAX_IMAGE_BODY = 1024 * 1024  # bytes of a request body carrying a drawing (/api/project)
+MAX_IMAGE_PIXELS = 2048 * 2048  # pixels of a drawing
+MAX_RESTARTS = 16  # restarts of a projection (per class)
+MAX_PROJECT_STEPS = 1000  # optimiser steps of a projection
+PROJECT_SECONDS = 10.0  # a projection's search stops after this long, keeping what it found
+LIMITS = {
+    "max_n": MAX_N,
+    "max_steps": MAX_STEPS,
+    "max_seed": MAX_SEED,
+    "max_scale": MAX_SCALE,
+    "max_image_bytes": MAX_IMAGE_BODY,
+    "max_image_pixels": MAX_IMAGE_PIXELS,
+    "max_restarts": MAX_RESTARTS,
+    "max_project_steps": MAX_PROJECT_STEPS,
+    "project_seconds": PROJECT_SECONDS,
+}
 FORMATS = ("png", "json")
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")  # the Host names create_app accepts by default
 STATIC = Path(__file__).with_name("static")
@@ -103,9 +123,9 @@ def _depth(raw: bytes) -> int:
     return most
 
 
-async def _json_body(request: Request, fields: tuple[str, ...]) -> dict:
-    """The request's JSON object: sent as application/json, at most MAX_BODY bytes, nested at
-    most MAX_DEPTH deep, with no field outside ``fields``."""
+async def _json_body(request: Request, fields: tuple[str, ...], limit: int = MAX_BODY) -> dict:
+    """The request's JSON object: sent as application/json, at most ``limit`` bytes, nested
+    at most MAX_DEPTH deep, with no field outside ``fields``."""
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media_type != "application/json":
         raise BadRequest(
@@ -114,14 +134,15 @@ async def _json_body(request: Request, fields: tuple[str, ...]) -> dict:
             415,
         )
     length = request.headers.get("content-length", "")
-    if re.fullmatch(r"[0-9]+", length) and int(length) > MAX_BODY:
-        raise BadRequest(f"request body is over the limit of {MAX_BODY} bytes", 413)
+    too_large = BadRequest(f"request body is over the limit of {limit} bytes", 413)
+    if re.fullmatch(r"[0-9]+", length) and int(length) > limit:
+        raise too_large
     raw = bytearray()
     try:
         async for chunk in request.stream():
             raw += chunk
-            if len(raw) > MAX_BODY:
-                raise BadRequest(f"request body is over the limit of {MAX_BODY} bytes", 413)
+            if len(raw) > limit:
+                raise too_large
     except ClientDisconnect:  # nobody is left to answer
         raise BadRequest("the client went away before sending the whole body", 400) from None
     if not raw.strip():
@@ -185,6 +206,32 @@ def _label(body: dict, classes: int, allow_all: bool) -> int | str | None:
             f"label: expected an integer from 0 to {classes - 1}{also}, got {json.dumps(value)}"
         )
     return value
+
+
+_DATA_URL = re.compile(r"data:image/[a-z0-9.+-]+;base64,", re.IGNORECASE)
+
+
+def _drawing(body: dict, image_shape):
+    """The ``image`` field: an image file (PNG, JPEG, ...) as base64, or as a data: URL such
+    as a canvas's ``toDataURL()``, prepared for the model (digitgan.projection.decode_image)."""
+    value = body.get("image")
+    if not isinstance(value, str):
+        raise BadRequest(
+            "image: expected a string, an image file (PNG) as base64 or a data:image/png;base64 "
+            f"URL, got {json.dumps(value)[:100]}"
+        )
+    if match := _DATA_URL.match(value):
+        value = value[match.end() :]
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest("image: not base64 (nor a data:image/...;base64, URL)") from None
+    try:
+        return decode_image(data, image_shape, what="image", max_pixels=MAX_IMAGE_PIXELS)
+    except ImageTooLargeError as e:
+        raise BadRequest(str(e), 413) from None
+    except ImageError as e:
+        raise BadRequest(str(e)) from None
 
 
 # --- the Host header ------------------------------------------------------------------------
@@ -332,6 +379,42 @@ def create_app(gan, hosts: Iterable[str] | str = LOOPBACK_HOSTS) -> Starlette:
             lambda: _encode(walk(gan, seed_a, seed_b, steps, label, psi), fmt, scale, steps, echo)
         )
 
+    digits = []  # the training digits (or why there are none), loaded by the first projection
+
+    def find(drawing, options: dict) -> JSONResponse:
+        if not digits:
+            digits.extend(training_digits_or_note(gan))
+        found = find_drawing(gan, drawing, *digits, time_limit=PROJECT_SECONDS, **options)
+        nearest = [] if found.nearest is None else to_uint8(found.nearest).tolist()
+        return JSONResponse(
+            {
+                **found.summary(),
+                "shape": list(gan.image_shape),
+                "drawing": to_uint8(found.drawing[None])[0].tolist(),
+                "projection": to_uint8(found.projection.images)[0].tolist(),
+                "nearest_images": nearest,
+                "walk": to_uint8(found.walk).tolist(),
+            }
+        )
+
+    async def project_endpoint(request: Request) -> Response:
+        body = await _json_body(
+            request,
+            ("image", "label", "seed", "restarts", "steps", "walk_to"),
+            limit=MAX_IMAGE_BODY,
+        )
+        label = _label(body, classes, allow_all=False)
+        options = {
+            "label": label,
+            "seed": _int(body, "seed", 0, 0, MAX_SEED),
+            "walk_to": _int(body, "walk_to", 1, 0, MAX_SEED),
+            "restarts": _int(body, "restarts", 4, 1, MAX_RESTARTS, over=413),
+            "steps": _int(body, "steps", 300, 0, MAX_PROJECT_STEPS, over=413),
+        }
+        if "image" not in body:
+            raise BadRequest("image: required, the drawing (a PNG file as base64 or data: URL)")
+        return await generate(lambda: find(_drawing(body, gan.image_shape), options))
+
     def index(request: Request) -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
@@ -352,6 +435,7 @@ def create_app(gan, hosts: Iterable[str] | str = LOOPBACK_HOSTS) -> Starlette:
             Route("/api/info", info, methods=["GET"]),
             Route("/api/samples", samples_endpoint, methods=["POST"]),
             Route("/api/interpolate", interpolate_endpoint, methods=["POST"]),
+            Route("/api/project", project_endpoint, methods=["POST"]),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
         exception_handlers={

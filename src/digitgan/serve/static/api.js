@@ -21,4 +21,5 @@ const backend = {
   grid: async (body) => (await api("/api/samples", body)).blob(),
   walk: async (body) =>
     (await (await api("/api/interpolate", {...body, format: "json"})).json()).images,
+  project: async (body) => (await api("/api/project", body)).json(),
 };

@@ -1,9 +1,11 @@
-// The digitgan page: draws sample grids and latent walks. What it draws comes from `backend`,
-// defined by the script loaded before this one: api.js (digitgan serve's JSON/PNG API) or
-// web.js (the generator run in the browser, for digitgan export --web). A backend has
+// The digitgan page: draws sample grids and latent walks, and finds a digit drawn on its pad
+// in the model. What it draws comes from `backend`, defined by the script loaded before this
+// one: api.js (digitgan serve's JSON/PNG API) or web.js (the generator run in the browser,
+// for digitgan export --web). A backend has
 //   info()      the model's facts and the request limits (as GET /api/info answers)
 //   grid(body)  a PNG Blob of the samples POST /api/samples draws for `body`
 //   walk(body)  the frames POST /api/interpolate draws for `body`, as nested uint8 arrays
+//   project(body), only where a server can search the model: what POST /api/project answers
 // and rejects a request it cannot draw with an Error whose message says why.
 // Plain browser JavaScript, no build step and nothing fetched from elsewhere.
 "use strict";
@@ -192,6 +194,121 @@ function togglePlay() {
   }, 70);
 }
 
+// --- draw a digit, find it in the model ---------------------------------------------------
+
+const PAD_STROKE = 22; // pixels of the 280-pixel pad: about 2 of the model's 28
+let padInk = false;
+let findToken = 0;
+
+// Draw one image (nested [channel][row][column] uint8) onto a canvas, scaled, pixels sharp.
+function paint(target, image) {
+  const ctx = target.getContext("2d");
+  ctx.imageSmoothingEnabled = false;
+  ctx.drawImage(toCanvas(image), 0, 0, target.width, target.height);
+}
+
+function clearPad() {
+  const pad = $("pad");
+  const ctx = pad.getContext("2d");
+  ctx.fillStyle = "#000";
+  ctx.fillRect(0, 0, pad.width, pad.height);
+  padInk = false;
+  $("draw-find").disabled = true;
+}
+
+function setUpPad() {
+  const pad = $("pad");
+  const ctx = pad.getContext("2d");
+  let last = null;
+  const at = (e) => {
+    const box = pad.getBoundingClientRect();
+    return [(e.clientX - box.left) * pad.width / box.width,
+            (e.clientY - box.top) * pad.height / box.height];
+  };
+  const line = (from, to) => {
+    ctx.strokeStyle = "#fff";
+    ctx.lineWidth = PAD_STROKE;
+    ctx.lineCap = "round";
+    ctx.lineJoin = "round";
+    ctx.beginPath();
+    ctx.moveTo(...from);
+    ctx.lineTo(...to);
+    ctx.stroke();
+  };
+  pad.addEventListener("pointerdown", (e) => {
+    e.preventDefault();
+    pad.setPointerCapture(e.pointerId);
+    last = at(e);
+    line(last, last); // a dot
+    padInk = true;
+    $("draw-find").disabled = false;
+  });
+  pad.addEventListener("pointermove", (e) => {
+    if (last === null) return;
+    const next = at(e);
+    line(last, next);
+    last = next;
+  });
+  const stop = () => { last = null; };
+  pad.addEventListener("pointerup", stop);
+  pad.addEventListener("pointercancel", stop);
+  clearPad();
+}
+
+async function findDrawing() {
+  if (!padInk) return;
+  const token = ++findToken;
+  const body = {image: $("pad").toDataURL("image/png"), walk_to: randomSeed()};
+  const digit = $("draw-digit").value;
+  if (info.num_classes > 0 && digit !== "any" && digit !== "") body.label = Number(digit);
+  const card = $("draw-card");
+  card.classList.add("busy");
+  $("draw-find").disabled = true;
+  try {
+    const data = await backend.project(body);
+    if (token !== findToken) return;
+    paint($("drawn"), data.drawing);
+    paint($("found"), data.projection);
+    const as = data.label === null ? "" : `, drawn as a ${data.label}`;
+    $("found-caption").textContent = `The model's closest digit${as}`;
+    const early = data.stopped_early
+      ? ` The search stopped at the server's time limit, after ${data.steps} steps.` : "";
+    $("found-distance").textContent =
+      `Distance from your drawing: ${data.distance.toFixed(3)} (root mean squared ` +
+      `difference per pixel: 0 is identical, 1 is as different as can be).${early}`;
+    $("nearest").replaceChildren(...data.nearest.map((near, i) => {
+      const figure = document.createElement("figure");
+      const canvas = document.createElement("canvas");
+      [canvas.width, canvas.height] = [data.shape[2], data.shape[1]];
+      paint(canvas, data.nearest_images[i]);
+      const caption = document.createElement("figcaption");
+      caption.textContent = `#${near.index}, a ${near.label}: ${near.distance.toFixed(3)}`;
+      figure.append(canvas, caption);
+      return figure;
+    }));
+    $("nearest-hint").textContent = data.nearest.length ? $("nearest-hint").dataset.text
+      : data.nearest_note;
+    const walk = $("found-walk");
+    const frames = data.walk.map(toCanvas);
+    [walk.width, walk.height] = [frames.length * frames[0].width, frames[0].height];
+    walk.style.width = `${3 * walk.width}px`;
+    const wctx = walk.getContext("2d");
+    frames.forEach((f, k) => wctx.drawImage(f, k * f.width, 0));
+    $("found-more").hidden = false;
+    card.dataset.distance = String(data.distance);
+    card.dataset.label = data.label === null ? "" : String(data.label);
+    card.dataset.found = String(token);
+    showError("draw-error", "");
+  } catch (e) {
+    if (token === findToken) showError("draw-error", e.message);
+  } finally {
+    if (token === findToken) {
+      card.classList.remove("busy");
+      $("draw-find").disabled = !padInk;
+    }
+  }
+}
+
 // --- the model's facts -------------------------------------------------------------------
 
 function showFacts() {
@@ -244,9 +361,11 @@ function setUpDigits() {
   const digits = Array.from({length: k}, (_, i) => new Option(String(i), String(i)));
   $("digit").replaceChildren(new Option("any", "any"), ...digits.map((o) => o.cloneNode(true)),
                              new Option("all, one row each", "all"));
-  $("walk-digit").replaceChildren(...digits);
+  $("walk-digit").replaceChildren(...digits.map((o) => o.cloneNode(true)));
+  $("draw-digit").replaceChildren(new Option("any", "any"), ...digits);
   $("digit-field").hidden = false;
   $("walk-digit-field").hidden = false;
+  $("draw-digit-field").hidden = false;
 }
 
 // --- wiring ------------------------------------------------------------------------------
@@ -280,6 +399,15 @@ async function start() {
     loadWalk();
   });
   for (const id of ["seed-a", "seed-b", "walk-digit"]) $(id).addEventListener("change", loadWalk);
+
+  if (backend.project) {
+    $("nearest-hint").dataset.text = $("nearest-hint").textContent;
+    setUpPad();
+    $("draw-clear").addEventListener("click", clearPad);
+    $("draw-find").addEventListener("click", findDrawing);
+  } else {
+    $("draw-card").hidden = true;  // (a static page: no server to search the model)
+  }
 
   await Promise.all([drawGrid(), loadWalk()]);
 }
