@@ -134,6 +134,11 @@ VALID = header(0x08, 2, 3) + bytes(range(6))
         (VALID + b"\0", "trailing bytes after the 6 bytes"),
         (header(0x08, 2**16, 2**16, 2) + bytes(10), f"more than the {MAX_PAYLOAD_BYTES} allowed"),
         (header(0x0E, 2**30) + bytes(10), "more than the"),
+        # four dimensions, (N, C, H, W) images: the same checks
+        (bytes([0, 0, 8, 4]) + struct.pack(">3I", 2, 3, 4), "truncated header: 4 dimensions"),
+        (header(0x08, 2, 3, 4, 4) + bytes(95), "truncated: expected 96 bytes of data, found 95"),
+        (header(0x08, 2, 3, 4, 4) + bytes(97), "trailing bytes after the 96 bytes"),
+        (header(0x08, 2**12, 3, 2**10, 2**10) + bytes(10), "claims shape .4096, 3, 1024, 1024."),
     ],
 )
 @pytest.mark.parametrize("gz", [False, True])

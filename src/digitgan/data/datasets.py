@@ -46,7 +46,7 @@ MAX_IMAGE_SIDE = 1024
 images. Files announcing larger ones are refused before their data is read."""
 
 MAX_CHANNELS = 4
-"""The most channels a channels-last image (N, H, W, C) may have."""
+"""The most channels an image may have (IDX (N, C, H, W), npz (N, H, W, C))."""
 
 IDX_NAMES = (
     "train-images-idx3-ubyte",
@@ -318,15 +318,21 @@ def _load_npz(spec: str, path: Path) -> Dataset:
 
 
 def _idx_split(images_path: Path, labels_path: Path, num_classes: int) -> Split:
-    """Read and check a pair of IDX files: 3-D uint8 images, 1-D uint8 labels."""
+    """Read and check a pair of IDX files: uint8 images, 3-D (N, H, W) or 4-D (N, C, H, W)
+    with at most MAX_CHANNELS channels, and 1-D uint8 labels."""
 
     def images_header(shape: tuple[int, ...], dtype: np.dtype) -> None:
-        if dtype != np.uint8 or len(shape) != 3:
+        if dtype != np.uint8 or len(shape) not in (3, 4):
             raise DataError(
-                f"{images_path}: expected images, a 3-D uint8 IDX file (N, H, W); "
-                f"found {len(shape)}-D {dtype} of shape {shape}"
+                f"{images_path}: expected images, a uint8 IDX file of 3 dimensions (N, H, W) "
+                f"or 4 (N, C, H, W); found {len(shape)}-D {dtype} of shape {shape}"
             )
-        _check_image_size(str(images_path), shape[1], shape[2])
+        if len(shape) == 4 and not 1 <= shape[1] <= MAX_CHANNELS:
+            raise DataError(
+                f"{images_path}: {shape[1]} channels in shape {shape} (N, C, H, W); "
+                f"expected 1 to {MAX_CHANNELS}"
+            )
+        _check_image_size(str(images_path), shape[-2], shape[-1])
 
     def labels_header(shape: tuple[int, ...], dtype: np.dtype) -> None:
         if dtype != np.uint8 or len(shape) != 1:
@@ -337,7 +343,8 @@ def _idx_split(images_path: Path, labels_path: Path, num_classes: int) -> Split:
 
     images = read_idx(images_path, images_header)
     labels = read_idx(labels_path, labels_header)
-    return _split(images[:, np.newaxis], labels, str(images_path), str(labels_path), num_classes)
+    images = images[:, np.newaxis] if images.ndim == 3 else images
+    return _split(images, labels, str(images_path), str(labels_path), num_classes)
 
 
 def check_images(src: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
