@@ -83,13 +83,20 @@ class Split:
 
 @dataclass(frozen=True)
 class Dataset:
-    """A loaded dataset: its train split, optional test split, and class names."""
+    """A loaded dataset: its train split, optional test split, and class names.
+
+    ``stack_of`` names the single-channel dataset of K classes whose images a stacked dataset
+    holds, one per channel (see :mod:`digitgan.data.stacked`); its labels are then the
+    channels' labels as base-K digits, the first channel the most significant. None for any
+    other dataset.
+    """
 
     name: str
     train: Split
     test: Split | None
     num_classes: int
     class_names: tuple[str, ...]
+    stack_of: str | None = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -121,9 +128,15 @@ def list_datasets() -> list[DatasetEntry | DatasetLoader]:
 
 
 def load_dataset(
-    spec: str, data_dir: str | os.PathLike[str] | None = None, download: bool = True
+    spec: str,
+    data_dir: str | os.PathLike[str] | None = None,
+    download: bool = True,
+    options: object | None = None,
 ) -> Dataset:
-    """Load a dataset by spec, downloading a registry dataset's missing files if allowed."""
+    """Load a dataset by spec, downloading a registry dataset's missing files if allowed.
+
+    ``options`` is the option table of a dataset that has one (``cfg.data.options``; default:
+    its defaults)."""
     kind, target = _parse(spec)
     if kind == "idx":
         return _load_idx_folder(spec, target)
@@ -131,7 +144,7 @@ def load_dataset(
         return _load_npz(spec, target)
     entry = REGISTRY[target]
     if isinstance(entry, DatasetLoader):
-        return _from_loader(entry, data_dir)
+        return _from_loader(entry, data_dir, options)
     folder = _registry_folder(entry, data_dir)
     _ensure_files(entry, folder, download)
     train_images, train_labels, test_images, test_labels = (folder / f.name for f in entry.files)
@@ -269,9 +282,16 @@ def _ensure_files(entry: DatasetEntry, folder: Path, download: bool) -> None:
             )
 
 
-def _from_loader(entry: DatasetLoader, data_dir: str | os.PathLike[str] | None) -> Dataset:
-    """The dataset a registered function makes, checked to be one."""
-    dataset = entry.load(Path(data_dir) if data_dir else None)
+def _from_loader(
+    entry: DatasetLoader, data_dir: str | os.PathLike[str] | None, options: object | None
+) -> Dataset:
+    """The dataset a registered function makes (with its options, if it has some), checked
+    to be one."""
+    folder = Path(data_dir) if data_dir else None
+    if entry.options is None:
+        dataset = entry.load(folder)
+    else:
+        dataset = entry.load(folder, options if options is not None else entry.options())
     if not isinstance(dataset, Dataset):
         raise DataError(
             f"dataset {entry.name}: its loader returned {type(dataset).__name__}, not a "

@@ -69,7 +69,7 @@ SHIPPED: dict[str, ShippedClassifier] = {
     "mnist20k": ShippedClassifier(
         "mnist20k.safetensors",
         "3a7d6d89b97234b911b55d8e542242c49f5f893830d15d2c34adf5080e1b7385",
-        ("mnist20k", "mnist"),
+        ("mnist20k", "mnist", "stacked-mnist20k", "stacked-mnist"),
     ),
     "fashion-mnist": ShippedClassifier(
         "fashion-mnist.safetensors",

@@ -296,7 +296,10 @@ def restore_trainer(
 
 def _load_dataset(cfg: Config, dist: Dist) -> Dataset:
     """``cfg``'s dataset, loaded on rank 0 first (so that a download happens once)."""
-    return dist.main_first(lambda: load_dataset(cfg.data.dataset, cfg.data.data_dir or None))
+    data = cfg.data
+    return dist.main_first(
+        lambda: load_dataset(data.dataset, data.data_dir or None, options=data.options)
+    )
 
 
 def _want_progress(progress: bool | None) -> bool:
