@@ -52,6 +52,8 @@ METRICS = [  # (key in digitgan's evaluation metrics, label, format)
     ("mean_confidence", "mean confidence (higher)", "{:.4f}"),
     ("label_accuracy", "label accuracy (higher; labelled samples only)", "{:.4f}"),
     ("memorised", "memorised (lower; ~0.01 = as novel as test data)", "{:.4f}"),
+    ("modes_covered", "modes covered (of 1,000; stacked data)", "{:.0f}"),
+    ("modes_kl", "reverse KL to uniform modes, nats (lower; stacked data)", "{:.4f}"),
 ]
 
 
