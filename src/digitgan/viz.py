@@ -92,8 +92,9 @@ def progress_gif(
         data = read_bounded(p, MAX_GRID_BYTES, "sample grid", RunDirError)
         try:
             with Image.open(io.BytesIO(data), formats=["PNG"]) as im:
+                mode = "RGB" if im.mode in ("RGB", "RGBA") else "L"  # colour grids stay colour
                 images.append(
-                    im.convert("L").resize((im.width * scale, im.height * scale), Image.NEAREST)
+                    im.convert(mode).resize((im.width * scale, im.height * scale), Image.NEAREST)
                 )
         except (*_BAD_IMAGE, Image.DecompressionBombError) as e:
             raise RunDirError(f"sample grid {p}: not a readable PNG image ({e})") from None

@@ -10,7 +10,9 @@ from PIL import Image
 import digitgan
 from digitgan.cli import main
 from digitgan.data import StackedOptions, load_stacked
+from digitgan.errors import ConfigError
 from digitgan.eval.evaluate import EVAL_FILE, evaluate, evaluate_real
+from digitgan.viz import progress_gif
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -58,6 +60,9 @@ def test_real_stacks_floor_defaults_to_26000_samples():
 def test_a_colour_run_writes_colour_grids_and_samples_of_its_shape(stacked_run, tmp_path):
     with Image.open(stacked_run / "samples" / "final.png") as grid:
         assert grid.mode == "RGB"
+    with Image.open(progress_gif(stacked_run, tmp_path / "progress.gif")) as gif:
+        frame = np.asarray(gif.convert("RGB")).astype(int)
+        assert (frame[..., 0] != frame[..., 1]).any()  # still in colour
     gan = digitgan.load(stacked_run)
     assert gan.image_shape == (3, 28, 28)
     gan.save_samples(tmp_path / "s.npy", 7)
@@ -66,6 +71,11 @@ def test_a_colour_run_writes_colour_grids_and_samples_of_its_shape(stacked_run, 
     scored = [r for r in logged if "eval/modes_kl" in r]
     assert scored and all(0 <= r["eval/modes_kl"] <= math.log(1000) + 1e-9 for r in scored)
     assert all(1 <= r["eval/modes_covered"] <= 50 for r in scored)
+
+
+def test_a_resume_keeps_the_stacks_it_trained_on(stacked_run):
+    with pytest.raises(ConfigError, match="--set data.stacked-mnist20k.seed: cannot change"):
+        digitgan.resume(stacked_run, iters=6, sets=["data.stacked-mnist20k.seed=5"])
 
 
 def test_evaluate_command_on_a_stacked_run_saves_modes_and_floor(stacked_run, capsys):

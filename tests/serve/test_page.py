@@ -10,6 +10,8 @@ import urllib.request
 import numpy as np
 from PIL import Image
 
+import digitgan
+
 
 def api_png(url: str, body: dict) -> bytes:
     data, headers = json.dumps(body).encode(), {"Content-Type": "application/json"}
@@ -188,3 +190,36 @@ def test_page_for_a_conditional_model(page, cond_url, artifacts):
     page.select_option("#walk-digit", "7")
     page.wait_for_function("z => document.getElementById('walk-frame').toDataURL() !== z", arg=zero)
     page.screenshot(path=artifacts / "serve-page-conditional.png", full_page=True)
+
+
+def test_page_for_a_colour_model(page, running, colour_run, artifacts):
+    from playwright.sync_api import expect
+
+    from digitgan.serve import create_app
+
+    with running(create_app(digitgan.load(colour_run))) as url:
+        page.goto(url)
+        grid = page.locator("#grid")
+        expect(grid).to_have_attribute("data-seed", "0")
+        expect(page.locator("#summary")).to_contain_text("dcgan on stacked-mnist20k")
+        expect(page.locator("#facts")).to_contain_text("28\u00d728, 3 channels")
+        png = shown_png(page)
+        assert png == api_png(url, shown_request(page))
+        assert Image.open(io.BytesIO(png)).mode == "RGB"
+        # the walk's frames in colour: somewhere red, green and blue differ
+        frame = page.locator("#walk-frame")
+        expect(frame).to_have_attribute("data-seeds", "0-1")
+        colours = page.evaluate(
+            "() => { const c = document.getElementById('walk-frame');"
+            " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+            " let n = 0; for (let i = 0; i < d.length; i += 4)"
+            " if (d[i] !== d[i + 1] || d[i + 1] !== d[i + 2]) n++; return n; }"
+        )
+        assert colours > 0
+        # eval.json's modes and their real-data floor, in the metrics table
+        row = page.locator("#metrics tr", has_text="modes_covered")
+        expect(row).to_be_visible()
+        saved = json.loads((colour_run / "eval.json").read_text())
+        floor = str(saved["floor"]["modes_covered"])
+        expect(row.locator("td").nth(2)).to_have_text(floor)
+        page.screenshot(path=artifacts / "serve-page-colour.png", full_page=True)

@@ -16,7 +16,8 @@ what the final linear layer reads (:meth:`DigitClassifier.features`). The class
 probabilities (softmax of the logits, :meth:`DigitClassifier.probs`) feed the
 classifier Inception Score and the class-balance numbers.
 
-The weights for ``mnist20k`` (also used for ``mnist``: the same digits and test set)
+The weights for ``mnist20k`` (also used for ``mnist``: the same digits and test set, and
+for each channel of the stacked datasets made from them)
 and ``fashion-mnist`` ship in ``digitgan/eval/weights/`` as safetensors files whose
 sha256 is pinned in :data:`SHIPPED` and checked on every load. Each was made by
 ``digitgan classifier train`` (:func:`train_classifier`); the exact command is in

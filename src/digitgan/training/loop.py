@@ -253,7 +253,8 @@ def resume(
 
 
 FIXED_ON_RESUME = ("model", "data.dataset", "train.seed", "train.ema_decay")
-"""What a resume cannot change: the models, the data, the seed of the fixed noise, the EMA."""
+"""What a resume cannot change: the models, the data (and its options, the table
+``data.<dataset>``), the seed of the fixed noise, the EMA."""
 
 
 def restore_trainer(
@@ -278,8 +279,9 @@ def restore_trainer(
     cfg = saved.replace()
     apply_sets(cfg, sets)
     before = saved.flat()
+    fixed_keys = (*FIXED_ON_RESUME, f"data.{saved.data.dataset}")
     for key, value in cfg.flat().items():
-        fixed = key in FIXED_ON_RESUME or key.split(".")[0] in FIXED_ON_RESUME
+        fixed = any(key == f or key.startswith(f"{f}.") for f in fixed_keys)
         if fixed and value != before.get(key):
             raise ConfigError(
                 f"--set {key}: cannot change when resuming a run (it is fixed by the "
