@@ -232,22 +232,26 @@ def test_fuzz_plausible_headers(
 
 
 @pytest.fixture(scope="module")
-def valid_files(scratch: Path) -> dict[tuple[type, bool], bytes]:
-    """The bytes of a valid IDX file for each dtype, plain and gzipped."""
+def valid_files(scratch: Path) -> dict[tuple[type, bool, int], bytes]:
+    """The bytes of a valid IDX file for each dtype, plain and gzipped, of 3 dimensions
+    (N, H, W) and of 4 (N, C, H, W)."""
     files = {}
     for dtype in DTYPES:
         for gz in (False, True):
-            path = scratch / ("valid.gz" if gz else "valid")
-            write_idx(path, sample(dtype, (3, 2, 4)))
-            files[dtype, gz] = path.read_bytes()
+            for shape in ((3, 2, 4), (3, 2, 2, 4)):
+                path = scratch / ("valid.gz" if gz else "valid")
+                write_idx(path, sample(dtype, shape))
+                files[dtype, gz, len(shape)] = path.read_bytes()
     return files
 
 
 @FUZZ
-@given(dtype=st.sampled_from(DTYPES), gz=st.booleans(), data=st.data())
+@given(
+    dtype=st.sampled_from(DTYPES), gz=st.booleans(), ndim=st.sampled_from([3, 4]), data=st.data()
+)
 def test_fuzz_mutated_valid_files(
-    scratch: Path, valid_files: dict, mutate, dtype: type, gz: bool, data
+    scratch: Path, valid_files: dict, mutate, dtype: type, gz: bool, ndim: int, data
 ) -> None:
     path = scratch / ("mutated.gz" if gz else "mutated")
-    path.write_bytes(mutate(data, valid_files[dtype, gz]))
+    path.write_bytes(mutate(data, valid_files[dtype, gz, ndim]))
     read_or_data_error(path)

@@ -173,7 +173,7 @@ class EvalReport:
         rows = [
             ("modes covered", f"{m['modes_covered']}/{total}", "higher", real("modes_covered", "")),
             ("reverse KL", f"{m['modes_kl']:.4f}", "lower", real("modes_kl", ".4f")),
-            ("mean confidence", f"{m['mean_confidence']:.4f}", "higher", "per channel"),
+            ("mean confidence", f"{m['mean_confidence']:.4f}", "higher", "top digit probability"),
         ]
         rows += self._label_row()
         lines = self._lines(rows)
