@@ -12,6 +12,7 @@ from digitgan.cli import main
 from digitgan.data import StackedOptions, load_stacked
 from digitgan.errors import ConfigError
 from digitgan.eval.evaluate import EVAL_FILE, evaluate, evaluate_real
+from digitgan.export import export
 from digitgan.viz import progress_gif
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -78,7 +79,7 @@ def test_a_resume_keeps_the_stacks_it_trained_on(stacked_run):
         digitgan.resume(stacked_run, iters=6, sets=["data.stacked-mnist20k.seed=5"])
 
 
-def test_evaluate_command_on_a_stacked_run_saves_modes_and_floor(stacked_run, capsys):
+def test_evaluate_command_on_a_stacked_run_saves_modes_and_floor(stacked_run, capsys, tmp_path):
     assert main(["evaluate", str(stacked_run), "--n", "300", "--save"]) == 0
     out = capsys.readouterr().out
     assert "modes covered" in out and "real data" in out
@@ -87,6 +88,10 @@ def test_evaluate_command_on_a_stacked_run_saves_modes_and_floor(stacked_run, ca
     assert {"modes_covered", "modes_kl", "mean_confidence"} <= set(saved["metrics"])
     # the run's own options made the floor's stacks: 300 real ones of its 2,000
     assert saved["floor"]["modes_covered"] <= 300
+    # an exported model's card shows them
+    card = (export(stacked_run, tmp_path / "model").path / "README.md").read_text()
+    modes, floor = saved["metrics"]["modes_covered"], saved["floor"]["modes_covered"]
+    assert f"| Modes covered (Stacked MNIST, of 1,000) | {modes} | {floor} |" in card
 
 
 def test_channels_adds_the_usual_metrics_per_channel(stacked, tmp_path, capsys):
