@@ -1,5 +1,6 @@
 """Stacked MNIST end to end: a colour run's grids and samples, its modes and their floor."""
 
+import io
 import json
 import math
 
@@ -61,6 +62,12 @@ def test_real_stacks_floor_defaults_to_26000_samples():
 def test_a_colour_run_writes_colour_grids_and_samples_of_its_shape(stacked_run, tmp_path):
     with Image.open(stacked_run / "samples" / "final.png") as grid:
         assert grid.mode == "RGB"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(stacked_run / "tb"))
+    events.Reload()
+    logged = events.Images("samples")[-1].encoded_image_string
+    assert Image.open(io.BytesIO(logged)).mode == "RGB"
     with Image.open(progress_gif(stacked_run, tmp_path / "progress.gif")) as gif:
         frame = np.asarray(gif.convert("RGB")).astype(int)
         assert (frame[..., 0] != frame[..., 1]).any()  # still in colour
