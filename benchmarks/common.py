@@ -57,6 +57,8 @@ METRICS = [  # (key in digitgan's evaluation metrics, label, format)
     ("label_accuracy", "label accuracy (higher; labelled samples only)", "{:.4f}"),
     ("cas", "classification accuracy score (higher; floor: trained on real digits)", "{:.4f}"),
     ("memorised", "memorised (lower; ~0.01 = as novel as test data)", "{:.4f}"),
+    ("modes_covered", "modes covered (of 1,000; stacked data)", "{:.0f}"),
+    ("modes_kl", "reverse KL to uniform modes, nats (lower; stacked data)", "{:.4f}"),
 ]
 
 

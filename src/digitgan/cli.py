@@ -222,7 +222,7 @@ def _evaluate(args) -> int:
             )
     cas = _cas_recipe(args)
     common = {"n": args.n, "classifier": args.classifier, "seed": args.seed}
-    common |= {"data_dir": args.data_dir}
+    common |= {"data_dir": args.data_dir, "channels": args.channels}
     if args.real:
         dataset = {"dataset": args.dataset} if args.dataset else {}
         report = evaluate_real(**dataset, **common)
@@ -243,7 +243,8 @@ def _evaluate(args) -> int:
 
         if args.real or Path(args.source).suffix == ".npy":
             raise ConfigError("--save: only a run or checkpoint's evaluation is saved")
-        floor = evaluate_real(report.dataset, **common)
+        # a stacked dataset's report holds its floor, made with the run's own options
+        floor = None if report.floor is not None else evaluate_real(report.dataset, **common)
         print(f"wrote {save_evaluation(args.source, report, floor)}")
     return 0
 
@@ -466,7 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         required=True,
         metavar="FILE",
-        help=".png for a grid, .npy for a uint8 array (N, 28, 28)",
+        help=".png for a grid, .npy for a uint8 array (N, H, W) of grey images or "
+        "(N, C, H, W) of colour ones",
     )
     s.add_argument("--seed", type=SEED, default=0, help="noise seed (default 0)")
     s.add_argument(
@@ -593,7 +595,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("source", nargs="?", metavar="RUN_OR_CHECKPOINT_OR_FILE.npy")
     e.add_argument("--real", action="store_true", help="score the real training split instead")
     e.add_argument(
-        "--n", type=int, help="samples to draw (default 10000; a .npy file: all its images)"
+        "--n",
+        type=int,
+        help="samples to draw (default 10000, a stacked dataset 26000; a .npy file: all its "
+        "images)",
+    )
+    e.add_argument(
+        "--channels",
+        action="store_true",
+        help="a stacked dataset: also the usual metrics of each channel, against the dataset "
+        "stacked (red/fid, ...)",
     )
     e.add_argument(
         "--labels",

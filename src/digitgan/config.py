@@ -27,22 +27,12 @@ import tomli_w
 import torch
 
 from .augment import AUGMENTS, TRANSFORMS
+from .data.registry import DATASET_OPTIONS
 from .errors import ConfigError
 from .fileio import read_text_bounded
 from .losses import OBJECTIVES, PENALTIES
 from .models import ARCHITECTURES, INITS
 from .options import Registry, opt
-
-
-@dataclass
-class DataConfig:
-    dataset: str = opt(
-        "mnist20k", "dataset spec: a registered name (digitgan data list), idx:DIR or npz:FILE"
-    )
-    data_dir: str = opt("", "where downloaded datasets are cached ('' = $DIGITGAN_DATA or cache)")
-    batch_size: int = opt(
-        128, "images per discriminator batch (and noise vectors per G step)", min=1
-    )
 
 
 class _Parts:
@@ -77,6 +67,13 @@ class _Parts:
         names = [getattr(self, chooser)] if chooser else list(registry)
         return [n for n in names if n in registry and registry.entry(n).options is not None]
 
+    @property
+    def options(self):
+        """The option table of the chosen entry (``model.<arch>``, ``data.<dataset>``), or
+        None when it has none."""
+        names = self.part_names()
+        return self.part(names[0]) if names else None
+
     def __eq__(self, other) -> bool:
         return (
             type(self) is type(other)
@@ -87,6 +84,19 @@ class _Parts:
 
 def _plain(section) -> dict:
     return {f.name: getattr(section, f.name) for f in dataclasses.fields(section)}
+
+
+@dataclass(eq=False)
+class DataConfig(_Parts):
+    PARTS = (DATASET_OPTIONS, "dataset")
+
+    dataset: str = opt(
+        "mnist20k", "dataset spec: a registered name (digitgan data list), idx:DIR or npz:FILE"
+    )
+    data_dir: str = opt("", "where downloaded datasets are cached ('' = $DIGITGAN_DATA or cache)")
+    batch_size: int = opt(
+        128, "images per discriminator batch (and noise vectors per G step)", min=1
+    )
 
 
 @dataclass(eq=False)
@@ -114,12 +124,6 @@ class ModelConfig(_Parts):
         "'dcgan' = Normal(0, 0.02), 'torch' = PyTorch's layer defaults",
         choices=lambda: tuple(INITS),
     )
-
-    @property
-    def options(self):
-        """The chosen architecture's option table (``model.<arch>``), or None."""
-        names = self.part_names()
-        return self.part(names[0]) if names else None
 
 
 @dataclass(eq=False)
@@ -327,8 +331,9 @@ _CONV = {
 }
 
 
-def _conv(**sections: dict[str, Any]) -> dict[str, Any]:
-    """The shared convolutional recipe with some fields changed (tables merged key by key)."""
+def _conv(base: dict[str, Any] | None = None, **sections: dict[str, Any]) -> dict[str, Any]:
+    """The shared convolutional recipe (or ``base``, a preset made from it) with some fields
+    changed (tables merged key by key)."""
 
     def merge(a: dict, b: dict) -> dict:
         out = dict(a)
@@ -336,7 +341,14 @@ def _conv(**sections: dict[str, Any]) -> dict[str, Any]:
             out[k] = merge(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
         return out
 
-    return merge(_CONV, sections)
+    return merge(base or _CONV, sections)
+
+
+_HINGE_SN = _conv(
+    model={"spectral_norm": True},
+    loss={"objective": "hinge"},
+    optim={"beta1": 0.0, "beta2": 0.999},
+)
 
 
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -372,11 +384,12 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "hinge-sn": (
         "hinge loss with spectral normalisation on every D layer (Miyato et al. 2018), "
         "no other norm in D",
-        _conv(
-            model={"spectral_norm": True},
-            loss={"objective": "hinge"},
-            optim={"beta1": 0.0, "beta2": 0.999},
-        ),
+        _HINGE_SN,
+    ),
+    "stacked": (
+        "the hinge-sn recipe on Stacked MNIST (stacked-mnist20k: three digits as red, green "
+        "and blue, 1,000 modes): the mode-collapse benchmark; digitgan evaluate counts the modes",
+        _conv(_HINGE_SN, data={"dataset": "stacked-mnist20k"}),
     ),
 }
 

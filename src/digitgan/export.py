@@ -58,6 +58,8 @@ CARD_METRICS = [  # (key in eval.json, model-index type, name)
     ("recall", "recall", "Recall"),
     ("label_accuracy", "accuracy", "Label accuracy"),
     ("cas", "accuracy", "Classification accuracy score"),
+    ("modes_covered", "modes_covered", "Modes covered (Stacked MNIST, of 1,000)"),
+    ("modes_kl", "reverse_kl", "Reverse KL of the modes from uniform (Stacked MNIST)"),
 ]
 DATASET_IDS = {"mnist20k": "mnist", "mnist": "mnist", "fashion-mnist": "fashion_mnist"}
 """Hugging Face dataset ids of the datasets digitgan knows."""

@@ -270,8 +270,8 @@ class Sampler:
         labels: Labels = None,
         truncation: float = 1.0,
     ) -> Path:
-        """Write ``n`` samples to ``.png`` (a grid) or ``.npy`` (uint8, (n, H, W) for grey,
-        (n, H, W, C) for colour)."""
+        """Write ``n`` samples to ``.png`` (a grid) or ``.npy`` (uint8, (n, H, W) for one
+        channel, (n, C, H, W) for more)."""
         check_truncation(truncation)
         path = _output_path(path, (".png", ".npy"))
         if path.suffix == ".png":
@@ -282,7 +282,7 @@ class Sampler:
         if path.suffix == ".png":
             save_png(path, make_grid(images))
         else:
-            arr = images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1)
+            arr = images[:, 0] if images.shape[1] == 1 else images
             with path.open("wb") as f:
                 np.save(f, np.ascontiguousarray(arr))
         return path

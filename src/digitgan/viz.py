@@ -41,11 +41,15 @@ def to_uint8(images: torch.Tensor, out_range: tuple[float, float] = (0.0, 1.0)) 
 
 
 def make_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2) -> np.ndarray:
-    """Tile uint8 images (N, C, H, W) into one (H', W') or (H', W', C) image, ``nrow`` per row.
+    """Tile uint8 images (N, C, H, W) into one image, ``nrow`` per row: grey (H', W') for
+    one channel, else colour (H', W', 3) (two channels as red and green) or (H', W', 4)
+    (RGBA).
 
     ``nrow`` defaults to ceil(sqrt(N)), so 16 images make a 4x4 grid; cells are separated by
     ``pad`` black pixels.
     """
+    if images.shape[1] == 2:  # red and green, no blue: an image PNG and TensorBoard show
+        images = np.concatenate([images, np.zeros_like(images[:, :1])], axis=1)
     n, c, h, w = images.shape
     nrow = nrow or max(1, math.ceil(math.sqrt(n)))
     rows = max(1, math.ceil(n / nrow))
@@ -88,8 +92,9 @@ def progress_gif(
         data = read_bounded(p, MAX_GRID_BYTES, "sample grid", RunDirError)
         try:
             with Image.open(io.BytesIO(data), formats=["PNG"]) as im:
+                mode = "RGB" if im.mode in ("RGB", "RGBA") else "L"  # colour grids stay colour
                 images.append(
-                    im.convert("L").resize((im.width * scale, im.height * scale), Image.NEAREST)
+                    im.convert(mode).resize((im.width * scale, im.height * scale), Image.NEAREST)
                 )
         except (*_BAD_IMAGE, Image.DecompressionBombError) as e:
             raise RunDirError(f"sample grid {p}: not a readable PNG image ({e})") from None

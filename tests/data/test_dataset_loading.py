@@ -92,7 +92,9 @@ def test_missing_bundled_file_is_reported(tmp_path: Path, monkeypatch: pytest.Mo
 
 def test_registry_lists_the_named_datasets() -> None:
     entries = list_datasets()
-    assert [entry.name for entry in entries] == ["mnist20k", "mnist", "fashion-mnist"]
+    names = ["mnist20k", "mnist", "fashion-mnist", "stacked-mnist20k", "stacked-mnist"]
+    assert [entry.name for entry in entries] == names
+    entries = entries[:3]  # the stacked ones are made on load: tests/data/test_stacked.py
     for entry in entries:
         assert entry.description and entry.license and entry.num_classes == 10
         assert len(entry.files) == 4 and all(file.checksums() for file in entry.files)
@@ -142,6 +144,43 @@ def test_idx_folder_loads(tmp_path: Path, make_idx_folder, gz: bool) -> None:
     assert dataset.num_classes == 7 and dataset.class_names == tuple("0123456")
 
 
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_folder_of_4d_images_loads_with_its_channels(tmp_path: Path, gz: bool) -> None:
+    rng = np.random.default_rng(0)
+    suffix = ".gz" if gz else ""
+    images = {n: rng.integers(0, 256, (n, 3, 4, 5), dtype=np.uint8) for n in (12, 6)}
+    labels = {n: (np.arange(n) % 7).astype(np.uint8) for n in (12, 6)}
+    for (image_name, label_name), n in zip((IDX_NAMES[:2], IDX_NAMES[2:]), (12, 6), strict=True):
+        write_idx(tmp_path / f"{image_name}{suffix}", images[n])
+        write_idx(tmp_path / f"{label_name}{suffix}", labels[n])
+    dataset = load_dataset(f"idx:{tmp_path}")
+    assert dataset.image_shape == (3, 4, 5)
+    assert np.array_equal(dataset.train.images, images[12])
+    assert np.array_equal(dataset.test.images, images[6])
+    assert np.array_equal(dataset.test.labels, labels[6])
+    assert dataset_info(f"idx:{tmp_path}")["image_shape"] == (3, 4, 5)
+
+
+@pytest.mark.parametrize(
+    "shape, message",
+    [
+        ((12, 5, 4, 5), r"5 channels in shape \(12, 5, 4, 5\) \(N, C, H, W\); expected 1 to 4"),
+        ((12, 0, 4, 5), r"0 channels in shape \(12, 0, 4, 5\)"),
+        ((12, 3, 1025, 5), "images of 1025x5 pixels; .* at most 1024 pixels a side"),
+    ],
+)
+def test_bad_4d_idx_images_are_refused_before_reading(
+    tmp_path: Path, make_idx_folder, shape: tuple, message: str
+) -> None:
+    make_idx_folder(tmp_path, test=False)
+    # only the header: a reader that looked past it would report a truncated file instead
+    header = bytes([0, 0, 0x08, 4]) + np.array(shape, ">u4").tobytes()
+    (tmp_path / f"{IDX_NAMES[0]}.gz").unlink()
+    (tmp_path / IDX_NAMES[0]).write_bytes(header)
+    with pytest.raises(DataError, match=f"{IDX_NAMES[0]}: {message}"):
+        load_dataset(f"idx:{tmp_path}")
+
+
 def test_idx_folder_mixed_compression_and_no_test_split(tmp_path: Path, make_idx_folder) -> None:
     make_idx_folder(tmp_path, test=False)
     (tmp_path / f"{IDX_NAMES[1]}.gz").unlink()
@@ -164,13 +203,13 @@ def test_idx_folder_mixed_compression_and_no_test_split(tmp_path: Path, make_idx
         ),
         (
             lambda folder: write_idx(folder / f"{IDX_NAMES[0]}.gz", np.zeros((12, 4, 5), np.int16)),
-            "train-images-idx3-ubyte.gz: expected images, a 3-D uint8 .* found 3-D int16",
+            "train-images-idx3-ubyte.gz: expected images, a uint8 IDX file .* found 3-D int16",
         ),
         (
             lambda folder: shutil.copy(
                 folder / f"{IDX_NAMES[1]}.gz", folder / f"{IDX_NAMES[0]}.gz"
             ),
-            "train-images-idx3-ubyte.gz: expected images, a 3-D uint8 .* found 1-D uint8",
+            "train-images-idx3-ubyte.gz: expected images, a uint8 IDX file .* found 1-D uint8",
         ),
         (
             lambda folder: shutil.copy(

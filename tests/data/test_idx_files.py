@@ -134,6 +134,11 @@ VALID = header(0x08, 2, 3) + bytes(range(6))
         (VALID + b"\0", "trailing bytes after the 6 bytes"),
         (header(0x08, 2**16, 2**16, 2) + bytes(10), f"more than the {MAX_PAYLOAD_BYTES} allowed"),
         (header(0x0E, 2**30) + bytes(10), "more than the"),
+        # four dimensions, (N, C, H, W) images: the same checks
+        (bytes([0, 0, 8, 4]) + struct.pack(">3I", 2, 3, 4), "truncated header: 4 dimensions"),
+        (header(0x08, 2, 3, 4, 4) + bytes(95), "truncated: expected 96 bytes of data, found 95"),
+        (header(0x08, 2, 3, 4, 4) + bytes(97), "trailing bytes after the 96 bytes"),
+        (header(0x08, 2**12, 3, 2**10, 2**10) + bytes(10), "claims shape .4096, 3, 1024, 1024."),
     ],
 )
 @pytest.mark.parametrize("gz", [False, True])
@@ -227,22 +232,26 @@ def test_fuzz_plausible_headers(
 
 
 @pytest.fixture(scope="module")
-def valid_files(scratch: Path) -> dict[tuple[type, bool], bytes]:
-    """The bytes of a valid IDX file for each dtype, plain and gzipped."""
+def valid_files(scratch: Path) -> dict[tuple[type, bool, int], bytes]:
+    """The bytes of a valid IDX file for each dtype, plain and gzipped, of 3 dimensions
+    (N, H, W) and of 4 (N, C, H, W)."""
     files = {}
     for dtype in DTYPES:
         for gz in (False, True):
-            path = scratch / ("valid.gz" if gz else "valid")
-            write_idx(path, sample(dtype, (3, 2, 4)))
-            files[dtype, gz] = path.read_bytes()
+            for shape in ((3, 2, 4), (3, 2, 2, 4)):
+                path = scratch / ("valid.gz" if gz else "valid")
+                write_idx(path, sample(dtype, shape))
+                files[dtype, gz, len(shape)] = path.read_bytes()
     return files
 
 
 @FUZZ
-@given(dtype=st.sampled_from(DTYPES), gz=st.booleans(), data=st.data())
+@given(
+    dtype=st.sampled_from(DTYPES), gz=st.booleans(), ndim=st.sampled_from([3, 4]), data=st.data()
+)
 def test_fuzz_mutated_valid_files(
-    scratch: Path, valid_files: dict, mutate, dtype: type, gz: bool, data
+    scratch: Path, valid_files: dict, mutate, dtype: type, gz: bool, ndim: int, data
 ) -> None:
     path = scratch / ("mutated.gz" if gz else "mutated")
-    path.write_bytes(mutate(data, valid_files[dtype, gz]))
+    path.write_bytes(mutate(data, valid_files[dtype, gz, ndim]))
     read_or_data_error(path)

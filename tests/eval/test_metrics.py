@@ -17,6 +17,7 @@ from digitgan.eval.metrics import (
     kid,
     label_accuracy,
     memorisation,
+    mode_balance,
     precision_recall,
 )
 
@@ -197,3 +198,16 @@ def test_metrics_take_images_and_any_feature_function():
 def test_bad_inputs_are_clear_errors(call, message):
     with pytest.raises(ConfigError, match=message):
         call()
+
+
+def test_mode_balance_counts_modes_and_the_reverse_kl_on_constructed_digits():
+    one_mode = mode_balance(np.tile([7, 0, 3], (500, 1)), 10)
+    assert one_mode["modes_covered"] == 1 and one_mode["histogram"][703] == 500
+    assert one_mode["modes_kl"] == pytest.approx(math.log(1000))  # C log K
+    every_mode = np.array([[a, b, c] for a in range(10) for b in range(10) for c in range(10)])
+    uniform = mode_balance(np.concatenate([every_mode, every_mode]), 10)
+    assert uniform["modes_covered"] == 1000 and uniform["modes_kl"] == pytest.approx(0, abs=1e-12)
+    half = mode_balance(every_mode[:500], 10)  # 500 modes, equally often: KL = log 2
+    assert half["modes_covered"] == 500 and half["modes_kl"] == pytest.approx(math.log(2))
+    with pytest.raises(ConfigError, match="classes in 0..9 of shape"):
+        mode_balance(np.array([[10, 0, 0]]), 10)

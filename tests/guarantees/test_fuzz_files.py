@@ -79,10 +79,14 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Files:
     write_idx(folder / "images", arrays["x_train"])
     write_idx(folder / "images.gz", arrays["x_train"])
     write_idx(folder / "labels.gz", arrays["y_train"])
+    colour = rng.integers(0, 256, (6, 3, 8, 8), dtype=np.uint8)  # (N, C, H, W)
+    write_idx(folder / "images4d", colour)
+    write_idx(folder / "images4d.gz", colour)
     np.save(folder / "samples.npy", arrays["x_test"])
     np.save(folder / "labels.npy", arrays["y_test"].astype(np.int64))
     (folder / "config.toml").write_text(preset("dcgan").to_toml())
-    names = ["tiny.npz", "packed.npz", "images", "images.gz", "labels.gz", "samples.npy"]
+    names = ["tiny.npz", "packed.npz", "images", "images.gz", "images4d", "images4d.gz"]
+    names += ["labels.gz", "samples.npy"]
     names += ["labels.npy", "config.toml"]
     valid = {name: (folder / name).read_bytes() for name in names}
     return Files(valid, classifier=SHIPPED["mnist20k"].path.read_bytes(), tiny=folder)
@@ -94,16 +98,22 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @FUZZ
-@given(which=st.sampled_from(["images", "images.gz", "labels.gz"]), data=st.data())
-def test_fuzz_idx_folder(capsys, scratch, files, mutate, which, data):
+@given(
+    which=st.sampled_from(["images", "images.gz", "labels.gz"]),
+    dims=st.sampled_from(["", "4d"]),  # (N, H, W) or (N, C, H, W) images
+    data=st.data(),
+)
+def test_fuzz_idx_folder(capsys, scratch, files, mutate, which, dims, data):
     folder = scratch / "idx"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir()
-    images = IDX_NAMES[0] + (".gz" if which == "images.gz" else "")
-    (folder / images).write_bytes(files["images.gz" if which == "images.gz" else "images"])
+    gz = ".gz" if which == "images.gz" else ""
+    images = IDX_NAMES[0] + gz
+    (folder / images).write_bytes(files[f"images{dims}{gz}"])
     (folder / f"{IDX_NAMES[1]}.gz").write_bytes(files["labels.gz"])
+    valid = files[f"images{dims}{gz}" if which != "labels.gz" else which]
     target = folder / (f"{IDX_NAMES[1]}.gz" if which == "labels.gz" else images)
-    target.write_bytes(damaged(data, mutate, files[which]))
+    target.write_bytes(damaged(data, mutate, valid))
     run_cli(capsys, ["data", "info", f"idx:{folder}"])
 
 

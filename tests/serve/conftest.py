@@ -51,6 +51,19 @@ def tiny_run(tmp_path_factory, small_data) -> Path:
 
 
 @pytest.fixture(scope="session")
+def colour_run(tmp_path_factory, tiny) -> Path:
+    """A few iterations of the stacked preset (colour images of three digits), shrunk, with
+    its modes saved to eval.json as ``digitgan evaluate RUN --save`` writes them."""
+    from digitgan.eval.evaluate import evaluate, save_evaluation
+
+    small = {"data__stacked-mnist20k__train_size": 500, "data__stacked-mnist20k__test_size": 100}
+    out = tmp_path_factory.mktemp("serve-colour") / "run"
+    digitgan.train(tiny("stacked", **small), out, progress=False)
+    save_evaluation(out, evaluate(out, n=100))
+    return out
+
+
+@pytest.fixture(scope="session")
 def gan(tiny_run) -> Sampler:
     return digitgan.load(tiny_run)
 

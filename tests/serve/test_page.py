@@ -12,6 +12,8 @@ import pytest
 from helpers import download_grid
 from PIL import Image
 
+import digitgan
+
 
 def api_png(url: str, body: dict) -> bytes:
     data, headers = json.dumps(body).encode(), {"Content-Type": "application/json"}
@@ -265,3 +267,36 @@ def test_a_digit_drawn_on_the_page_is_found_in_the_model(page, cli_server, artif
     # clearing the pad leaves nothing to find
     page.click("#draw-clear")
     expect(find).to_be_disabled()
+
+
+def test_page_for_a_colour_model(page, running, colour_run, artifacts):
+    from playwright.sync_api import expect
+
+    from digitgan.serve import create_app
+
+    with running(create_app(digitgan.load(colour_run))) as url:
+        page.goto(url)
+        grid = page.locator("#grid")
+        expect(grid).to_have_attribute("data-seed", "0")
+        expect(page.locator("#summary")).to_contain_text("dcgan on stacked-mnist20k")
+        expect(page.locator("#facts")).to_contain_text("28\u00d728, 3 channels")
+        png = shown_png(page)
+        assert png == api_png(url, shown_request(page))
+        assert Image.open(io.BytesIO(png)).mode == "RGB"
+        # the walk's frames in colour: somewhere red, green and blue differ
+        frame = page.locator("#walk-frame")
+        expect(frame).to_have_attribute("data-seeds", "0-1")
+        colours = page.evaluate(
+            "() => { const c = document.getElementById('walk-frame');"
+            " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+            " let n = 0; for (let i = 0; i < d.length; i += 4)"
+            " if (d[i] !== d[i + 1] || d[i + 1] !== d[i + 2]) n++; return n; }"
+        )
+        assert colours > 0
+        # eval.json's modes and their real-data floor, in the metrics table
+        row = page.locator("#metrics tr", has_text="modes_covered")
+        expect(row).to_be_visible()
+        saved = json.loads((colour_run / "eval.json").read_text())
+        floor = str(saved["floor"]["modes_covered"])
+        expect(row.locator("td").nth(2)).to_have_text(floor)
+        page.screenshot(path=artifacts / "serve-page-colour.png", full_page=True)

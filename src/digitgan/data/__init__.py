@@ -2,7 +2,8 @@
 
 ``load_dataset("mnist20k")`` returns the bundled offline sample; ``"mnist"`` and
 ``"fashion-mnist"`` are fetched on first use into :func:`default_data_dir`;
-``"idx:FOLDER"`` and ``"npz:FILE"`` load a user's own files. See
+``"idx:FOLDER"`` and ``"npz:FILE"`` load a user's own files; ``"stacked-mnist20k"`` and
+``"stacked-mnist"`` are Stacked MNIST, made on load (:mod:`digitgan.data.stacked`). See
 :mod:`digitgan.data.registry` for how to point a named dataset at other mirrors or folders.
 """
 
@@ -23,6 +24,7 @@ from digitgan.data.fetch import FileCheck
 from digitgan.data.idx import read_idx, write_idx
 from digitgan.data.npz import read_npy, read_npz
 from digitgan.data.registry import (
+    DATASET_OPTIONS,
     DEFAULT_DATASET,
     REGISTRY,
     DataFile,
@@ -30,8 +32,10 @@ from digitgan.data.registry import (
     DatasetLoader,
     register_dataset,
 )
+from digitgan.data.stacked import StackedOptions, load_stacked
 
 __all__ = [
+    "DATASET_OPTIONS",
     "DEFAULT_DATASET",
     "IDX_NAMES",
     "MAX_CLASSES",
@@ -43,11 +47,13 @@ __all__ = [
     "DatasetLoader",
     "FileCheck",
     "Split",
+    "StackedOptions",
     "check_images",
     "dataset_info",
     "default_data_dir",
     "list_datasets",
     "load_dataset",
+    "load_stacked",
     "read_idx",
     "read_npy",
     "read_npz",

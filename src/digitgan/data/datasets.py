@@ -46,7 +46,7 @@ MAX_IMAGE_SIDE = 1024
 images. Files announcing larger ones are refused before their data is read."""
 
 MAX_CHANNELS = 4
-"""The most channels a channels-last image (N, H, W, C) may have."""
+"""The most channels an image may have (IDX (N, C, H, W), npz (N, H, W, C))."""
 
 IDX_NAMES = (
     "train-images-idx3-ubyte",
@@ -83,13 +83,20 @@ class Split:
 
 @dataclass(frozen=True)
 class Dataset:
-    """A loaded dataset: its train split, optional test split, and class names."""
+    """A loaded dataset: its train split, optional test split, and class names.
+
+    ``stack_of`` names the single-channel dataset of K classes whose images a stacked dataset
+    holds, one per channel (see :mod:`digitgan.data.stacked`); its labels are then the
+    channels' labels as base-K digits, the first channel the most significant. None for any
+    other dataset.
+    """
 
     name: str
     train: Split
     test: Split | None
     num_classes: int
     class_names: tuple[str, ...]
+    stack_of: str | None = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -121,9 +128,15 @@ def list_datasets() -> list[DatasetEntry | DatasetLoader]:
 
 
 def load_dataset(
-    spec: str, data_dir: str | os.PathLike[str] | None = None, download: bool = True
+    spec: str,
+    data_dir: str | os.PathLike[str] | None = None,
+    download: bool = True,
+    options: object | None = None,
 ) -> Dataset:
-    """Load a dataset by spec, downloading a registry dataset's missing files if allowed."""
+    """Load a dataset by spec, downloading a registry dataset's missing files if allowed.
+
+    ``options`` is the option table of a dataset that has one (``cfg.data.options``; default:
+    its defaults)."""
     kind, target = _parse(spec)
     if kind == "idx":
         return _load_idx_folder(spec, target)
@@ -131,7 +144,7 @@ def load_dataset(
         return _load_npz(spec, target)
     entry = REGISTRY[target]
     if isinstance(entry, DatasetLoader):
-        return _from_loader(entry, data_dir)
+        return _from_loader(entry, data_dir, options)
     folder = _registry_folder(entry, data_dir)
     _ensure_files(entry, folder, download)
     train_images, train_labels, test_images, test_labels = (folder / f.name for f in entry.files)
@@ -269,9 +282,16 @@ def _ensure_files(entry: DatasetEntry, folder: Path, download: bool) -> None:
             )
 
 
-def _from_loader(entry: DatasetLoader, data_dir: str | os.PathLike[str] | None) -> Dataset:
-    """The dataset a registered function makes, checked to be one."""
-    dataset = entry.load(Path(data_dir) if data_dir else None)
+def _from_loader(
+    entry: DatasetLoader, data_dir: str | os.PathLike[str] | None, options: object | None
+) -> Dataset:
+    """The dataset a registered function makes (with its options, if it has some), checked
+    to be one."""
+    folder = Path(data_dir) if data_dir else None
+    if entry.options is None:
+        dataset = entry.load(folder)
+    else:
+        dataset = entry.load(folder, options if options is not None else entry.options())
     if not isinstance(dataset, Dataset):
         raise DataError(
             f"dataset {entry.name}: its loader returned {type(dataset).__name__}, not a "
@@ -318,15 +338,21 @@ def _load_npz(spec: str, path: Path) -> Dataset:
 
 
 def _idx_split(images_path: Path, labels_path: Path, num_classes: int) -> Split:
-    """Read and check a pair of IDX files: 3-D uint8 images, 1-D uint8 labels."""
+    """Read and check a pair of IDX files: uint8 images, 3-D (N, H, W) or 4-D (N, C, H, W)
+    with at most MAX_CHANNELS channels, and 1-D uint8 labels."""
 
     def images_header(shape: tuple[int, ...], dtype: np.dtype) -> None:
-        if dtype != np.uint8 or len(shape) != 3:
+        if dtype != np.uint8 or len(shape) not in (3, 4):
             raise DataError(
-                f"{images_path}: expected images, a 3-D uint8 IDX file (N, H, W); "
-                f"found {len(shape)}-D {dtype} of shape {shape}"
+                f"{images_path}: expected images, a uint8 IDX file of 3 dimensions (N, H, W) "
+                f"or 4 (N, C, H, W); found {len(shape)}-D {dtype} of shape {shape}"
             )
-        _check_image_size(str(images_path), shape[1], shape[2])
+        if len(shape) == 4 and not 1 <= shape[1] <= MAX_CHANNELS:
+            raise DataError(
+                f"{images_path}: {shape[1]} channels in shape {shape} (N, C, H, W); "
+                f"expected 1 to {MAX_CHANNELS}"
+            )
+        _check_image_size(str(images_path), shape[-2], shape[-1])
 
     def labels_header(shape: tuple[int, ...], dtype: np.dtype) -> None:
         if dtype != np.uint8 or len(shape) != 1:
@@ -337,7 +363,8 @@ def _idx_split(images_path: Path, labels_path: Path, num_classes: int) -> Split:
 
     images = read_idx(images_path, images_header)
     labels = read_idx(labels_path, labels_header)
-    return _split(images[:, np.newaxis], labels, str(images_path), str(labels_path), num_classes)
+    images = images[:, np.newaxis] if images.ndim == 3 else images
+    return _split(images, labels, str(images_path), str(labels_path), num_classes)
 
 
 def check_images(src: str, shape: tuple[int, ...], dtype: np.dtype) -> None:

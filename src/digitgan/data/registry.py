@@ -17,7 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..options import Registry
+
 __all__ = [
+    "DATASET_OPTIONS",
     "DEFAULT_DATASET",
     "REGISTRY",
     "DataFile",
@@ -90,26 +93,40 @@ class DatasetEntry:
 @dataclass(frozen=True)
 class DatasetLoader:
     """A named dataset made by a function: ``load(data_dir)`` returns a
-    :class:`~digitgan.data.Dataset` (``data_dir``: the download cache asked for, or None)."""
+    :class:`~digitgan.data.Dataset` (``data_dir``: the download cache asked for, or None).
+    A loader with ``options`` (a dataclass of :func:`~digitgan.options.opt` fields) is called
+    as ``load(data_dir, options)`` with an instance of it."""
 
     name: str
     description: str
-    load: Callable[[Path | None], Any]
+    load: Callable[..., Any]
     source: str = ""
     license: str = ""
+    options: type | None = None
+
+
+DATASET_OPTIONS: Registry[DatasetLoader] = Registry("dataset", "data.dataset")
+"""The datasets that have options, each with its option table: the config table
+``data.<name>`` while ``data.dataset`` is that name."""
 
 
 def register_dataset(
     name: str,
-    load: Callable[[Path | None], Any],
+    load: Callable[..., Any],
     description: str,
     *,
     source: str = "",
     license: str = "",
+    options: type | None = None,
 ) -> None:
     """Make ``load`` the dataset called ``name`` (``data.dataset = name``, ``--dataset name``,
-    ``digitgan data info name``): one call, from your own module."""
-    REGISTRY[name] = DatasetLoader(name, description, load, source, license)
+    ``digitgan data info name``): one call, from your own module. With ``options``, the
+    dataclass of its options, the configuration gains the table ``data.<name>``."""
+    REGISTRY[name] = loader = DatasetLoader(name, description, load, source, license, options)
+    if options is None:
+        DATASET_OPTIONS.unregister(name)
+    else:
+        DATASET_OPTIONS.register(name, loader, options=options, doc=description)
 
 
 REGISTRY: dict[str, DatasetEntry | DatasetLoader] = {

@@ -16,7 +16,8 @@ what the final linear layer reads (:meth:`DigitClassifier.features`). The class
 probabilities (softmax of the logits, :meth:`DigitClassifier.probs`) feed the
 classifier Inception Score and the class-balance numbers.
 
-The weights for ``mnist20k`` (also used for ``mnist``: the same digits and test set)
+The weights for ``mnist20k`` (also used for ``mnist``: the same digits and test set, and
+for each channel of the stacked datasets made from them)
 and ``fashion-mnist`` ship in ``digitgan/eval/weights/`` as safetensors files whose
 sha256 is pinned in :data:`SHIPPED` and checked on every load. Each was made by
 ``digitgan classifier train`` (:func:`train_classifier`); the exact command is in
@@ -69,7 +70,7 @@ SHIPPED: dict[str, ShippedClassifier] = {
     "mnist20k": ShippedClassifier(
         "mnist20k.safetensors",
         "3a7d6d89b97234b911b55d8e542242c49f5f893830d15d2c34adf5080e1b7385",
-        ("mnist20k", "mnist"),
+        ("mnist20k", "mnist", "stacked-mnist20k", "stacked-mnist"),
     ),
     "fashion-mnist": ShippedClassifier(
         "fashion-mnist.safetensors",

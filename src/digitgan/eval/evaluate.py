@@ -5,6 +5,12 @@ The reference is always the dataset's **test split**: generated images (or, for
 saw. The real training split against the test split is the floor that no model beats
 (except by luck of the draw). Memorisation compares against the training split.
 
+A stacked dataset (Stacked MNIST, :mod:`digitgan.data.stacked`) is scored by its modes:
+the classifier names the digit of each channel, and :func:`evaluate_modes` counts the modes
+covered and the reverse KL divergence from the uniform distribution over them, beside the
+same numbers for real stacks (the floor); the usual metrics are there per channel, against
+the single-channel dataset the stacks are made of.
+
 During training, the ``log.eval_every`` hook scores the generator with a
 :class:`SampleScorer`: FID and class balance on ``log.eval_samples`` generated images.
 """
@@ -23,7 +29,9 @@ import numpy as np
 import torch
 
 from ..data import Dataset, check_images, load_dataset, read_npy
+from ..data.datasets import MAX_CHANNELS
 from ..data.registry import DEFAULT_DATASET
+from ..data.stacked import CHANNEL_NAMES, channel_digits, stack_labels
 from ..errors import ConfigError, DataError
 from ..fileio import atomic_write_text
 from ..sampling import Sampler, check_truncation, load
@@ -46,10 +54,14 @@ from .metrics import (
     kid,
     label_accuracy,
     memorisation,
+    mode_balance,
     prdc,
+    predicted_accuracy,
 )
 
 DEFAULT_N = 10_000
+STACKED_N = 26_000
+"""The samples a stacked dataset's modes are counted on by default (as Lin et al. 2018)."""
 MAX_N = 100_000
 """The most samples one evaluation scores (its nearest-neighbour metrics grow as n^2)."""
 
@@ -107,6 +119,7 @@ class EvalReport:
     class_accuracy: list[float | None] | None = None
     cas_recipe: CasRecipe | None = None
     cas_class_accuracy: list[float | None] | None = None
+    floor: dict[str, float] | None = None
 
     def to_dict(self) -> dict:
         cas = {}
@@ -115,7 +128,7 @@ class EvalReport:
                 "cas_recipe": asdict(self.cas_recipe),
                 "cas_class_accuracy": self._by_class(self.cas_class_accuracy),
             }
-        return {
+        out = {
             "source": self.source,
             "dataset": self.dataset,
             "samples": self.samples,
@@ -127,6 +140,7 @@ class EvalReport:
             "seconds": round(self.seconds, 2),
             **cas,
         }
+        return out if self.floor is None else out | {"floor": self.floor}
 
     def _by_class(self, values: list | None) -> dict | None:
         return None if values is None else dict(zip(self.class_names, values, strict=True))
@@ -135,6 +149,8 @@ class EvalReport:
         """A plain-text table of every metric, with which direction is better."""
         m = self.metrics
         k = len(self.class_names)
+        if "modes_kl" in m:
+            return self._modes_table()
         rows = [
             ("FID", f"{m['fid']:.3f}", "lower", "Frechet distance of classifier features"),
             (
@@ -164,38 +180,8 @@ class EvalReport:
                 f"nearer a training image than {1 - m['memorised_quantile']:.0%} of test images",
             ),
         ]
-        if "label_accuracy" in m:
-            rows.append(
-                (
-                    "label accuracy",
-                    f"{m['label_accuracy']:.4f}",
-                    "higher",
-                    "classifier names the requested class",
-                )
-            )
-        if "cas" in m:
-            rows += [
-                (
-                    "CAS",
-                    f"{m['cas']:.4f}",
-                    "higher",
-                    f"test accuracy of a classifier trained on {m['cas_samples']} samples",
-                ),
-                (
-                    "CAS, real",
-                    f"{m['cas_real']:.4f}",
-                    "ceiling",
-                    f"the same, trained on {m['cas_real_samples']} real training images",
-                ),
-            ]
-        widths = [max(len(r[i]) for r in rows) for i in range(3)]
-        head = (
-            f"{self.source}: {self.samples} samples vs {self.reference} of {self.dataset} "
-            f"({self.classifier} features, {self.seconds:.1f} s)"
-        )
-        lines = [head] + [
-            f"  {a:<{widths[0]}}  {b:>{widths[1]}}  {c:<{widths[2]}}  {d}" for a, b, c, d in rows
-        ]
+        rows += self._label_row() + self._cas_rows()
+        lines = self._lines(rows)
         hist = " ".join(
             f"{name}:{c}" for name, c in zip(self.class_names, self.histogram, strict=True)
         )
@@ -212,6 +198,67 @@ class EvalReport:
                 lines.append(f"  {title:<17}  {acc}")
         return "\n".join(lines)
 
+    def _cas_rows(self) -> list[tuple[str, str, str, str]]:
+        m = self.metrics
+        if "cas" not in m:
+            return []
+        return [
+            (
+                "CAS",
+                f"{m['cas']:.4f}",
+                "higher",
+                f"test accuracy of a classifier trained on {m['cas_samples']} samples",
+            ),
+            (
+                "CAS, real",
+                f"{m['cas_real']:.4f}",
+                "ceiling",
+                f"the same, trained on {m['cas_real_samples']} real training images",
+            ),
+        ]
+
+    def _label_row(self) -> list[tuple[str, str, str, str]]:
+        if "label_accuracy" not in self.metrics:
+            return []
+        value = f"{self.metrics['label_accuracy']:.4f}"
+        return [("label accuracy", value, "higher", "classifier names the requested class")]
+
+    def _lines(self, rows: list[tuple[str, str, str, str]]) -> list[str]:
+        """The heading and the rows (name, value, better, meaning), aligned."""
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        head = (
+            f"{self.source}: {self.samples} samples vs {self.reference} of {self.dataset} "
+            f"({self.classifier} features, {self.seconds:.1f} s)"
+        )
+        return [head] + [
+            f"  {a:<{widths[0]}}  {b:>{widths[1]}}  {c:<{widths[2]}}  {d}" for a, b, c, d in rows
+        ]
+
+    def _modes_table(self) -> str:
+        """The table of a stacked dataset: modes, then the usual metrics of each channel."""
+        m, floor = self.metrics, self.floor or {}
+        total = len(self.class_names)
+
+        def real(key: str, fmt: str) -> str:
+            return f"real data {format(floor[key], fmt)}" if key in floor else ""
+
+        rows = [
+            ("modes covered", f"{m['modes_covered']}/{total}", "higher", real("modes_covered", "")),
+            ("reverse KL", f"{m['modes_kl']:.4f}", "lower", real("modes_kl", ".4f")),
+            ("mean confidence", f"{m['mean_confidence']:.4f}", "higher", "top digit probability"),
+        ]
+        rows += self._label_row()
+        lines = self._lines(rows)
+        channels = [name for name in CHANNEL_NAMES if f"{name}/fid" in m]
+        if channels:  # the usual metrics, one column per channel
+            keys = [k.split("/", 1)[1] for k in m if k.startswith(f"{channels[0]}/")]
+            width = max(map(len, keys))
+            lines.append(f"  {'per channel':<{width}}" + "".join(f"{c:>12}" for c in channels))
+            for key in keys:
+                values = "".join(f"{m[f'{c}/{key}']:>12.4f}" for c in channels)
+                lines.append(f"  {key:<{width}}{values}")
+        return "\n".join(lines)
+
 
 def _check_shape(what: str, shape: tuple, data: Dataset, clf: DigitClassifier) -> None:
     if tuple(shape) != data.image_shape:
@@ -219,11 +266,22 @@ def _check_shape(what: str, shape: tuple, data: Dataset, clf: DigitClassifier) -
             f"{what}: images of shape (C, H, W) = {tuple(shape)}, but dataset {data.name} has "
             f"{data.image_shape}"
         )
-    if clf.image_shape != data.image_shape or clf.num_classes != data.num_classes:
+    judged, k = _judged(data)
+    if clf.image_shape != judged or clf.num_classes != k:
+        each = " in each channel" if data.stack_of else ""
         raise ConfigError(
             f"the classifier takes images {clf.image_shape} in {clf.num_classes} classes, "
-            f"dataset {data.name} has {data.image_shape} in {data.num_classes}"
+            f"dataset {data.name} has {judged} in {k}{each}"
         )
+
+
+def _judged(data: Dataset) -> tuple[tuple[int, int, int], int]:
+    """The image shape and classes the classifier judges: for a stacked dataset, one
+    channel and the classes of the dataset it stacks."""
+    if data.stack_of is None:
+        return data.image_shape, data.num_classes
+    channels, height, width = data.image_shape
+    return (1, height, width), round(data.num_classes ** (1 / channels))
 
 
 def _test_split(data: Dataset):
@@ -277,11 +335,62 @@ def evaluate_images(
     return metrics, balance["histogram"], acc["per_class"]
 
 
+def evaluate_modes(
+    images: np.ndarray | torch.Tensor,
+    data: Dataset,
+    classifier: DigitClassifier,
+    *,
+    labels: np.ndarray | torch.Tensor | None = None,
+) -> tuple[dict[str, float], list[int], list[float | None] | None]:
+    """The modes of ``images`` (N, C, H, W) of a stacked dataset ``data``: ``classifier``
+    names the class of each channel, and those make the sample's mode (its label in
+    ``data``). Returns (metrics, samples per mode, accuracy per mode): ``modes_covered``,
+    ``modes_kl`` (see :func:`~.metrics.mode_balance`), ``mean_confidence`` (the mean top
+    class probability over the channels) and, with ``labels`` (the modes asked for),
+    ``label_accuracy``: the share of samples whose every channel is the digit asked for."""
+    n, c, h, w = images.shape
+    _, k = _judged(data)
+    probs = extract(classifier.probs, images.reshape(n * c, 1, h, w)).reshape(n, c, k)
+    digits = probs.argmax(2)
+    modes = mode_balance(digits, k)
+    metrics = {
+        "modes_covered": modes["modes_covered"],
+        "modes_kl": modes["modes_kl"],
+        "mean_confidence": float(probs.max(2).values.double().mean()),
+    }
+    if labels is None:
+        return metrics, modes["histogram"], None
+    acc = predicted_accuracy(stack_labels(digits.numpy(), k), labels, data.num_classes)
+    metrics["label_accuracy"] = acc["accuracy"]
+    return metrics, modes["histogram"], acc["per_class"]
+
+
+def _channel_metrics(images, source: Dataset, classifier: DigitClassifier, labels) -> dict:
+    """The metrics of :func:`evaluate_images` of each channel of stacked ``images`` against
+    ``source``, the dataset stacked, keyed ``<channel>/<metric>`` (``red/fid``)."""
+    digits = None if labels is None else channel_digits(np.asarray(labels), source.num_classes)
+    out = {}
+    for c, name in enumerate(CHANNEL_NAMES[: images.shape[1]]):
+        channel_labels = None if digits is None else digits[:, c]
+        metrics, _, _ = evaluate_images(
+            images[:, c : c + 1], source, classifier, labels=channel_labels
+        )
+        out |= {f"{name}/{key}": value for key, value in metrics.items()}
+    return out
+
+
 def _npy_images(path: Path, n: int | None) -> np.ndarray:
-    """A uint8 .npy of images (N, H, W) or (N, H, W, C) as (N, C, H, W); the first ``n``."""
-    expected = "a uint8 array of shape (N, H, W) or (N, H, W, C), as `digitgan sample` writes"
+    """A uint8 .npy of images (N, H, W), (N, C, H, W) or channels-last (N, H, W, C) as
+    (N, C, H, W); the first ``n``. A 4-D array is (N, C, H, W) when its second axis could
+    be channels (at most MAX_CHANNELS), else channels-last."""
+    expected = (
+        "a uint8 array of shape (N, H, W) or (N, C, H, W) as `digitgan sample` writes, "
+        "or (N, H, W, C)"
+    )
 
     def check(shape: tuple[int, ...], dtype: np.dtype) -> None:
+        if _channels_first(shape):
+            shape = (shape[0], *shape[2:], shape[1])  # as check_images takes them
         if dtype != np.uint8 or len(shape) not in (3, 4) or (len(shape) == 4 and shape[3] > 4):
             raise DataError(f"{path}: found {dtype} of shape {shape}; expected {expected}")
         check_images(str(path), shape, dtype)  # and small enough
@@ -292,7 +401,15 @@ def _npy_images(path: Path, n: int | None) -> np.ndarray:
     if len(arr[:n]) < 2:
         raise ConfigError(f"{path}: need at least 2 images to evaluate, found {len(arr[:n])}")
     arr = np.array(arr[:n])  # a writable copy of the (memory-mapped) file
-    return arr[:, np.newaxis] if arr.ndim == 3 else arr.transpose(0, 3, 1, 2)
+    if arr.ndim == 3:
+        return arr[:, np.newaxis]
+    return arr if _channels_first(arr.shape) else arr.transpose(0, 3, 1, 2)
+
+
+def _channels_first(shape: tuple[int, ...]) -> bool:
+    """Whether a shape is read as images (N, C, H, W): 4-D with 1 to MAX_CHANNELS channels
+    in the second axis."""
+    return len(shape) == 4 and 1 <= shape[1] <= MAX_CHANNELS
 
 
 def _npy_labels(path: Path, count: int) -> np.ndarray:
@@ -307,9 +424,24 @@ def _npy_labels(path: Path, count: int) -> np.ndarray:
 
 
 def _report(
-    source: str, data: Dataset, images, clf: DigitClassifier, t0: float, labels=None
+    source: str,
+    data: Dataset,
+    images,
+    clf: DigitClassifier,
+    t0: float,
+    labels=None,
+    *,
+    floor: dict[str, float] | None = None,
+    channels: Dataset | None = None,
 ) -> EvalReport:
-    metrics, hist, class_accuracy = evaluate_images(images, data, clf, labels=labels)
+    """The report on ``images``: the usual metrics, or for a stacked dataset its modes (and,
+    given ``channels``, the dataset it stacks, the usual metrics of each channel)."""
+    if data.stack_of is None:
+        metrics, hist, class_accuracy = evaluate_images(images, data, clf, labels=labels)
+    else:
+        metrics, hist, class_accuracy = evaluate_modes(images, data, clf, labels=labels)
+        if channels is not None:
+            metrics |= _channel_metrics(images, channels, clf, labels)
     return EvalReport(
         source=str(source),
         dataset=data.name,
@@ -321,6 +453,7 @@ def _report(
         class_names=data.class_names,
         seconds=time.perf_counter() - t0,
         class_accuracy=class_accuracy,
+        floor=floor,
     )
 
 
@@ -332,15 +465,42 @@ def _name(dataset: str | Dataset) -> str:
     return dataset if isinstance(dataset, str) else dataset.name
 
 
-def _dataset(dataset: str | Dataset, data_dir: str | None) -> Dataset:
-    return dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_dir)
+def _dataset(dataset: str | Dataset, data_dir: str | None, options=None) -> Dataset:
+    if isinstance(dataset, Dataset):
+        return dataset
+    return load_dataset(dataset, data_dir, options=options)
 
 
-def _count(n: int | None) -> int:
-    count = DEFAULT_N if n is None else n
+def _count(n: int | None, default: int = DEFAULT_N) -> int:
+    count = default if n is None else n
     if not 2 <= count <= MAX_N:
         raise ConfigError(f"--n {n}: evaluate 2 to {MAX_N:,} samples")
     return count
+
+
+def _default_n(data: Dataset) -> int:
+    """The samples evaluated when none are asked for: STACKED_N for a stacked dataset."""
+    return DEFAULT_N if data.stack_of is None else STACKED_N
+
+
+def _channels(data: Dataset, channels: bool, data_dir: str | None) -> Dataset | None:
+    """With ``channels``, the dataset a stacked ``data`` stacks (to score each channel on)."""
+    if not channels:
+        return None
+    if data.stack_of is None:
+        raise ConfigError(
+            f"--channels: only for a stacked dataset (such as stacked-mnist20k), not {data.name}"
+        )
+    return load_dataset(data.stack_of, data_dir)
+
+
+def _real_subset(data: Dataset, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` training images and their labels: a seeded random subset, in order (all
+    of them when the split holds no more)."""
+    if count >= len(data.train):
+        return data.train.images, data.train.labels
+    pick = np.sort(np.random.default_rng(seed).permutation(len(data.train))[:count])
+    return data.train.images[pick], data.train.labels[pick]
 
 
 def evaluate(
@@ -356,6 +516,7 @@ def evaluate(
     truncation: float = 1.0,
     cas: bool | CasRecipe = False,
     log: Callable[[str], None] | None = None,
+    channels: bool = False,
 ) -> EvalReport:
     """Evaluate a run directory, a checkpoint, or a ``.npy`` file of uint8 samples.
 
@@ -373,6 +534,11 @@ def evaluate(
     classification accuracy score (see :func:`classification_accuracy`; ``log`` is given
     its classifiers' progress lines): the keys ``cas``, ``cas_real``, ``cas_samples`` and
     ``cas_real_samples`` of the metrics, and ``cas_class_accuracy``.
+
+    On a stacked dataset the default ``n`` is 26,000, the metrics are its modes (see
+    :func:`evaluate_modes`) and the report's ``floor`` holds the same numbers for as many
+    real training stacks (seeded by ``seed``); ``channels`` adds the usual metrics of each
+    channel (``red/fid``, ...) against the dataset stacked.
     """
     t0 = time.perf_counter()
     path = Path(source)
@@ -392,19 +558,28 @@ def evaluate(
             "--labels: only for a .npy file of samples; a conditional model draws its classes"
         )
     else:
-        count = _count(n)  # before any work
+        _count(n)  # before any work
         gan = load(path, device=device)
         if recipe is not None:
             _check_conditional(gan)
         spec, default_dir = gan.config.data.dataset, gan.config.data.data_dir or None
+    # the run's own dataset is made with the run's options (a stacked dataset's size, seed)
+    options = gan.config.data.options if gan is not None and dataset is None else None
     dataset = dataset or spec
     clf = classifier_for(_name(dataset), classifier)  # before loading: fail fast
-    data = _dataset(dataset, data_dir or default_dir)
+    data = _dataset(dataset, data_dir or default_dir, options)
+    source_data = _channels(data, channels, data_dir or default_dir)
     if gan is not None:
+        count = _count(n, _default_n(data))
         labels = gan.labels(count)  # None for an unconditional model
         images = gan.generate(count, seed, labels, truncation=truncation)
     _check_shape(str(source), images.shape[1:], data, clf)
-    report = _report(str(source), data, images, clf, t0, labels)
+    floor = None
+    if data.stack_of is not None:
+        real, _ = _real_subset(data, len(images), seed)
+        metrics = evaluate_modes(real, data, clf)[0]
+        floor = {k: metrics[k] for k in ("modes_covered", "modes_kl")}
+    report = _report(str(source), data, images, clf, t0, labels, floor=floor, channels=source_data)
     if recipe is not None:
         scores, per_class = classification_accuracy(
             gan, data, recipe, seed=seed, truncation=truncation, log=log
@@ -464,7 +639,7 @@ def classification_accuracy(
     test = _test_split(data)
     labels = sampler.labels(recipe.n)
     images = sampler.generate(recipe.n, seed, labels, truncation=truncation)
-    real_images, real_labels = _train_subset(data, recipe.n, seed)
+    real_images, real_labels = _real_subset(data, recipe.n, seed)
     scores = {}
     for key, tag, train_images, train_labels in (
         ("cas", "generated", images, labels),
@@ -489,16 +664,6 @@ def classification_accuracy(
     return metrics, scores["cas"]["per_class"]
 
 
-def _train_subset(data: Dataset, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``count`` training images of ``data`` and their labels: a seeded random subset, in the
-    split's order, or the whole split when it holds no more."""
-    train = data.train
-    if count >= len(train):
-        return train.images, train.labels
-    pick = np.sort(np.random.default_rng(seed).permutation(len(train))[:count])
-    return train.images[pick], train.labels[pick]
-
-
 def evaluate_real(
     dataset: str | Dataset = DEFAULT_DATASET,
     *,
@@ -506,32 +671,42 @@ def evaluate_real(
     classifier: str | Path | None = None,
     seed: int = 0,
     data_dir: str | None = None,
+    channels: bool = False,
 ) -> EvalReport:
     """The floor: the real training split scored as if it were samples, against the test split.
 
-    Uses ``n`` training images (default 10,000, the size a model is evaluated at; a seeded
-    random subset when the split is larger). Memorisation is 1 here by construction: each
-    training image is its own nearest training image. The images' own labels make
-    ``label_accuracy`` the classifier's accuracy on them: the ceiling for a conditional model.
+    Uses ``n`` training images (default 10,000, the size a model is evaluated at, 26,000 for
+    a stacked dataset; a seeded random subset when the split is larger). Memorisation is 1
+    here by construction: each training image is its own nearest training image. The
+    images' own labels make ``label_accuracy`` the classifier's accuracy on them: the
+    ceiling for a conditional model. ``channels`` as in :func:`evaluate`.
     """
     t0 = time.perf_counter()
     clf = classifier_for(_name(dataset), classifier)
     data = _dataset(dataset, data_dir)
-    images, labels = _train_subset(data, _count(n), seed)
+    source_data = _channels(data, channels, data_dir)
+    images, labels = _real_subset(data, _count(n, _default_n(data)), seed)
     _check_shape(f"dataset {data.name}", images.shape[1:], data, clf)
-    return _report(f"real training images of {data.name}", data, images, clf, t0, labels)
+    source = f"real training images of {data.name}"
+    return _report(source, data, images, clf, t0, labels, channels=source_data)
 
 
 EVAL_FILE = "eval.json"
 """Where ``digitgan evaluate --save`` keeps a run's scores, in its run directory."""
 
 
-def save_evaluation(source: str | Path, report: EvalReport, floor: EvalReport) -> Path:
+def save_evaluation(
+    source: str | Path, report: EvalReport, floor: EvalReport | None = None
+) -> Path:
     """Write ``{"metrics": ..., "floor": ...}`` (numbers only; the floor of the metrics the
     model has: no label accuracy beside an unconditional model; the floor of ``cas`` is
     ``cas_real``) to the run directory of the evaluated run or checkpoint, atomically;
-    ``digitgan serve`` shows it beside the model."""
+    ``digitgan serve`` shows it beside the model. The floor is ``floor``'s metrics, or (a
+    stacked dataset) the report's own floor."""
     ckpt = resolve_checkpoint(source)
+    floor_metrics = report.floor if floor is None else floor.metrics
+    if floor_metrics is None:
+        raise ConfigError("save_evaluation: no floor to save beside the metrics")
 
     def numbers(metrics: dict) -> dict:
         return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
@@ -541,7 +716,7 @@ def save_evaluation(source: str | Path, report: EvalReport, floor: EvalReport) -
         "samples": report.samples,
         "dataset": report.dataset,
         "metrics": numbers(report.metrics),
-        "floor": numbers({k: v for k, v in floor.metrics.items() if k in report.metrics}),
+        "floor": numbers({k: v for k, v in floor_metrics.items() if k in report.metrics}),
     }
     if "cas_real" in report.metrics:
         doc["floor"]["cas"] = report.metrics["cas_real"]
@@ -561,25 +736,40 @@ class SampleScorer:
     it draws ``n`` images with noise ``seed`` (the same every call; no other random state is
     touched), and returns ``fid``, ``kl_uniform``, ``classes_covered``, ``mean_confidence``
     and, for a conditional model (asked for its classes in turn), ``label_accuracy``: the
-    keys of :func:`evaluate_images`. It returns numbers and writes nothing.
+    keys of :func:`evaluate_images`. On a stacked dataset it returns ``fid`` of the
+    samples' channels, all taken as single-channel images, against the test split's channels,
+    and the keys of :func:`evaluate_modes` in place of the class balance. It returns numbers
+    and writes nothing.
     """
 
     def __init__(
         self, data: Dataset, classifier: str | Path | None = None, n: int = 2000, seed: int = 0
     ):
-        self.n, self.seed = n, seed
+        self.n, self.seed, self.data = n, seed, data
         self.classifier = classifier_for(data.name, classifier)
         _check_shape(f"dataset {data.name}", data.image_shape, data, self.classifier)
         test = _test_split(data)
-        self.test_stats = gaussian_stats(extract(self.classifier.features, test.images))
+        self.test_stats = gaussian_stats(
+            extract(self.classifier.features, self._judged(test.images))
+        )
+
+    def _judged(self, images):
+        """The images the classifier sees: a stacked dataset's channels, one image each."""
+        if self.data.stack_of is None:
+            return images
+        n, c, h, w = images.shape
+        return images.reshape(n * c, 1, h, w)
 
     def __call__(self, sampler: Sampler) -> dict[str, float]:
         labels = sampler.labels(self.n)  # a conditional model's classes in turn, else None
         images = sampler.generate(self.n, self.seed, labels)
-        feats, probs = extract(self.classifier.features_and_probs, images)
+        feats, probs = extract(self.classifier.features_and_probs, self._judged(images))
+        values = {"fid": fid_from_stats(*self.test_stats, *gaussian_stats(feats))}
+        if self.data.stack_of is not None:
+            modes, _, _ = evaluate_modes(images, self.data, self.classifier, labels=labels)
+            return values | modes
         balance = class_balance(probs)
-        values = {
-            "fid": fid_from_stats(*self.test_stats, *gaussian_stats(feats)),
+        values |= {
             "kl_uniform": balance["kl_uniform"],
             "classes_covered": balance["classes_covered"],
             "mean_confidence": balance["mean_confidence"],

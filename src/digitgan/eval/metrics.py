@@ -25,6 +25,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from ..data.stacked import stack_labels
 from ..errors import ConfigError
 from .classifier import as_float_images, default_classifier, fit_classifier
 
@@ -318,11 +319,17 @@ def label_accuracy(probs: Array, labels: Array, classifier: FeatureFn | None = N
     samples requested as that class (None for a class never requested).
     """
     p = probs_of(probs, classifier)
+    return predicted_accuracy(p.argmax(1), labels, p.shape[1])
+
+
+def predicted_accuracy(predicted: Array, labels: Array, num_classes: int) -> dict:
+    """:func:`label_accuracy` from the predicted classes (N,) of ``num_classes`` classes."""
+    predicted = torch.as_tensor(np.asarray(predicted)).flatten()
     y = torch.as_tensor(np.asarray(labels)).flatten()
-    k = p.shape[1]
-    if y.is_floating_point() or y.dtype == torch.bool or len(y) != len(p):
+    k = num_classes
+    if y.is_floating_point() or y.dtype == torch.bool or len(y) != len(predicted):
         raise ConfigError(
-            f"labels: expected {len(p)} integer class labels (one per sample), got "
+            f"labels: expected {len(predicted)} integer class labels (one per sample), got "
             f"{len(y)} of type {y.dtype}"
         )
     y = y.long()
@@ -330,7 +337,7 @@ def label_accuracy(probs: Array, labels: Array, classifier: FeatureFn | None = N
         raise ConfigError(
             f"labels: values must lie in 0..{k - 1}, found {int(y.min())}..{int(y.max())}"
         )
-    hit = (p.argmax(1) == y).double()
+    hit = (predicted == y).double()
     asked = torch.bincount(y, minlength=k)
     right = torch.bincount(y, weights=hit, minlength=k)
     per_class = [float(r / a) if a else None for r, a in zip(right, asked, strict=True)]
@@ -367,6 +374,34 @@ def classification_accuracy_score(
         images, labels, class_names, seed=seed, log=log or (lambda line: None), **recipe
     )
     return label_accuracy(extract(model.for_inference().probs, test_images), test_labels)
+
+
+def mode_balance(digits: Array, num_classes: int) -> dict:
+    """How samples of a stacked dataset spread over its modes (Metz et al. 2017; Srivastava
+    et al. 2017; Lin et al. 2018).
+
+    ``digits`` (N, C) is the class predicted for each of a sample's C channels, in
+    0..``num_classes``-1; a sample's mode is those classes read as a base-K number (K =
+    ``num_classes``), so there are K^C modes. Returns ``histogram`` (samples per mode),
+    ``modes_covered`` (modes holding at least one sample, of K^C) and ``modes_kl``, the
+    reverse KL divergence KL(q || uniform) in nats of the samples' mode frequencies q from
+    the uniform distribution over the K^C modes: 0 when exactly uniform, C log K when every
+    sample falls in one mode.
+    """
+    d = torch.as_tensor(np.asarray(digits)).long()
+    if d.ndim != 2 or len(d) == 0 or d.min() < 0 or d.max() >= num_classes:
+        raise ConfigError(
+            f"digits: expected classes in 0..{num_classes - 1} of shape (N, C) with N > 0, "
+            f"got shape {tuple(d.shape)}"
+        )
+    total = num_classes ** d.shape[1]
+    counts = torch.bincount(torch.as_tensor(stack_labels(d, num_classes)), minlength=total)
+    freq = counts.double() / len(d)
+    return {
+        "histogram": counts.tolist(),
+        "modes_covered": int((counts > 0).sum()),
+        "modes_kl": float(torch.special.xlogy(freq, freq * total).sum()),
+    }
 
 
 # --- memorisation ----------------------------------------------------------------------------

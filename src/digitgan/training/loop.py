@@ -412,7 +412,8 @@ def _resume_seeds(sweep, iters, sets, progress, device, dataset, hooks) -> list[
 
 
 FIXED_ON_RESUME = ("model", "data.dataset", "train.seed", "train.ema_decay")
-"""What a resume cannot change: the models, the data, the seed of the fixed noise, the EMA."""
+"""What a resume cannot change: the models, the data (and its options, the table
+``data.<dataset>``), the seed of the fixed noise, the EMA."""
 
 
 def restore_trainer(
@@ -437,8 +438,9 @@ def restore_trainer(
     cfg = saved.replace()
     apply_sets(cfg, sets)
     before = saved.flat()
+    fixed_keys = (*FIXED_ON_RESUME, f"data.{saved.data.dataset}")
     for key, value in cfg.flat().items():
-        fixed = key in FIXED_ON_RESUME or key.split(".")[0] in FIXED_ON_RESUME
+        fixed = any(key == f or key.startswith(f"{f}.") for f in fixed_keys)
         if fixed and value != before.get(key):
             raise ConfigError(
                 f"--set {key}: cannot change when resuming a run (it is fixed by the "
@@ -455,7 +457,10 @@ def restore_trainer(
 
 def _load_dataset(cfg: Config, dist: Dist) -> Dataset:
     """``cfg``'s dataset, loaded on rank 0 first (so that a download happens once)."""
-    return dist.main_first(lambda: load_dataset(cfg.data.dataset, cfg.data.data_dir or None))
+    data = cfg.data
+    return dist.main_first(
+        lambda: load_dataset(data.dataset, data.data_dir or None, options=data.options)
+    )
 
 
 def _want_progress(progress: bool | None) -> bool:

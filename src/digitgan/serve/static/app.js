@@ -107,7 +107,8 @@ async function drawGrid() {
 
 // --- the latent walk ---------------------------------------------------------------------
 
-// One image, nested [channel][row][column] uint8, as a canvas of its own size.
+// One image, nested [channel][row][column] uint8, as a canvas of its own size: one channel
+// as grey, two as red and green, three as red, green and blue (a fourth is its opacity).
 function toCanvas(image) {
   const [c, h, w] = [image.length, image[0].length, image[0][0].length];
   const canvas = document.createElement("canvas");
@@ -118,8 +119,10 @@ function toCanvas(image) {
   for (let y = 0; y < h; y++) {
     for (let x = 0; x < w; x++) {
       const i = 4 * (y * w + x);
-      for (let k = 0; k < 3; k++) data.data[i + k] = image[c === 1 ? 0 : k][y][x];
-      data.data[i + 3] = 255;
+      for (let k = 0; k < 3; k++) {
+        data.data[i + k] = c === 1 ? image[0][y][x] : k < c ? image[k][y][x] : 0;
+      }
+      data.data[i + 3] = c === 4 ? image[3][y][x] : 255;
     }
   }
   ctx.putImageData(data, 0, 0);
