@@ -81,6 +81,7 @@ def test_info_describes_the_model_and_limits(client, gan):
     assert info["preset"] == "seed" and info["step"] == 3 and info["arch"] == "mlp"
     assert info["dataset"] == "mnist20k" and info["image_shape"] == [1, 28, 28]
     assert info["z_dim"] == 100 and info["noise"] == "uniform" and info["num_classes"] == 0
+    assert info["class_names"] == []
     assert info["saved_at"] == gan.meta["saved_at"]
     assert info["metrics"] is None and info["floor"] is None  # no eval.json in the run
     assert info["limits"] == {
@@ -97,7 +98,8 @@ def test_info_describes_the_model_and_limits(client, gan):
 
 
 def test_info_reports_a_conditional_model(cond_client):
-    assert cond_client.get("/api/info").json()["num_classes"] == 10
+    cond = cond_client.get("/api/info").json()
+    assert cond["num_classes"] == 10 and cond["class_names"] == [str(i) for i in range(10)]
 
 
 def test_info_reads_metrics_and_floor_from_eval_json(tmp_path, gan):

@@ -78,6 +78,7 @@ def model_info(gan) -> dict:
         "z_dim": cfg.model.z_dim,
         "noise": cfg.model.noise,
         "num_classes": num_classes(gan),
+        "class_names": list(gan.class_names) if num_classes(gan) else [],
         "saved_at": gan.meta.get("saved_at"),
         "metrics": metrics,
         "floor": floor,

@@ -272,7 +272,9 @@ async function findDrawing() {
     if (token !== findToken) return;
     paint($("drawn"), data.drawing);
     paint($("found"), data.projection);
-    const as = data.label === null ? "" : `, drawn as a ${data.label}`;
+    const named = data.label === null ? undefined : (info.class_names || [])[data.label];
+    const as = data.label === null ? ""
+      : `, drawn as ${named && named !== String(data.label) ? named : `a ${data.label}`}`;
     $("found-caption").textContent = `The model's closest digit${as}`;
     const early = data.stopped_early
       ? ` The search stopped at the server's time limit, after ${data.steps} steps.` : "";
@@ -358,10 +360,16 @@ function showFacts() {
   $("no-metrics").hidden = names.length > 0;
 }
 
+// A class by its name where the dataset names it ("3: Dress"), else by its number.
+function className(i) {
+  const name = (info.class_names || [])[i];
+  return name === undefined || name === String(i) ? String(i) : `${i}: ${name}`;
+}
+
 function setUpDigits() {
   const k = info.num_classes;
   if (k === 0) return;
-  const digits = Array.from({length: k}, (_, i) => new Option(String(i), String(i)));
+  const digits = Array.from({length: k}, (_, i) => new Option(className(i), String(i)));
   $("digit").replaceChildren(new Option("any", "any"), ...digits.map((o) => o.cloneNode(true)),
                              new Option("all, one row each", "all"));
   $("walk-digit").replaceChildren(...digits.map((o) => o.cloneNode(true)));

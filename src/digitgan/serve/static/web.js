@@ -222,6 +222,7 @@ const backend = {
       z_dim: config.noise.z_dim,
       noise: config.noise.kind,
       num_classes: config.num_classes,
+      class_names: config.num_classes ? config.class_names : [],
       metrics: evaluation && evaluation.metrics,
       floor: evaluation && evaluation.floor,
       limits: LIMITS,
