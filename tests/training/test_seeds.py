@@ -7,10 +7,10 @@ import digitgan
 from digitgan.cli import main
 from digitgan.errors import CheckpointError, ConfigError, DivergenceError
 from digitgan.store.checkpoint import read_checkpoint
+from digitgan.training.dense import DenseStep
 from digitgan.training.hooks import Hook
 from digitgan.training.loop import make_step
 from digitgan.training.seeds import StackedTrainer
-from digitgan.training.step import Step
 from digitgan.training.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -42,7 +42,8 @@ def _compare(single: Trainer, stacked_run: Trainer, lr: float) -> None:
 @pytest.mark.parametrize(
     "name, overrides",
     [
-        ("seed", {}),  # the MLP (the one-seed run takes the dense kernel)
+        ("seed", {}),  # the MLP: the dense kernel, stacked against one run's
+        ("seed", {"train__fast_step": False}),  # the MLP through the generic step
         ("dcgan", {}),  # BatchNorm's running statistics, EMA
         ("hinge-sn", {}),  # spectral norm's power iteration
         ("cdcgan", {}),  # class-conditional: labels drawn per run
@@ -61,7 +62,8 @@ def test_each_stacked_run_equals_its_one_seed_run(tiny, small_data, name, overri
             step()
         singles.append((trainer, first))
     runs = [Trainer(cfg.replace(train__seed=s), small_data) for s in SEEDS]
-    stacked = Step(StackedTrainer(runs))
+    stacked = make_step(StackedTrainer(runs))
+    assert isinstance(stacked, DenseStep) == (name == "seed" and cfg.train.fast_step)
     first = stacked()
     for _ in range(steps - 1):
         stacked()

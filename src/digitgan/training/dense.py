@@ -22,6 +22,11 @@ chains (the ``mlp`` architecture, unconditional, without spectral norm):
 - the optimisers are the run's own, stepped as the generic step steps them
   (:func:`~.step.optimizer_step`).
 
+Stacked runs (:class:`~.seeds.StackedTrainer`) take the same kernel with one more leading
+dimension, the run: every buffer is (runs, rows, width), the products batched ones
+(``baddbmm``, ``matmul`` of 3-D tensors), each run's batch and noise written straight into
+its rows, and the objective applied to each run's logits.
+
 ``train.fast_step = false`` selects the generic step.
 """
 
@@ -38,22 +43,31 @@ from .trainer import Trainer
 
 class _Layer:
     """A dense layer's tensors, looked up once: its weight, the transposed view the forward
-    pass multiplies by, its bias (the parameters are updated in place, so these stay valid)."""
+    pass multiplies by, its bias (the parameters are updated in place, so these stay valid).
+    Stacked runs' tensors have a leading run dimension."""
 
-    __slots__ = ("weight", "weight_t", "bias", "in_features", "out_features")
+    __slots__ = ("weight", "weight_t", "bias", "bias_rows", "in_features", "out_features")
 
-    def __init__(self, linear: nn.Linear):
-        self.weight, self.weight_t, self.bias = linear.weight, linear.weight.t(), linear.bias
-        self.in_features, self.out_features = linear.in_features, linear.out_features
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
+        self.weight, self.weight_t, self.bias = weight, weight.transpose(-1, -2), bias
+        self.bias_rows = bias if bias.dim() == 1 else bias.unsqueeze(1)
+        """The bias as added to a (rows, width) or (runs, rows, width) output."""
+        self.out_features, self.in_features = weight.shape[-2:]
 
 
-def _buffers(layers: list[_Layer], rows: int, device, inputs: bool) -> list[torch.Tensor]:
-    """One preallocated (rows, width) output per layer, allocated once: a fresh tensor of a
+def _affine(layer: _Layer, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """x W^T + b into ``out``: one product, or one batched product for stacked runs."""
+    add = torch.addmm if x.dim() == 2 else torch.baddbmm
+    return add(layer.bias_rows, x, layer.weight_t, out=out)
+
+
+def _buffers(layers: list[_Layer], rows: tuple, device, inputs: bool) -> list[torch.Tensor]:
+    """One preallocated (*rows, width) output per layer, allocated once: a fresh tensor of a
     few hundred kilobytes costs the kernel's page faults each time, more than the work written
     into it. ``inputs``: the widths of the layers' inputs (for a backward pass), else of their
     outputs."""
     widths = [layer.in_features if inputs else layer.out_features for layer in layers]
-    return [torch.empty(rows, w, device=device) for w in widths]
+    return [torch.empty(*rows, w, device=device) for w in widths]
 
 
 def _grad_buffer(p: torch.Tensor) -> torch.Tensor:
@@ -69,7 +83,7 @@ def _forward(layers: list[_Layer], x: torch.Tensor, outs: list[torch.Tensor], he
     inputs = []
     for i, layer in enumerate(layers):
         inputs.append(x)
-        x = torch.addmm(layer.bias, x, layer.weight_t, out=outs[i])
+        x = _affine(layer, x, outs[i])
         if not head or i < len(layers) - 1:
             x.relu_()
     return inputs, x
@@ -87,23 +101,24 @@ def _backward(layers, inputs, grad: torch.Tensor, outs: list[torch.Tensor], weig
     for i in range(len(layers) - 1, -1, -1):
         layer = layers[i]
         if weight_grads:
-            torch.mm(grad.t(), inputs[i], out=_grad_buffer(layer.weight))
-            torch.sum(grad, 0, out=_grad_buffer(layer.bias))
+            torch.matmul(grad.transpose(-1, -2), inputs[i], out=_grad_buffer(layer.weight))
+            torch.sum(grad, -2, out=_grad_buffer(layer.bias))
             if i == 0:
                 return None
-        grad = torch.mm(grad, layer.weight, out=outs[i])
+        grad = torch.matmul(grad, layer.weight, out=outs[i])
         if i > 0:
             _relu_backward_(grad, inputs[i])
     return grad
 
 
 def _logit_grads(loss_fn, logits: torch.Tensor, *split):
-    """(loss, d loss / d logits) for a registered objective applied to ``logits``."""
+    """(loss, d loss / d logits) for a registered objective applied to ``logits`` (runs,
+    rows) for stacked runs: each run's loss, and the gradient of their sum."""
     with torch.enable_grad():
         leaf = logits.detach().requires_grad_(True)
-        parts = leaf.split(split) if split else (leaf,)
-        loss = loss_fn(*parts)
-        (grad,) = torch.autograd.grad(loss, leaf)
+        parts = leaf.split(split, -1) if split else (leaf,)
+        loss = loss_fn(*parts) if leaf.dim() == 1 else torch.vmap(loss_fn)(*parts)
+        (grad,) = torch.autograd.grad(loss.sum() if loss.dim() else loss, leaf)
     return loss.detach(), grad
 
 
@@ -114,16 +129,33 @@ def _dense_layers(chain: nn.Module) -> list[nn.Linear] | None:
     return chain.linear_layers()
 
 
+def _structure(model: nn.Module) -> nn.Module:
+    """The module whose layers ``model`` computes (stacked runs: their shared structure)."""
+    return getattr(model, "structure", model)
+
+
+def _layers(model: nn.Module, linears: list[nn.Linear]) -> list[_Layer]:
+    """The :class:`_Layer` of each of ``model``'s ``linears`` (modules of its structure): their
+    own tensors, or for stacked runs the stacked ones."""
+    if _structure(model) is model:
+        return [_Layer(m.weight, m.bias) for m in linears]
+    names = {m: name for name, m in model.structure.named_modules()}
+    return [
+        _Layer(model.stacked(f"{names[m]}.weight"), model.stacked(f"{names[m]}.bias"))
+        for m in linears
+    ]
+
+
 class DenseStep(Step):
     """One training iteration of an unconditional MLP GAN, written out by hand."""
 
-    FEATURES = frozenset({"several_d_steps", "label_smoothing"})
+    FEATURES = frozenset({"several_d_steps", "label_smoothing", "stacked_runs"})
 
     @staticmethod
     def fits(trainer: Trainer) -> bool:
         """Whether G is a DenseReLU chain ending in a sigmoid and D a DenseReLU chain ending
         in ReLU under a dense head, both unconditional."""
-        G, D = trainer.G, trainer.D
+        G, D = _structure(trainer.G), _structure(trainer.D)
         return (
             type(G) is Generator
             and type(D) is Discriminator
@@ -138,18 +170,20 @@ class DenseStep(Step):
 
     def __init__(self, trainer: Trainer):
         super().__init__(trainer)
-        self.g_layers = [_Layer(m) for m in _dense_layers(trainer.G.body)]
-        self.d_layers = [_Layer(m) for m in _dense_layers(trainer.D.features) + [trainer.D.head]]
+        G, D = _structure(trainer.G), _structure(trainer.D)
+        self.g_layers = _layers(trainer.G, _dense_layers(G.body))
+        self.d_layers = _layers(trainer.D, _dense_layers(D.features) + [D.head])
         bs, k, device = trainer.batch_size, trainer.cfg.train.d_steps, trainer.device
         g, d = self.g_layers, self.d_layers
+        runs = () if self.runs == 1 else (self.runs,)  # the leading dimension of every buffer
         # D's inputs: [real 1 | fake 1 | ... | real k | fake k | G step's fake], so that the
         # fakes of the last D step and of the G step are one block for G's output layer
-        self.images = torch.empty((2 * k + 1) * bs, g[-1].out_features, device=device)
-        self.z = torch.empty((k + 1) * bs, trainer.cfg.model.z_dim, device=device)
-        self.g_out = _buffers(g[:-1], (k + 1) * bs, device, inputs=False)
-        self.g_back = _buffers(g, bs, device, inputs=True)
-        self.d_out = {n: _buffers(d, n, device, inputs=False) for n in (bs, 2 * bs)}
-        self.d_back = {n: _buffers(d, n, device, inputs=True) for n in (bs, 2 * bs)}
+        self.images = torch.empty(*runs, (2 * k + 1) * bs, g[-1].out_features, device=device)
+        self.z = torch.empty(*runs, (k + 1) * bs, trainer.cfg.model.z_dim, device=device)
+        self.g_out = _buffers(g[:-1], (*runs, (k + 1) * bs), device, inputs=False)
+        self.g_back = _buffers(g, (*runs, bs), device, inputs=True)
+        self.d_out = {n: _buffers(d, (*runs, n), device, inputs=False) for n in (bs, 2 * bs)}
+        self.d_back = {n: _buffers(d, (*runs, n), device, inputs=True) for n in (bs, 2 * bs)}
 
     @torch.no_grad()
     def iterate(self) -> StepResult:
@@ -157,34 +191,38 @@ class DenseStep(Step):
         images, head = self.images, self.g_layers[-1]
         self.draw_inputs(out=self.z)
         z = self.z
+
+        def rows(a: int, b: int | None = None) -> tuple:  # (the index of rows a..b-1)
+            return (..., slice(a, b), slice(None))
+
         # G's hidden layers once for all the noise; its output layer into the D inputs: the
         # first k - 1 D steps' fakes one by one, the last D step's and the G step's as one
         g_inputs, hidden = _forward(self.g_layers[:-1], z, self.g_out, head=False)
         for i in range(k - 1):
-            fake = images[(2 * i + 1) * bs : (2 * i + 2) * bs]
-            torch.addmm(head.bias, hidden[i * bs : (i + 1) * bs], head.weight_t, out=fake)
-        last = images[(2 * k - 1) * bs :]
-        torch.addmm(head.bias, hidden[(k - 1) * bs :], head.weight_t, out=last).sigmoid_()
+            fake = images[rows((2 * i + 1) * bs, (2 * i + 2) * bs)]
+            _affine(head, hidden[rows(i * bs, (i + 1) * bs)], fake)
+        _affine(head, hidden[rows((k - 1) * bs)], images[rows((2 * k - 1) * bs)]).sigmoid_()
         for i in range(k - 1):
-            images[(2 * i + 1) * bs : (2 * i + 2) * bs].sigmoid_()
+            images[rows((2 * i + 1) * bs, (2 * i + 2) * bs)].sigmoid_()
 
+        runs = images.shape[:-2]  # () for one run, (runs,) for stacked runs
         for i in range(k):
-            both = images[2 * i * bs : (2 * i + 2) * bs]
-            tr.batches.next(out=both[:bs].view(bs, *tr.image_shape))
+            both = images[rows(2 * i * bs, (2 * i + 2) * bs)]
+            tr.batches.next(out=both[rows(0, bs)].view(*runs, bs, *tr.image_shape))
             inputs, logits = _forward(self.d_layers, both, self.d_out[2 * bs])
-            d_loss, grad = _logit_grads(self.d_loss, logits.squeeze(1), bs, bs)
-            _backward(self.d_layers, inputs, grad.unsqueeze(1), self.d_back[2 * bs], True)
+            d_loss, grad = _logit_grads(self.d_loss, logits.squeeze(-1), bs, bs)
+            _backward(self.d_layers, inputs, grad.unsqueeze(-1), self.d_back[2 * bs], True)
             optimizer_step(tr.opt_d)
-        real_logits, fake_logits = logits.squeeze(1).clone().split(bs)  # (buffers are reused)
+        # (buffers are reused); stacked runs' logits run after run
+        real_logits, fake_logits = (x.flatten() for x in logits.squeeze(-1).clone().split(bs, -1))
 
         # the generator step, on the last batch of noise, through the updated D
-        fakes = images[2 * k * bs :]
+        fakes = images[rows(2 * k * bs)]
         inputs, logits = _forward(self.d_layers, fakes, self.d_out[bs])
-        g_loss, grad = _logit_grads(self.objective.g_loss, logits.squeeze(1))
-        d_images = _backward(self.d_layers, inputs, grad.unsqueeze(1), self.d_back[bs], False)
+        g_loss, grad = _logit_grads(self.objective.g_loss, logits.squeeze(-1))
+        d_images = _backward(self.d_layers, inputs, grad.unsqueeze(-1), self.d_back[bs], False)
         d_out = torch.ops.aten.sigmoid_backward.grad_input(d_images, fakes, grad_input=d_images)
-        rows = slice(k * bs, None)
-        g_in = [x[rows] for x in g_inputs] + [hidden[rows]]
+        g_in = [x[rows(k * bs)] for x in g_inputs] + [hidden[rows(k * bs)]]
         _backward(self.g_layers, g_in, d_out, self.g_back, weight_grads=True)
         optimizer_step(tr.opt_g)
         return StepResult(d_loss, g_loss, real_logits, fake_logits)

@@ -69,6 +69,10 @@ class Stacked(nn.Module):
             if hasattr(first, attr):
                 setattr(self, attr, getattr(first, attr))
 
+    def stacked(self, name: str) -> nn.Parameter:
+        """The stacked tensor of the structure's parameter ``name`` (one row per module)."""
+        return self.params[self._param_names.index(name)]
+
     def _one(self, params: dict, buffers: dict, *inputs):
         return functional_call(self.structure, (params, buffers), inputs)
 
@@ -109,12 +113,15 @@ def _stack_adam(opt: torch.optim.Adam, runs: Sequence[torch.optim.Adam]) -> None
 
 
 class _Batches:
-    """Each run's next batch, concatenated."""
+    """Each run's next batch, concatenated; or written into ``out[i]`` for run i."""
 
     def __init__(self, trainers: Sequence[Trainer]):
         self.trainers = trainers
 
-    def next(self) -> tuple[Tensor, Tensor]:
+    def next(self, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if out is not None:
+            labels = [t.batches.next(out=out[i])[1] for i, t in enumerate(self.trainers)]
+            return out, torch.cat(labels)
         images, labels = zip(*(t.batches.next() for t in self.trainers), strict=True)
         return torch.cat(images), torch.cat(labels)
 
@@ -145,6 +152,7 @@ class StackedTrainer:
         self.cfg = first.cfg
         self.device = first.device
         self.batch_size = first.batch_size
+        self.image_shape = first.image_shape
         self.conditional = first.conditional
         self.G = self.G_train = Stacked([t.G for t in trainers])
         self.D = self.D_train = Stacked([t.D for t in trainers])
@@ -174,9 +182,13 @@ class StackedTrainer:
             t.step_count = value
 
     def noise(self, n: int, generator=None, out: Tensor | None = None) -> Tensor:
-        """``n`` noise vectors of each run, from its own stream."""
-        z = torch.cat([t.noise(n) for t in self.trainers])
-        return z if out is None else out.copy_(z)
+        """``n`` noise vectors of each run, from its own stream, run after run; written into
+        ``out[i]`` for run i when ``out`` (runs, n, z_dim) is given."""
+        if out is not None:
+            for i, t in enumerate(self.trainers):
+                t.noise(n, out=out[i])
+            return out
+        return torch.cat([t.noise(n) for t in self.trainers])
 
     def fake_labels(self, n: int) -> Tensor | None:
         if not self.conditional:

@@ -223,11 +223,12 @@ class Step:
 
     def draw_inputs(self, out: Tensor | None = None) -> list[tuple[Tensor | None, Tensor]]:
         """(fake labels, noise) of every batch of the iteration: the D steps', then G's. The
-        noise is written into the rows of ``out``, batch after batch, when it is given."""
+        noise is written into the rows of ``out``, batch after batch, when it is given
+        ((rows, z_dim), or (runs, rows, z_dim) for stacked runs)."""
         tr = self.trainer
         bs = tr.batch_size
         rows = [
-            None if out is None else out[i * bs : (i + 1) * bs]
+            None if out is None else out[..., i * bs : (i + 1) * bs, :]
             for i in range(tr.cfg.train.d_steps + 1)
         ]
         return [(tr.fake_labels(bs), tr.noise(bs, out=z)) for z in rows]
