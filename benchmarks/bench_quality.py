@@ -21,9 +21,11 @@ Usage: python benchmarks/bench_quality.py [--presets seed,dcgan,cdcgan,wgan-gp,h
     [--no-stacked] [--jobs J] [--threads T] [--n N] [--cas] [--cas-epochs 20] [--out DIR]
     [--json PATH] [--record]
 
-By default the seeds of a preset train at once in one process, their models stacked
-(``digitgan train --seeds``; ``--no-stacked`` trains them one after another; a ``--minutes``
-budget, each run's own, and ``--jobs`` do not stack). ``--jobs J`` trains (and evaluates)
+On a GPU the seeds of a preset train at once in one process by default, their models stacked
+(``digitgan train --seeds``, where one run leaves the card mostly idle); on the CPU, where
+stacking gains little for the MLP and costs the conv presets about 10% (bench_seeds.py in
+RESULTS.md), one after another. ``--stacked``/``--no-stacked`` choose; a ``--minutes``
+budget, each run's own, and ``--jobs`` do not stack. ``--jobs J`` trains (and evaluates)
 J runs at once in separate processes, each with ``--threads`` torch threads (default: the
 cores divided by J); the runs then share the machine and slow each other, which the
 recorded text says. ``--out DIR`` keeps the runs; a run found there trained with the same
@@ -91,9 +93,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--stacked",
         action=argparse.BooleanOptionalAction,
-        default=True,
         help="train each preset's seeds at once in one process, their models stacked "
-        "(digitgan train --seeds; default; not with --minutes or --jobs)",
+        "(digitgan train --seeds; default on a GPU; not with --minutes or --jobs)",
     )
     ap.add_argument("--threads", type=int, help="torch threads per run (default: cores / jobs)")
     ap.add_argument(
@@ -123,6 +124,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.threads is None:
         args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
     # a wall-clock budget is each run's own; separate processes are the other way
+    if args.stacked is None:
+        args.stacked = _device(args.device).startswith("cuda")
     args.stacked = args.stacked and not args.minutes and args.jobs == 1 and len(args.seeds) > 1
     return args
 
@@ -358,8 +361,7 @@ def _reproduce(args: argparse.Namespace, preset: str) -> str:
     words += ["--device", args.device, "--jobs", str(args.jobs), "--threads", str(args.threads)]
     if args.iters:
         words += ["--iters", str(args.iters)]
-    if not args.stacked:
-        words += ["--no-stacked"]
+    words += ["--stacked" if args.stacked else "--no-stacked"]
     if args.minutes:
         words += ["--minutes", f"{args.minutes:g}"]
     for item in args.set:
