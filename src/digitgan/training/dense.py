@@ -24,7 +24,7 @@ chains (the ``mlp`` architecture, unconditional, without spectral norm):
 
 Stacked runs (:class:`~.seeds.StackedTrainer`) take the same kernel with one more leading
 dimension, the run: every buffer is (runs, rows, width), the products batched ones
-(``baddbmm``, ``matmul`` of 3-D tensors), each run's batch and noise written straight into
+(``baddbmm``, ``bmm``), each run's batch and noise written straight into
 its rows, and the objective applied to each run's logits.
 
 ``train.fast_step = false`` selects the generic step.
@@ -100,12 +100,13 @@ def _backward(layers, inputs, grad: torch.Tensor, outs: list[torch.Tensor], weig
     the input, data or noise, needs none); layer i's input gradient goes into ``outs[i]``."""
     for i in range(len(layers) - 1, -1, -1):
         layer = layers[i]
+        mm = torch.mm if grad.dim() == 2 else torch.bmm
         if weight_grads:
-            torch.matmul(grad.transpose(-1, -2), inputs[i], out=_grad_buffer(layer.weight))
+            mm(grad.transpose(-1, -2), inputs[i], out=_grad_buffer(layer.weight))
             torch.sum(grad, -2, out=_grad_buffer(layer.bias))
             if i == 0:
                 return None
-        grad = torch.matmul(grad, layer.weight, out=outs[i])
+        grad = mm(grad, layer.weight, out=outs[i])
         if i > 0:
             _relu_backward_(grad, inputs[i])
     return grad
@@ -192,8 +193,10 @@ class DenseStep(Step):
         self.draw_inputs(out=self.z)
         z = self.z
 
-        def rows(a: int, b: int | None = None) -> tuple:  # (the index of rows a..b-1)
-            return (..., slice(a, b), slice(None))
+        stacked = images.dim() == 3
+
+        def rows(a: int, b: int | None = None):  # the index of rows a..b-1 (of every run)
+            return (slice(None), slice(a, b)) if stacked else slice(a, b)
 
         # G's hidden layers once for all the noise; its output layer into the D inputs: the
         # first k - 1 D steps' fakes one by one, the last D step's and the G step's as one

@@ -149,12 +149,26 @@ def fit_runs(step: Step, runs: Sequence[tuple[Loop, Sequence[Hook]]]) -> list[Tr
         live.remove(i)
         ended[i] = (trainer.step_count, runs[i][0].elapsed())
 
-    def guarded(i: int, moment: str) -> None:
+    # each run's hook methods by moment, bound once; those a hook leaves as Hook's (no work)
+    # are not called
+    calls = [
+        {
+            moment: [
+                getattr(hook, moment)
+                for hook in hooks
+                if getattr(type(hook), moment) is not getattr(Hook, moment)
+            ]
+            for moment in ("start", "after_step", "end")
+        }
+        for _, hooks in runs
+    ]
+
+    def guarded(i: int, moment: str, *args) -> None:
         """Hook moment ``moment`` of run ``i``; a diverged run of several stops alone."""
-        loop, hooks = runs[i]
+        loop = runs[i][0]
         try:
-            for hook in hooks:
-                getattr(hook, moment)(loop, *([loop.result] if moment == "after_step" else []))
+            for call in calls[i][moment]:
+                call(loop, *args)
         except DivergenceError as e:
             if single:
                 raise
@@ -192,8 +206,9 @@ def fit_runs(step: Step, runs: Sequence[tuple[Loop, Sequence[Hook]]]) -> list[Tr
                 break
             result = step()
             for i in live[:]:
-                runs[i][0].result = result if single else result.run(i, len(runs))
-                guarded(i, "after_step")
+                loop = runs[i][0]
+                loop.result = result if single else result.run(i, len(runs))
+                guarded(i, "after_step", loop.result)
         for i in live[:]:
             guarded(i, "end")
         done = True
