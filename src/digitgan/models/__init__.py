@@ -106,24 +106,25 @@ def footprint(cfg, image_shape, num_classes: int, batch: int) -> tuple[int, int 
     return params, outputs[0]
 
 
-def _layers(module: nn.Module):
-    """The modules that ``module`` computes with: its own, or those of the ``structure`` it
+def structure_of(module: nn.Module) -> nn.Module:
+    """The module whose layers ``module`` computes with: itself, or the ``structure`` it
     stacks (several runs' models as one: :class:`digitgan.training.seeds.Stacked`)."""
     structure = getattr(module, "structure", None)
-    return (structure if isinstance(structure, nn.Module) else module).modules()
+    return structure if isinstance(structure, nn.Module) else module
 
 
 def has_batch_stats(module: nn.Module) -> bool:
     """Whether ``module`` normalises by statistics of the batch (BatchNorm in training mode),
     so that one sample's output depends on the others in its batch."""
-    return any(isinstance(m, _BATCH_NORMS) for m in _layers(module))
+    return any(isinstance(m, _BATCH_NORMS) for m in structure_of(module).modules())
 
 
 def has_forward_state(module: nn.Module) -> bool:
     """Whether a forward pass in training mode changes ``module``'s state: BatchNorm's running
     statistics, spectral norm's power-iteration vectors. Two passes over two halves of a
     batch then differ from one pass over the whole."""
-    return has_batch_stats(module) or any(parametrize.is_parametrized(m) for m in _layers(module))
+    layers = structure_of(module).modules()
+    return has_batch_stats(module) or any(parametrize.is_parametrized(m) for m in layers)
 
 
 def _weight(m: nn.Module) -> torch.Tensor:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..models import structure_of
 from ..models.base import Discriminator, Generator
 from ..models.mlp import DenseReLU
 from .step import Step, StepResult, optimizer_step
@@ -130,15 +131,10 @@ def _dense_layers(chain: nn.Module) -> list[nn.Linear] | None:
     return chain.linear_layers()
 
 
-def _structure(model: nn.Module) -> nn.Module:
-    """The module whose layers ``model`` computes (stacked runs: their shared structure)."""
-    return getattr(model, "structure", model)
-
-
 def _layers(model: nn.Module, linears: list[nn.Linear]) -> list[_Layer]:
     """The :class:`_Layer` of each of ``model``'s ``linears`` (modules of its structure): their
     own tensors, or for stacked runs the stacked ones."""
-    if _structure(model) is model:
+    if structure_of(model) is model:
         return [_Layer(m.weight, m.bias) for m in linears]
     names = {m: name for name, m in model.structure.named_modules()}
     return [
@@ -156,7 +152,7 @@ class DenseStep(Step):
     def fits(trainer: Trainer) -> bool:
         """Whether G is a DenseReLU chain ending in a sigmoid and D a DenseReLU chain ending
         in ReLU under a dense head, both unconditional."""
-        G, D = _structure(trainer.G), _structure(trainer.D)
+        G, D = structure_of(trainer.G), structure_of(trainer.D)
         return (
             type(G) is Generator
             and type(D) is Discriminator
@@ -171,7 +167,7 @@ class DenseStep(Step):
 
     def __init__(self, trainer: Trainer):
         super().__init__(trainer)
-        G, D = _structure(trainer.G), _structure(trainer.D)
+        G, D = structure_of(trainer.G), structure_of(trainer.D)
         self.g_layers = _layers(trainer.G, _dense_layers(G.body))
         self.d_layers = _layers(trainer.D, _dense_layers(D.features) + [D.head])
         bs, k, device = trainer.batch_size, trainer.cfg.train.d_steps, trainer.device

@@ -315,16 +315,30 @@ def _train_seeds(cfg, out, seeds, force, progress, dataset, hooks) -> list[Train
         trainers = [Trainer(c, dataset, device) for c in configs]
         if not trainers:
             return []
-        step = make_step(StackedTrainer(trainers) if len(trainers) > 1 else trainers[0])
-        bar = _want_progress(progress) and dist.rank == 0
+        step = _seeds_step(trainers)
         with ExitStack() as stack:
-            runs = []
-            for i, (c, trainer, scorer) in enumerate(zip(configs, trainers, scorers, strict=True)):
-                seed = c.train.seed
-                run = stack.enter_context(_create_run(root / f"seed-{seed}", c, force))
-                built_in = default_hooks(trainer, True, bar and i == 0, scorer, f"seed {seed}: ")
-                runs.append((Loop(trainer, run, c.train.iters, fresh=True), [*built_in, *hooks]))
-            return fit_runs(step, runs)
+            dirs = [
+                stack.enter_context(_create_run(root / f"seed-{c.train.seed}", c, force))
+                for c in configs
+            ]
+            return _fit_seeds(step, trainers, dirs, scorers, progress, dist, hooks, fresh=True)
+
+
+def _seeds_step(trainers: list[Trainer]) -> Step:
+    """The step of several seeds' trainers: of their :class:`StackedTrainer` (of one alone)."""
+    return make_step(StackedTrainer(trainers) if len(trainers) > 1 else trainers[0])
+
+
+def _fit_seeds(step, trainers, dirs, scorers, progress, dist, hooks, fresh) -> list[TrainResult]:
+    """:func:`fit_runs` of several seeds' trainers, each with its run directory, its scorer
+    and the built-in hooks, its console lines led by its seed (the progress bar: the first's)."""
+    bar = _want_progress(progress) and dist.rank == 0
+    runs = []
+    for i, (trainer, run, scorer) in enumerate(zip(trainers, dirs, scorers, strict=True)):
+        label = f"seed {trainer.cfg.train.seed}: "
+        built_in = default_hooks(trainer, True, bar and i == 0, scorer, label)
+        runs.append((Loop(trainer, run, trainer.cfg.train.iters, fresh), [*built_in, *hooks]))
+    return fit_runs(step, runs)
 
 
 def resume(
@@ -411,19 +425,11 @@ def _resume_seeds(sweep, iters, sets, progress, device, dataset, hooks) -> list[
                 f"--resume {Path(sweep[0]).parent}: its runs are at different iterations ({at}); "
                 "continue them one by one"
             )
-        step = make_step(StackedTrainer(trainers) if len(trainers) > 1 else trainers[0])
-        bar = _want_progress(progress) and dist.rank == 0
-        runs = []
-        for i, (run, trainer) in enumerate(zip(opened, trainers, strict=True)):
+        step = _seeds_step(trainers)
+        scorers = [make_scorer(t.cfg, dataset) for t in trainers]
+        for run, trainer in zip(opened, trainers, strict=True):
             _continue_run(run, trainer)
-            label = f"seed {trainer.cfg.train.seed}: "
-            built_in = default_hooks(
-                trainer, True, bar and i == 0, make_scorer(trainer.cfg, dataset), label
-            )
-            runs.append(
-                (Loop(trainer, run, trainer.cfg.train.iters, fresh=False), [*built_in, *hooks])
-            )
-        return fit_runs(step, runs)
+        return _fit_seeds(step, trainers, opened, scorers, progress, dist, hooks, fresh=False)
 
 
 FIXED_ON_RESUME = ("model", "data.dataset", "train.seed", "train.ema_decay")

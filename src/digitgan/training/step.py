@@ -251,9 +251,9 @@ class Step:
         tr = self.trainer
         if tr.augment is None:
             return batches
-        x = torch.cat(batches) if len(batches) > 1 else batches[0]
+        x = self.join(list(batches)) if len(batches) > 1 else batches[0]
         x = augment(x, self.policy, tr.augment.p, tr.noise_gen, tr.G.out_range)
-        return x.split([len(b) for b in batches])
+        return tuple(self.parts(x, len(batches)))
 
     def penalty_d(self):
         """D as the penalties call it, ``D(x, labels)``: through the augmentation when it is on
