@@ -112,6 +112,13 @@ class ModelConfig(_Parts):
     )
     spectral_norm: bool = opt(False, "spectral normalisation on every discriminator layer")
     conditional: bool = opt(False, "class-conditional G and D (labels from the dataset)")
+    categories: int = opt(
+        0,
+        "unconditional models: a categorical code of K categories learnt without labels "
+        "(InfoGAN): the argmax of z's last K entries picks one, G sees it one-hot, and a head "
+        "on D predicts it (loss.code_weight); 0 = off",
+        min=0,
+    )
     embed_dim: int = opt(32, "conditional: size of the generator's label embedding", min=1)
     cond_d: str = opt(
         "projection",
@@ -136,6 +143,12 @@ class LossConfig(_Parts):
         "one-sided label smoothing: real target 1 - s (for objectives with a real target)",
         min=0.0,
         max=0.5,
+    )
+    code_weight: float = opt(
+        1.0,
+        "model.categories: weight of the code head's cross-entropy on generated images in D's "
+        "and G's losses (InfoGAN's mutual-information term; 1 in the paper)",
+        min=0.0,
     )
     instance_noise: float = opt(
         0.0,
@@ -351,6 +364,14 @@ _HINGE_SN = _conv(
 )
 
 
+_CDCGAN = _conv(
+    model={"conditional": True, "spectral_norm": True},
+    loss={"objective": "hinge"},
+    train={"iters": 20000},
+    log={"sample_every": 1000, "ckpt_every": 2000},
+)
+
+
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "seed": (
         "the seed article's vanilla GAN: 128-unit MLPs, uniform noise, Adam, batch 128, "
@@ -365,12 +386,7 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "cdcgan": (
         "class-conditional DCGAN (label embedding in G, projection D with spectral norm, "
         "hinge loss), 20,000 iterations: the best digits here; choose one with --label",
-        _conv(
-            model={"conditional": True, "spectral_norm": True},
-            loss={"objective": "hinge"},
-            train={"iters": 20000},
-            log={"sample_every": 1000, "ckpt_every": 2000},
-        ),
+        _CDCGAN,
     ),
     "wgan-gp": (
         "Wasserstein critic with gradient penalty 10, 5 critic steps per G step, no norm "
@@ -385,6 +401,11 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
         "hinge loss with spectral normalisation on every D layer (Miyato et al. 2018), "
         "no other norm in D",
         _HINGE_SN,
+    ),
+    "fashion": (
+        "the cdcgan recipe on Fashion-MNIST (Debian's dataset-fashion-mnist, else the verified "
+        "download): clothing in 10 classes, named on the page",
+        _conv(_CDCGAN, data={"dataset": "fashion-mnist"}),
     ),
     "stacked": (
         "the hinge-sn recipe on Stacked MNIST (stacked-mnist20k: three digits as red, green "
@@ -646,6 +667,14 @@ def _check_combinations(cfg: Config) -> None:
         raise ConfigError(
             f"augment.mode: {mode} reads D's overfitting from the sign of its logits, which "
             f"only the {', '.join(signed)} objectives give a meaning, not {loss.objective}"
+        )
+    k = cfg.model.categories
+    if k and cfg.model.conditional:
+        raise ConfigError("model.categories: for unconditional models; this one is conditional")
+    if k == 1 or k >= cfg.model.z_dim:
+        raise ConfigError(
+            f"model.categories: {k} categories need 2 or more, and fewer than model.z_dim "
+            f"({cfg.model.z_dim}), whose last entries choose them"
         )
     penalties = loss.penalties()
     if cfg.train.compile and penalties:

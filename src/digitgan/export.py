@@ -429,8 +429,7 @@ class UnitRangeGenerator(torch.nn.Module):
 
     def forward(self, noise: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         g = self.generator
-        z = noise if g.embed is None else torch.cat([noise, g.embed(labels)], dim=1)
-        x = g.body(z).reshape(-1, *g.image_shape)
+        x = g.body(g.body_input(noise, labels)).reshape(-1, *g.image_shape)
         return ((x - self.lo) / self.scale).clamp(0, 1)
 
 

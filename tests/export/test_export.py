@@ -30,10 +30,15 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, small_data, cond_run, tiny):
-    """Tiny trained runs: the seed MLP, a DCGAN (with EMA) and the conditional cdcgan."""
+    """Tiny trained runs: the seed MLP, a DCGAN (with EMA), the conditional cdcgan and a
+    hinge-sn with a categorical code (model.categories)."""
     out = {"cdcgan": cond_run}
-    for name in ("seed", "dcgan"):
-        cfg = tiny(name, train__iters=3, log__tb_every=0, log__sample_every=0)
+    for name, preset_name, extra in (
+        ("seed", "seed", {}),
+        ("dcgan", "dcgan", {}),
+        ("codes", "hinge-sn", {"model__categories": 3}),
+    ):
+        cfg = tiny(preset_name, train__iters=3, log__tb_every=0, log__sample_every=0, **extra)
         out[name] = tmp_path_factory.mktemp(name) / "run"
         digitgan.train(cfg, out[name], dataset=small_data, progress=False)
     return out
@@ -46,7 +51,7 @@ def exported(runs, tmp_path_factory):
     return {name: export(run, base / name).path for name, run in runs.items()}
 
 
-NAMES = ["seed", "dcgan", "cdcgan"]
+NAMES = ["seed", "dcgan", "cdcgan", "codes"]
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -82,3 +82,45 @@ def test_every_preset_trains_a_few_iterations(name, tmp_path, small_data):
     assert gan.ema == (cfg.train.ema_decay > 0)
     images = gan.generate(5, seed=1)
     assert images.shape == (5, 1, 28, 28) and 0 <= images.min() and images.max() <= 1
+
+
+@pytest.mark.parametrize("arch", ["mlp", "dcgan"])
+def test_the_categorical_code_is_the_argmax_of_the_last_entries(arch):
+    cfg = _model_cfg(model__arch=arch, model__categories=3)
+    G, D = build_models(cfg, (1, 28, 28))
+    G.eval()
+    z = torch.randn(4, cfg.z_dim)
+    z[:, -3:] = torch.tensor([[5.0, 0, 0], [0, 5, 0], [0, 0, 5], [0, 0, 5]])
+    # G sees the category one-hot in place of the last three entries
+    seen = torch.cat([z[:, :-3], torch.eye(3)[[0, 1, 2, 2]]], 1)
+    torch.testing.assert_close(G(z), G.body(seen).view(4, 1, 28, 28))
+    # only the argmax counts: scaling the noise (the truncation trick) keeps every category
+    wobble = z.clone()
+    wobble[:, -3:] *= 0.1
+    torch.testing.assert_close(G(wobble), G(z))
+    logits, codes = D(G(z), codes=True)
+    assert logits.shape == (4,) and codes.shape == (4, 3)
+    torch.testing.assert_close(D(G(z)), logits)
+
+
+def test_noise_draws_every_category_equally_often():
+    from digitgan.models import sample_noise
+    from digitgan.models.base import code_of
+
+    for kind in ("normal", "uniform"):
+        z = sample_noise(60_000, 12, kind, torch.Generator().manual_seed(0))
+        shares = torch.bincount(code_of(z, 10), minlength=10) / 60_000
+        assert shares.min() > 0.09 and shares.max() < 0.11
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"model__categories": 1}, "2 or more"),
+        ({"model__categories": 6}, "fewer than model.z_dim"),
+        ({"model__categories": 3, "model__conditional": True}, "this one is conditional"),
+    ],
+)
+def test_impossible_categories_are_refused(change, message):
+    with pytest.raises(ConfigError, match=f"model.categories: .*{message}"):
+        preset("seed").replace(model__z_dim=6, **change)

@@ -1,5 +1,7 @@
 """The step: which implementation runs, the passes it saves, its optimiser call, its result."""
 
+import math
+
 import pytest
 import torch
 from helpers import Stepping
@@ -25,6 +27,7 @@ def tiny_seed(**overrides):
         ({"loss__instance_noise": 0.1}, Step, {"instance_noise"}),
         ({"augment__mode": "diffaugment"}, Step, {"augment"}),
         ({"train__precision": "bf16"}, Step, {"bf16"}),
+        ({"model__categories": 4}, Step, {"categories"}),
         ({"model__spectral_norm": True}, Step, set()),  # the models' structure, not a feature
         ({"train__fast_step": False}, Step, set()),
     ],
@@ -147,3 +150,15 @@ def test_a_relativistic_generator_step_pairs_its_fakes_with_a_real_batch(small_d
     # D step: real and fake in one pass; G step: the fakes, then a real batch without grad
     assert calls == [(32, True), (16, True), (16, False)] and len(batches) == 2
     assert s.stats()["G_loss"] > 0
+
+
+def test_the_code_term_is_the_weighted_cross_entropy_and_the_code_is_learnt(small_data, one_thread):
+    cfg = tiny_seed(model__z_dim=16, model__categories=4, loss__code_weight=0.5)
+    s = Stepping(cfg, small_data)
+    s.step()
+    first = s.result.extras["code_loss"].item()
+    assert first == pytest.approx(math.log(4), abs=0.3)  # at first D cannot tell the codes
+    assert _penalty_part(s) == pytest.approx(0.5 * first, rel=1e-4)
+    for _ in range(150):
+        s.step()
+    assert s.result.extras["code_loss"].item() < 0.5 * math.log(4)

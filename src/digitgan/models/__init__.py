@@ -39,12 +39,16 @@ ARCHITECTURES.register(
 def build_models(cfg, image_shape: tuple[int, int, int], num_classes: int = 0):
     """Build (generator, discriminator) for ``cfg`` (a ModelConfig) and an image shape.
 
-    ``num_classes`` > 0 makes both class-conditional when ``cfg.conditional`` is set.
-    Weights are initialised by ``cfg.init`` from the global torch RNG.
+    ``num_classes`` > 0 makes both class-conditional when ``cfg.conditional`` is set;
+    ``cfg.categories`` gives them the categorical code (see base.py), whatever the
+    architecture. Weights are initialised by ``cfg.init`` from the global torch RNG.
     """
     wrap = _float32_spectral_norm if cfg.spectral_norm else (lambda m: m)
     classes = num_classes if cfg.conditional else 0
     g, d = ARCHITECTURES[cfg.arch](cfg, tuple(image_shape), classes, wrap)
+    if cfg.categories:
+        g.categories = cfg.categories
+        d.add_code_head(cfg.categories)
     for module in (g, d):
         INITS[cfg.init](module)
     return g, d

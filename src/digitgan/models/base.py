@@ -13,6 +13,14 @@ class conditioning is done here, once, for all of them:
 
 Both take ``labels=None`` for unconditional models; a conditional model requires
 labels in 0..num_classes-1 and says so clearly otherwise.
+
+An unconditional pair may instead carry a categorical code (``model.categories`` = K, InfoGAN:
+Chen et al. 2016, "InfoGAN: interpretable representation learning by information maximizing
+generative adversarial nets"): the generator reads the argmax of the last K entries of ``z``
+as one of K categories and sees it one-hot in their place (so the noise is drawn as ever, and
+every sampler, exported model and page gets the categories for free: the argmax of K
+independent draws is uniform), and the discriminator gains a head that predicts the category
+from its features, trained with G to make the categories recognisable.
 """
 
 from __future__ import annotations
@@ -45,8 +53,21 @@ def check_label_values(labels: torch.Tensor, num_classes: int) -> None:
         raise ValueError(f"label {bad} is out of range 0..{num_classes - 1}")
 
 
+def one_hot(index: torch.Tensor, k: int, dtype: torch.dtype) -> torch.Tensor:
+    """(N,) integers -> (N, k) one-hot rows (a comparison: batched by vmap, exported by ONNX)."""
+    return (index.unsqueeze(1) == torch.arange(k, device=index.device)).to(dtype)
+
+
+def code_of(z: torch.Tensor, k: int) -> torch.Tensor:
+    """The category (N,) that noise ``z`` (N, z_dim) picks among ``k``: its last k's argmax."""
+    return z[:, -k:].argmax(1)
+
+
 class Generator(nn.Module):
     """z (N, z_dim) [+ labels (N,)] -> images (N, C, H, W) in ``out_range``."""
+
+    categories = 0
+    """K of the categorical code (0: none); set by :func:`~digitgan.models.build_models`."""
 
     def __init__(
         self, body: nn.Module, z_dim: int, image_shape, out_range, num_classes=0, embed_dim=0
@@ -66,9 +87,17 @@ class Generator(nn.Module):
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         check_labels(labels, z.shape[0], self.num_classes)
+        return self.body(self.body_input(z, labels)).view(z.shape[0], *self.image_shape)
+
+    def body_input(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """What the body reads for noise ``z`` and (already checked) ``labels``: ``z`` with the
+        categorical code one-hot in its last K entries, then the label's embedding."""
+        if self.categories:
+            k = self.categories
+            z = torch.cat([z[:, :-k], one_hot(code_of(z, k), k, z.dtype)], 1)
         if self.embed is not None:
             z = torch.cat([z, self.embed(labels)], dim=1)
-        return self.body(z).view(z.shape[0], *self.image_shape)
+        return z
 
 
 class Discriminator(nn.Module):
@@ -85,6 +114,8 @@ class Discriminator(nn.Module):
     ):
         super().__init__()
         self.num_classes = num_classes
+        self.feature_dim = feature_dim
+        self.code_head: nn.Linear | None = None
         self.cond_d = cond_d if num_classes else "none"
         self.features = features
         self.head = head
@@ -97,7 +128,14 @@ class Discriminator(nn.Module):
         """Image channels the features network sees: plus one plane per class for concat."""
         return channels + (num_classes if num_classes and cond_d == "concat" else 0)
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def add_code_head(self, k: int) -> None:
+        """A head predicting the generator's categorical code (K logits) from the features."""
+        self.code_head = nn.Linear(self.feature_dim, k)
+
+    def forward(
+        self, x: torch.Tensor, labels: torch.Tensor | None = None, codes: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """One logit per image; with ``codes``, also the code head's (N, K) logits."""
         check_labels(labels, x.shape[0], self.num_classes)
         if self.cond_d == "concat":
             planes = F.one_hot(labels, self.num_classes).to(x.dtype)[:, :, None, None]
@@ -106,4 +144,4 @@ class Discriminator(nn.Module):
         out = self.head(h).squeeze(1)
         if self.embed is not None:
             out = out + (self.embed(labels) * h).sum(dim=1)
-        return out
+        return (out, self.code_head(h)) if codes else out

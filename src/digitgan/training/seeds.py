@@ -23,6 +23,7 @@ with its seed, up to the float rounding of batched products.
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -65,7 +66,7 @@ class Stacked(nn.Module):
         )
         for i, name in enumerate(self._buffer_names):
             self.register_buffer(f"buffer{i}", _stack([m.get_buffer(name) for m in modules]))
-        for attr in ("z_dim", "image_shape", "out_range", "num_classes"):
+        for attr in ("z_dim", "image_shape", "out_range", "num_classes", "categories"):
             if hasattr(first, attr):
                 setattr(self, attr, getattr(first, attr))
 
@@ -73,15 +74,20 @@ class Stacked(nn.Module):
         """The stacked tensor of the structure's parameter ``name`` (one row per module)."""
         return self.params[self._param_names.index(name)]
 
-    def _one(self, params: dict, buffers: dict, *inputs):
-        return functional_call(self.structure, (params, buffers), inputs)
+    def _one(self, params: dict, buffers: dict, *inputs, options: dict):
+        return functional_call(self.structure, (params, buffers), inputs, options)
 
-    def forward(self, *inputs: Tensor | None) -> Tensor:
+    def forward(self, *inputs: Tensor | None, **options) -> Tensor | tuple[Tensor, ...]:
+        """The structure's output (or each of its outputs) for every module's samples;
+        keyword ``options`` (not tensors) are passed to every module alike."""
         params = dict(zip(self._param_names, self.params, strict=True))
         buffers = {name: getattr(self, f"buffer{i}") for i, name in enumerate(self._buffer_names)}
         dims = tuple(None if x is None else 0 for x in inputs)
         rows = tuple(None if x is None else x.unflatten(0, (self.runs, -1)) for x in inputs)
-        out = torch.vmap(self._one, in_dims=(0, 0, *dims))(params, buffers, *rows)
+        one = functools.partial(self._one, options=options)
+        out = torch.vmap(one, in_dims=(0, 0, *dims))(params, buffers, *rows)
+        if isinstance(out, tuple):
+            return tuple(o.flatten(0, 1) for o in out)
         return out.flatten(0, 1)
 
     def train(self, mode: bool = True) -> Stacked:

@@ -37,12 +37,14 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.optim.adam import adam
 
 from ..augment import augment
 from ..losses import OBJECTIVES, PENALTIES, PenaltyBatch, penalty_scale
 from ..models import has_forward_state
+from ..models.base import code_of
 from .trainer import Trainer
 
 
@@ -141,6 +143,7 @@ def features(trainer: Trainer) -> frozenset[str]:
     cfg = trainer.cfg
     on = {
         "conditional": trainer.conditional,
+        "categories": cfg.model.categories > 0,
         "several_d_steps": cfg.train.d_steps > 1,
         "label_smoothing": cfg.loss.label_smoothing > 0,
         "penalties": bool(cfg.loss.penalties()),
@@ -181,6 +184,7 @@ class Step:
         self.one_d_pass = not has_forward_state(trainer.D)
         self.runs = trainer.runs
         self.policy = cfg.augment.policy
+        self.categories = cfg.model.categories
 
     def per_run(self, loss, *tensors: Tensor) -> Tensor:
         """``loss(*tensors)`` of each run: its value for one run, a vector of one per run
@@ -275,12 +279,16 @@ class Step:
             x, labels = tr.batches.next()
             y = labels if tr.conditional else None
             real, seen_fake = self.augmented(x, fake)
-            real_logits, fake_logits = self._discriminate(
+            real_logits, fake_logits, fake_codes = self._discriminate(
                 self.perturb(real), y, self.perturb(seen_fake), fake_y
             )
             if tr.augment:
                 tr.augment.observe(real_logits)
             d_loss = self.per_run(self.d_loss, real_logits, fake_logits)
+            if self.categories:
+                code_loss = self.code_loss(fake_codes, inputs[i][1])
+                extras["code_loss"] = code_loss.detach()
+                d_loss = d_loss + tr.cfg.loss.code_weight * code_loss
             lazy = tr.cfg.loss.lazy_every
             if self.penalties and (tr.step_count * k + i) % lazy == 0:
                 batch = PenaltyBatch(x, y, fake, fake_y, tr.rand)
@@ -301,7 +309,11 @@ class Step:
             fake = G(z, fake_y).float()
         (fake,) = self.augmented(fake)
         with amp():
-            g_logits = D(self.perturb(fake), fake_y).float()
+            g_logits = D(self.perturb(fake), fake_y, codes=self.categories > 0)
+        if self.categories:
+            g_logits, g_codes = g_logits[0].float(), g_logits[1].float()
+        else:
+            g_logits = g_logits.float()
         if self.objective.pairs_real:  # a relativistic G loss pairs each fake with a real
             x, labels = tr.batches.next()
             with torch.no_grad():
@@ -311,6 +323,8 @@ class Step:
             g_loss = self.per_run(self.objective.g_loss, g_logits, paired)
         else:
             g_loss = self.per_run(self.objective.g_loss, g_logits)
+        if self.categories:
+            g_loss = g_loss + tr.cfg.loss.code_weight * self.code_loss(g_codes, z)
         tr.opt_g.zero_grad(set_to_none=True)
         self.backward(g_loss)
         optimizer_step(tr.opt_g)
@@ -332,11 +346,26 @@ class Step:
 
     def _discriminate(
         self, real: Tensor, y: Tensor | None, fake: Tensor, fake_y: Tensor | None
-    ) -> tuple[Tensor, Tensor]:
-        """D's float32 logits on the real and the fake batch: one pass when it holds."""
-        D, amp = self.trainer.D_train, self.autocast
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """D's float32 logits on the real and the fake batch, and its code head's on the fake
+        batch (None without model.categories): one pass when it holds."""
+        D, amp, codes = self.trainer.D_train, self.autocast, self.categories > 0
         with amp():
             if not self.one_d_pass:
-                return D(real, y).float(), D(fake, fake_y).float()
-            both_y = None if y is None else self.join([y, fake_y])
-            return tuple(self.parts(D(self.join([real, fake]), both_y).float(), 2))
+                real_logits, fake_out = D(real, y).float(), D(fake, fake_y, codes=codes)
+            else:
+                both_y = None if y is None else self.join([y, fake_y])
+                out = D(self.join([real, fake]), both_y, codes=codes)
+                logits = out[0] if codes else out
+                real_logits, fake_logits = self.parts(logits, 2)
+                fake_out = (fake_logits, self.parts(out[1], 2)[1]) if codes else fake_logits
+        if codes:
+            return real_logits.float(), fake_out[0].float(), fake_out[1].float()
+        return real_logits.float(), fake_out.float(), None
+
+    def code_loss(self, code_logits: Tensor, z: Tensor) -> Tensor:
+        """The cross-entropy of the code head's logits against the categories that noise ``z``
+        chose, per run: InfoGAN's bound on the mutual information of code and image, less the
+        code's constant entropy (log K), which D and G both minimise, weighted by
+        ``loss.code_weight``."""
+        return self.per_run(F.cross_entropy, code_logits, code_of(z, self.categories))
