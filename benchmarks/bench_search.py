@@ -5,7 +5,9 @@ starting preset, ``note`` says what the variant tries, and the other keys are co
 (``[name.train] iters = 20000`` or ``"train.iters" = 20000``). Each variant (``--only`` picks
 some) is trained once, one at a time, with ``log.eval_every`` and ``log.eval_samples`` (FID
 against the test split with the shipped classifier, as during any training run), and its run
-folder is kept under ``--out`` for a full ``digitgan evaluate`` afterwards.
+folder is kept under ``--out`` for a full ``digitgan evaluate`` afterwards; a finished run of
+the same configuration found there is read instead of trained again, so the table of a search
+run piecemeal (``--only``, one process per core) is recorded with one last call.
 
 Printed (and with ``--record`` appended to RESULTS.md): per variant, what it changes, its
 iterations and training seconds (evaluations excluded), FID as a multiple of the real-data
@@ -40,6 +42,17 @@ def variant_config(name: str, table: dict) -> tuple[digitgan.Config, str]:
     validate(cfg)
     changes = ", ".join(f"{k}={v}" for k, v in _flat(table).items())
     return cfg, f"{base}{' + ' + changes if changes else ''}" + (f" ({note})" if note else "")
+
+
+def finished(run: Path, cfg: digitgan.Config) -> bool:
+    """Whether ``run`` is a finished run of ``cfg`` (kept from an earlier call: not trained
+    again)."""
+    try:
+        saved = digitgan.build_config(None, run / "config.toml")
+        last = curve(run)[-1][1]
+    except (OSError, IndexError, digitgan.DigitganError):
+        return False
+    return saved == cfg and last == cfg.train.iters
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -84,7 +97,8 @@ def main() -> None:
             log__eval_samples=args.n,
         )
         out = Path(args.out) / name
-        digitgan.train(cfg, out, progress=False, force=True)
+        if not finished(out, cfg):
+            digitgan.train(cfg, out, progress=False, force=True)
         points = curve(out)
         floor = floors[dataset]
         best = min(points, key=lambda p: p[2]["fid"])
@@ -106,11 +120,13 @@ def main() -> None:
     if args.record:
         floor_text = ", ".join(f"{d} {f:.3f}" for d, f in floors.items())
         note = (
-            f"Variants of `{args.variants}`, seed {args.seed}, one at a time on the CPU with "
-            f"{args.threads} torch thread(s); FID of {args.n:,} samples (EMA generator where the "
+            f"Variants of `{args.variants}`, seed {args.seed}, trained on the CPU with "
+            f"{args.threads} torch thread(s) (training seconds compare only runs trained under "
+            f"the same load); FID of {args.n:,} samples (EMA generator where the "
             f"run has one) against the test split every {args.eval_every or 'tenth of the'} "
             f"iterations, as a multiple of the real-data floor ({floor_text}). One seed each: a "
-            f"screen, not a quality claim."
+            f"screen, not a quality claim. A finished run kept in `--out` is read, not trained "
+            f"again."
         )
         record(f"Recipe search: {Path(args.variants).stem}", f"{note}\n\n{table}")
 

@@ -119,6 +119,11 @@ class ModelConfig(_Parts):
         "on D predicts it (loss.code_weight); 0 = off",
         min=0,
     )
+    self_condition: bool = opt(
+        False,
+        "model.categories: D also judges each image, real or generated, as the category its "
+        "code head guesses, by projection (a self-conditioned discriminator)",
+    )
     embed_dim: int = opt(32, "conditional: size of the generator's label embedding", min=1)
     cond_d: str = opt(
         "projection",
@@ -671,6 +676,8 @@ def _check_combinations(cfg: Config) -> None:
     k = cfg.model.categories
     if k and cfg.model.conditional:
         raise ConfigError("model.categories: for unconditional models; this one is conditional")
+    if cfg.model.self_condition and not k:
+        raise ConfigError("model.self_condition: needs model.categories (2 or more)")
     if k == 1 or k >= cfg.model.z_dim:
         raise ConfigError(
             f"model.categories: {k} categories need 2 or more, and fewer than model.z_dim "

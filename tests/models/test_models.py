@@ -103,6 +103,18 @@ def test_the_categorical_code_is_the_argmax_of_the_last_entries(arch):
     torch.testing.assert_close(D(G(z)), logits)
 
 
+def test_a_self_conditioned_d_judges_each_image_as_the_category_it_guesses():
+    cfg = _model_cfg(model__categories=3, model__self_condition=True)
+    _, D = build_models(cfg, (1, 28, 28))
+    x = torch.randn(5, 1, 28, 28)
+    logits, guesses = D(x, codes=True)
+    h = D.features(x)
+    want = D.head(h).squeeze(1) + (D.embed(guesses.argmax(1)) * h).sum(1)
+    torch.testing.assert_close(logits, want)
+    _, plain = build_models(_model_cfg(model__categories=3), (1, 28, 28))
+    assert plain.embed is None
+
+
 def test_noise_draws_every_category_equally_often():
     from digitgan.models import sample_noise
     from digitgan.models.base import code_of
@@ -119,8 +131,9 @@ def test_noise_draws_every_category_equally_often():
         ({"model__categories": 1}, "2 or more"),
         ({"model__categories": 6}, "fewer than model.z_dim"),
         ({"model__categories": 3, "model__conditional": True}, "this one is conditional"),
+        ({"model__self_condition": True}, "needs model.categories"),
     ],
 )
 def test_impossible_categories_are_refused(change, message):
-    with pytest.raises(ConfigError, match=f"model.categories: .*{message}"):
+    with pytest.raises(ConfigError, match=f"model.(categories|self_condition): .*{message}"):
         preset("seed").replace(model__z_dim=6, **change)

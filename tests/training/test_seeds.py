@@ -48,7 +48,7 @@ def _compare(single: Trainer, stacked_run: Trainer, lr: float) -> None:
         ("hinge-sn", {}),  # spectral norm's power iteration
         ("cdcgan", {}),  # class-conditional: labels drawn per run
         ("wgan-gp", {"train__d_steps": 2}),  # a penalty drawing its own randomness
-        ("hinge-sn", {"model__categories": 3}),  # D's second output: the code head's
+        ("hinge-sn", {"model__categories": 3, "model__self_condition": True}),  # 2 outputs
     ],
 )
 def test_each_stacked_run_equals_its_one_seed_run(tiny, small_data, name, overrides):

@@ -48,7 +48,7 @@ def build_models(cfg, image_shape: tuple[int, int, int], num_classes: int = 0):
     g, d = ARCHITECTURES[cfg.arch](cfg, tuple(image_shape), classes, wrap)
     if cfg.categories:
         g.categories = cfg.categories
-        d.add_code_head(cfg.categories)
+        d.add_code_head(cfg.categories, cfg.self_condition, wrap)
     for module in (g, d):
         INITS[cfg.init](module)
     return g, d

@@ -20,7 +20,11 @@ generative adversarial nets"): the generator reads the argmax of the last K entr
 as one of K categories and sees it one-hot in their place (so the noise is drawn as ever, and
 every sampler, exported model and page gets the categories for free: the argmax of K
 independent draws is uniform), and the discriminator gains a head that predicts the category
-from its features, trained with G to make the categories recognisable.
+from its features, trained with G to make the categories recognisable. With
+``model.self_condition`` the discriminator also judges every image, real or generated, as the
+category its head guesses, by projection (after the self-conditioned GAN of Liu et al. 2020,
+"Diverse image generation via self-conditioned GANs", whose clusters come from k-means on D's
+features instead).
 """
 
 from __future__ import annotations
@@ -128,9 +132,13 @@ class Discriminator(nn.Module):
         """Image channels the features network sees: plus one plane per class for concat."""
         return channels + (num_classes if num_classes and cond_d == "concat" else 0)
 
-    def add_code_head(self, k: int) -> None:
-        """A head predicting the generator's categorical code (K logits) from the features."""
+    def add_code_head(self, k: int, self_condition: bool = False, wrap=lambda m: m) -> None:
+        """A head predicting the generator's categorical code (K logits) from the features;
+        with ``self_condition``, the logit also projects the features on an embedding of the
+        category the head guesses (as a projection discriminator does on a label)."""
         self.code_head = nn.Linear(self.feature_dim, k)
+        if self_condition:
+            self.embed = wrap(nn.Embedding(k, self.feature_dim))
 
     def forward(
         self, x: torch.Tensor, labels: torch.Tensor | None = None, codes: bool = False
@@ -142,6 +150,9 @@ class Discriminator(nn.Module):
             x = torch.cat([x, planes.expand(-1, -1, *x.shape[2:])], dim=1)
         h = self.features(x)
         out = self.head(h).squeeze(1)
+        guess = None if self.code_head is None else self.code_head(h)
         if self.embed is not None:
-            out = out + (self.embed(labels) * h).sum(dim=1)
-        return (out, self.code_head(h)) if codes else out
+            # self-conditioned: each image is judged as the category the head guesses
+            y = labels if self.num_classes else guess.detach().argmax(1)
+            out = out + (self.embed(y) * h).sum(dim=1)
+        return (out, guess) if codes else out
