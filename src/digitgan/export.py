@@ -28,8 +28,8 @@ import torch
 
 from .config import preset
 from .errors import CheckpointError, ConfigError, DigitganError, missing_extra
-from .eval.evaluate import EVAL_FILE
-from .fileio import MiB, atomic_write_text, read_text_bounded
+from .eval.evaluate import read_evaluation
+from .fileio import atomic_write_text
 from .sampling import Sampler, load, save_image_rows
 from .store.exported import (
     CARD,
@@ -40,7 +40,6 @@ from .store.exported import (
     foreign_files,
     write_export_files,
 )
-from .store.rundir import run_dir_of
 from .version import __version__
 from .web import foreign_site_files, runtime_files, write_site
 
@@ -48,8 +47,6 @@ ONNX_TOLERANCE = 1e-4
 """The largest difference allowed between ONNX Runtime's images and PyTorch's (in [0, 1])."""
 ONNX_OPSET = 18
 """The ONNX opset the generator is exported with."""
-MAX_EVAL_BYTES = MiB
-
 CARD_METRICS = [  # (key in eval.json, model-index type, name)
     ("fid", "fid", "FID"),
     ("kid", "kid", "KID"),
@@ -214,33 +211,20 @@ def _generator_meta(gan: Sampler) -> dict:
 
 
 def _read_evaluation(gan: Sampler, notes: list[str]) -> dict | None:
-    """The run's eval.json ({"metrics", "floor", ...}) if it has a valid one, else None."""
-    path = run_dir_of(gan.path) / EVAL_FILE
-    if not path.exists():
-        return None
+    """The run's saved evaluation (:func:`~digitgan.eval.evaluate.read_evaluation`) with its
+    null metrics left out, if it has a valid one; else None, with a note why."""
     try:
-        doc = json.loads(read_text_bounded(path, MAX_EVAL_BYTES, "evaluation metrics"))
+        doc = read_evaluation(gan.path)
     except DigitganError as e:
         notes.append(f"{e}; the model card has no metrics")
         return None
-    except (ValueError, RecursionError):
-        notes.append(f"{path}: not valid JSON; the model card has no metrics")
+    if doc is None:
         return None
-    ok = isinstance(doc, dict) and isinstance(doc.get("metrics"), dict)
-    if not ok or not all(_number(v) for v in doc["metrics"].values()):
-        notes.append(f"{path}: not an evaluation digitgan saved; the model card has no metrics")
-        return None
-    floor = doc.get("floor") if isinstance(doc.get("floor"), dict) else {}
-    return {
-        "samples": doc.get("samples") if _number(doc.get("samples")) else None,
-        "dataset": doc.get("dataset") if isinstance(doc.get("dataset"), str) else None,
-        "metrics": doc["metrics"],
-        "floor": {k: v for k, v in floor.items() if _number(v)},
-    }
+    return doc | {"metrics": _known(doc["metrics"]), "floor": _known(doc["floor"] or {})}
 
 
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) < 1e300
+def _known(scores: dict) -> dict:
+    return {k: v for k, v in scores.items() if v is not None}
 
 
 def _write_samples(gan: Sampler, path: Path) -> None:

@@ -125,6 +125,17 @@ def test_the_model_card_names_the_saved_metrics_beside_the_floor(runs, tmp_path)
     assert json.loads((folder / "eval.json").read_text())["metrics"]["fid"] == 45.7
 
 
+@pytest.mark.parametrize("text", ["{", '{"metrics": {"fid": "good"}}', "[1, 2]"])
+def test_a_malformed_eval_json_leaves_the_card_without_metrics_and_says_so(runs, tmp_path, text):
+    run = tmp_path / "run"
+    shutil.copytree(runs["seed"], run)
+    (run / "eval.json").write_text(text)
+    result = export(run, tmp_path / "model")
+    (note,) = result.notes
+    assert "eval.json" in note and note.endswith("the model card has no metrics")
+    assert "No evaluation was saved" in _card(result.path)[1]
+
+
 @pytest.mark.parametrize("missing", ["model.safetensors", "config.json"])
 def test_a_folder_missing_a_file_is_refused_in_one_line(exported, tmp_path, missing):
     folder = tmp_path / "m"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -32,8 +33,8 @@ from ..data import Dataset, check_images, load_dataset, read_npy
 from ..data.datasets import MAX_CHANNELS
 from ..data.registry import DEFAULT_DATASET
 from ..data.stacked import CHANNEL_NAMES, channel_digits, stack_labels
-from ..errors import ConfigError, DataError
-from ..fileio import atomic_write_text
+from ..errors import ConfigError, DataError, DigitganError
+from ..fileio import MiB, atomic_write_text, read_text_bounded
 from ..sampling import Sampler, check_truncation, load
 from ..store.checkpoint import resolve_checkpoint
 from ..store.rundir import run_dir_of
@@ -723,6 +724,54 @@ def save_evaluation(
     path = run_dir_of(ckpt) / EVAL_FILE
     atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
     return path
+
+
+MAX_EVAL_BYTES = MiB
+"""The largest eval.json read (it holds a few hundred bytes)."""
+
+
+def read_evaluation(checkpoint: str | Path) -> dict | None:
+    """What :func:`save_evaluation` wrote for the run of ``checkpoint`` (a file in the run):
+    ``{"samples", "dataset", "metrics", "floor"}`` (each metric a finite number or null; the
+    floor None when the file has none; samples and dataset None when absent or odd), or None
+    when the run has no eval.json. Anything else (not a regular file, over MAX_EVAL_BYTES, not
+    UTF-8 JSON, nested too deeply, another shape) is one DigitganError naming the file."""
+    path = run_dir_of(Path(checkpoint)) / EVAL_FILE
+    if not os.path.lexists(path):
+        return None
+    text = read_text_bounded(path, MAX_EVAL_BYTES, "evaluation metrics")
+    try:
+        doc = json.loads(text)
+    except ValueError as e:
+        raise DigitganError(f"evaluation metrics {path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise DigitganError(f"evaluation metrics {path}: nested too deeply") from None
+    metrics = _scores(doc.get("metrics")) if isinstance(doc, dict) else None
+    if metrics is None:
+        raise DigitganError(
+            f'evaluation metrics {path}: expected {{"metrics": {{name: number}}, "floor": '
+            "{...}}, as digitgan evaluate --save writes"
+        )
+    samples = doc.get("samples")
+    return {
+        "samples": samples if isinstance(samples, int) and not isinstance(samples, bool) else None,
+        "dataset": doc.get("dataset") if isinstance(doc.get("dataset"), str) else None,
+        "metrics": metrics,
+        "floor": _scores(doc.get("floor")),
+    }
+
+
+def _scores(value) -> dict | None:
+    """A {metric name: finite number or null} table, or None if ``value`` is not one."""
+    if not isinstance(value, dict):
+        return None
+    for v in value.values():
+        ok = v is None or (
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        )
+        if not ok:
+            return None
+    return value
 
 
 # --- during training -------------------------------------------------------------------------

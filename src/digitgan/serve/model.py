@@ -9,21 +9,15 @@ HTTP layer is app.py. Images come back as float tensors (N, C, H, W) in [0, 1].
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import os
 from pathlib import Path
 
 import torch
 
 from ..errors import DigitganError
-from ..eval.evaluate import EVAL_FILE
-from ..fileio import MiB, read_text_bounded
-from ..store.rundir import run_dir_of
+from ..eval.evaluate import read_evaluation as read_saved_evaluation
 
 log = logging.getLogger("digitgan.serve")
-MAX_EVAL_BYTES = MiB  # eval.json holds a few numbers: a few hundred bytes
 
 
 def num_classes(gan) -> int:
@@ -85,49 +79,16 @@ def model_info(gan) -> dict:
     }
 
 
-def _scores(value) -> dict | None:
-    """A {metric name: number or null} table, or None if ``value`` is not one."""
-    if not isinstance(value, dict):
-        return None
-    for v in value.values():
-        ok = v is None or (
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        )
-        if not ok:
-            return None
-    return value
-
-
 def read_evaluation(checkpoint: Path) -> tuple[dict | None, dict | None]:
-    """(metrics, real-data floor) from ``eval.json`` in the checkpoint's run directory.
-
-    The file is expected to hold ``{"metrics": {name: number}, "floor": {name: number}}``
-    ("floor": the same metrics between two sets of real images, the best score reachable;
-    optional). No file gives (None, None); anything else that is not such a file (not a
-    regular file, over MAX_EVAL_BYTES, not UTF-8, not JSON, nested too deeply, another shape)
-    is logged in one line and gives (None, None) too, so a bad metrics file never stops the
-    model being served. The server reads it once, when it starts.
+    """(metrics, real-data floor) from ``eval.json`` in the checkpoint's run directory
+    (:func:`digitgan.eval.evaluate.read_evaluation`; the floor is optional). No file gives
+    (None, None); a file that is not such a file is logged in one line and gives (None, None)
+    too, so a bad metrics file never stops the model being served. The server reads it once,
+    when it starts.
     """
-    path = run_dir_of(checkpoint) / EVAL_FILE
-    if not os.path.lexists(path):
-        return None, None
     try:
-        doc = json.loads(read_text_bounded(path, MAX_EVAL_BYTES, "evaluation metrics"))
+        doc = read_saved_evaluation(checkpoint)
     except DigitganError as e:
         log.warning("%s; no scores are shown", e)
         return None, None
-    except ValueError as e:
-        log.warning("evaluation metrics %s: not valid JSON (%s); no scores are shown", path, e)
-        return None, None
-    except RecursionError:
-        log.warning("evaluation metrics %s: nested too deeply; no scores are shown", path)
-        return None, None
-    metrics = _scores(doc.get("metrics")) if isinstance(doc, dict) else None
-    if metrics is None:
-        log.warning(
-            'evaluation metrics %s: expected {"metrics": {name: number}, "floor": {...}}; '
-            "no scores are shown",
-            path,
-        )
-        return None, None
-    return metrics, _scores(doc.get("floor"))
+    return (None, None) if doc is None else (doc["metrics"], doc["floor"])
