@@ -55,6 +55,7 @@ METRICS = [  # (key in digitgan's evaluation metrics, label, format)
     ("class_share_max", "share of the most predicted class (~0.10)", "{:.4f}"),
     ("mean_confidence", "mean confidence (higher)", "{:.4f}"),
     ("label_accuracy", "label accuracy (higher; labelled samples only)", "{:.4f}"),
+    ("category_purity", "category purity (higher; model.categories only)", "{:.4f}"),
     ("cas", "classification accuracy score (higher; floor: trained on real digits)", "{:.4f}"),
     ("memorised", "memorised (lower; ~0.01 = as novel as test data)", "{:.4f}"),
     ("modes_covered", "modes covered (of 1,000; stacked data)", "{:.0f}"),

@@ -59,6 +59,16 @@ def test_evaluate_a_tiny_run_and_its_samples_as_npy(tiny_run, small_data, tmp_pa
     assert evaluate(npy, n=100, dataset=small_data).samples == 100
 
 
+def test_a_model_with_categories_is_scored_for_their_purity(tiny_cfg, small_data, tmp_path):
+    cfg = tiny_cfg.replace(model__categories=4, log__tb_every=0, log__sample_every=0)
+    digitgan.train(cfg, tmp_path / "run", dataset=small_data, progress=False)
+    report = evaluate(tmp_path / "run", n=300, dataset=small_data)
+    assert set(report.metrics) == SCALARS | {"category_purity"}
+    # at least the largest class share: each category's commonest class is at least its share
+    assert report.metrics["class_share_max"] <= report.metrics["category_purity"] <= 1
+    assert "category purity" in report.table()
+
+
 def test_evaluate_command_prints_json_and_a_table(tiny_run, small_idx, tmp_path, cli):
     # a small idx: copy of the data keeps this fast; its classifier is given explicitly
     weights = str(SHIPPED["mnist20k"].path)

@@ -8,6 +8,7 @@ import torch
 
 from digitgan.errors import ConfigError
 from digitgan.eval.metrics import (
+    category_purity,
     class_balance,
     density_coverage,
     fid,
@@ -211,3 +212,11 @@ def test_mode_balance_counts_modes_and_the_reverse_kl_on_constructed_digits():
     assert half["modes_covered"] == 500 and half["modes_kl"] == pytest.approx(math.log(2))
     with pytest.raises(ConfigError, match="classes in 0..9 of shape"):
         mode_balance(np.array([[10, 0, 0]]), 10)
+
+
+def test_category_purity_counts_the_samples_of_each_categorys_commonest_class():
+    probs = torch.eye(3)[[0, 0, 1, 2, 2, 2, 1, 1]]  # predicted classes
+    categories = [0, 0, 0, 1, 1, 1, 1, 1]  # category 0: classes 0, 0, 1; 1: 2, 2, 2, 1, 1
+    assert category_purity(probs, categories, 2) == pytest.approx((2 + 3) / 8)
+    assert category_purity(probs, [0, 0, 1, 2, 2, 2, 1, 1], 3) == 1.0  # one class each
+    assert category_purity(probs, [0] * 8, 1) == pytest.approx(3 / 8)  # the largest share

@@ -35,6 +35,8 @@ from ..data.registry import DEFAULT_DATASET
 from ..data.stacked import CHANNEL_NAMES, channel_digits, stack_labels
 from ..errors import ConfigError, DataError, DigitganError
 from ..fileio import MiB, atomic_write_text, read_text_bounded
+from ..models import truncate_noise
+from ..models.base import code_of
 from ..sampling import Sampler, check_truncation, load
 from ..store.checkpoint import resolve_checkpoint
 from ..store.rundir import run_dir_of
@@ -46,6 +48,7 @@ from .classifier import (
     classifier_for,
 )
 from .metrics import (
+    category_purity,
     class_balance,
     classification_accuracy_score,
     extract,
@@ -219,9 +222,13 @@ class EvalReport:
         ]
 
     def _label_row(self) -> list[tuple[str, str, str, str]]:
-        if "label_accuracy" not in self.metrics:
+        m = self.metrics
+        if "category_purity" in m:
+            value = f"{m['category_purity']:.4f}"
+            return [("category purity", value, "higher", "samples of their category's class")]
+        if "label_accuracy" not in m:
             return []
-        value = f"{self.metrics['label_accuracy']:.4f}"
+        value = f"{m['label_accuracy']:.4f}"
         return [("label accuracy", value, "higher", "classifier names the requested class")]
 
     def _lines(self, rows: list[tuple[str, str, str, str]]) -> list[str]:
@@ -581,6 +588,11 @@ def evaluate(
         metrics = evaluate_modes(real, data, clf)[0]
         floor = {k: metrics[k] for k in ("modes_covered", "modes_kl")}
     report = _report(str(source), data, images, clf, t0, labels, floor=floor, channels=source_data)
+    k = 0 if gan is None else gan.generator.categories
+    if k and data.stack_of is None:  # which classes the learnt categories draw
+        z = truncate_noise(gan.noise(len(images), seed), truncation, gan.config.model.noise)
+        probs = extract(clf.probs, images)
+        report.metrics["category_purity"] = category_purity(probs, code_of(z, k), k)
     if recipe is not None:
         scores, per_class = classification_accuracy(
             gan, data, recipe, seed=seed, truncation=truncation, log=log

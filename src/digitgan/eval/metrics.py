@@ -310,6 +310,19 @@ def class_balance(
     }
 
 
+def category_purity(probs: Array, categories: Array, k: int) -> float:
+    """How well ``k`` categories learnt without labels (``model.categories``) match the
+    classifier's classes: the share of samples whose predicted class is the one predicted most
+    often in their category (the clustering purity of Manning et al. 2008, ch. 16.3); 1 when
+    every category draws one class, about the largest class share when categories ignore
+    class."""
+    p = probs_of(probs)
+    table = torch.zeros(k, p.shape[1], dtype=torch.long)
+    pred = p.argmax(1)
+    table.index_put_((torch.as_tensor(categories).long(), pred), torch.ones_like(pred), True)
+    return float(table.max(1).values.sum()) / max(1, len(pred))
+
+
 def label_accuracy(probs: Array, labels: Array, classifier: FeatureFn | None = None) -> dict:
     """How often the classifier names the class a conditional model was asked for.
 
