@@ -155,6 +155,13 @@ class LossConfig(_Parts):
         "and G's losses (InfoGAN's mutual-information term; 1 in the paper)",
         min=0.0,
     )
+    cluster_weight: float = opt(
+        0.0,
+        "model.categories: weight of information maximisation on the code head's guesses for "
+        "real images (each confident, the categories equally used; Krause et al. 2010) in D's "
+        "loss; 0 = off",
+        min=0.0,
+    )
     instance_noise: float = opt(
         0.0,
         "std of Gaussian noise added to D's inputs, annealed linearly to 0 (0 = off)",
@@ -676,6 +683,8 @@ def _check_combinations(cfg: Config) -> None:
     k = cfg.model.categories
     if k and cfg.model.conditional:
         raise ConfigError("model.categories: for unconditional models; this one is conditional")
+    if loss.cluster_weight and not k:
+        raise ConfigError("loss.cluster_weight: needs model.categories (2 or more)")
     if cfg.model.self_condition and not k:
         raise ConfigError("model.self_condition: needs model.categories (2 or more)")
     if k == 1 or k >= cfg.model.z_dim:

@@ -264,3 +264,15 @@ def penalty_scale(step: int, total: int, end: float) -> float:
         return 1.0
     t = min(step, total) / total
     return end + (1.0 - end) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def cluster_loss(logits: Tensor) -> Tensor:
+    """Information maximisation over a batch's category logits (N, K) (Krause et al. 2010,
+    "Discriminative clustering by regularized information maximization"; Hu et al. 2017): the
+    mean entropy of each image's prediction less the entropy of their mean, so minimising it
+    makes every prediction confident and the categories equally used. It lies in [-log K, log K]:
+    -log K when the batch is split evenly and each image is certain."""
+    p = logits.softmax(1)
+    mean_entropy = -(p * logits.log_softmax(1)).sum(1).mean()
+    q = p.mean(0)
+    return mean_entropy + (q * q.clamp_min(1e-12).log()).sum()

@@ -200,3 +200,15 @@ def test_the_penalty_schedule_is_a_half_cosine_to_its_end():
     assert penalty_scale(50, 100, 0.1) == pytest.approx(0.55)
     assert penalty_scale(200, 100, 0.1) == pytest.approx(0.1)  # (a resume past the end)
     assert penalty_scale(37, 100, 1.0) == 1.0
+
+
+def test_the_cluster_loss_rewards_confident_and_evenly_used_categories():
+    from digitgan.losses import cluster_loss
+
+    k = 4
+    unsure = torch.zeros(8, k)  # every image spread evenly: entropy log K, their mean's log K
+    assert cluster_loss(unsure).item() == pytest.approx(0.0, abs=1e-6)
+    even = 50.0 * torch.eye(k).repeat(2, 1)  # certain, two images per category
+    assert cluster_loss(even).item() == pytest.approx(-math.log(k), abs=1e-4)
+    one = 50.0 * torch.eye(k)[[0] * 8]  # certain, all in one category
+    assert cluster_loss(one).item() == pytest.approx(0.0, abs=1e-4)

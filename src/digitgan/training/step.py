@@ -42,7 +42,7 @@ from torch import Tensor
 from torch.optim.adam import adam
 
 from ..augment import augment
-from ..losses import OBJECTIVES, PENALTIES, PenaltyBatch, penalty_scale
+from ..losses import OBJECTIVES, PENALTIES, PenaltyBatch, cluster_loss, penalty_scale
 from ..models import has_forward_state
 from ..models.base import code_of
 from .trainer import Trainer
@@ -279,16 +279,20 @@ class Step:
             x, labels = tr.batches.next()
             y = labels if tr.conditional else None
             real, seen_fake = self.augmented(x, fake)
-            real_logits, fake_logits, fake_codes = self._discriminate(
+            real_logits, fake_logits, guesses = self._discriminate(
                 self.perturb(real), y, self.perturb(seen_fake), fake_y
             )
             if tr.augment:
                 tr.augment.observe(real_logits)
             d_loss = self.per_run(self.d_loss, real_logits, fake_logits)
             if self.categories:
-                code_loss = self.code_loss(fake_codes, inputs[i][1])
+                code_loss = self.code_loss(guesses[1], inputs[i][1])
                 extras["code_loss"] = code_loss.detach()
                 d_loss = d_loss + tr.cfg.loss.code_weight * code_loss
+                if tr.cfg.loss.cluster_weight:
+                    clusters = self.per_run(cluster_loss, guesses[0])
+                    extras["cluster_loss"] = clusters.detach()
+                    d_loss = d_loss + tr.cfg.loss.cluster_weight * clusters
             lazy = tr.cfg.loss.lazy_every
             if self.penalties and (tr.step_count * k + i) % lazy == 0:
                 batch = PenaltyBatch(x, y, fake, fake_y, tr.rand)
@@ -346,22 +350,20 @@ class Step:
 
     def _discriminate(
         self, real: Tensor, y: Tensor | None, fake: Tensor, fake_y: Tensor | None
-    ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """D's float32 logits on the real and the fake batch, and its code head's on the fake
-        batch (None without model.categories): one pass when it holds."""
+    ) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
+        """D's float32 logits on the real and the fake batch, and its code head's on both
+        (None without model.categories): one pass when it holds."""
         D, amp, codes = self.trainer.D_train, self.autocast, self.categories > 0
         with amp():
-            if not self.one_d_pass:
-                real_logits, fake_out = D(real, y).float(), D(fake, fake_y, codes=codes)
-            else:
+            if self.one_d_pass:
                 both_y = None if y is None else self.join([y, fake_y])
                 out = D(self.join([real, fake]), both_y, codes=codes)
-                logits = out[0] if codes else out
-                real_logits, fake_logits = self.parts(logits, 2)
-                fake_out = (fake_logits, self.parts(out[1], 2)[1]) if codes else fake_logits
-        if codes:
-            return real_logits.float(), fake_out[0].float(), fake_out[1].float()
-        return real_logits.float(), fake_out.float(), None
+                pairs = [self.parts(o, 2) for o in out] if codes else [self.parts(out, 2)]
+            else:
+                r, f = D(real, y, codes=codes), D(fake, fake_y, codes=codes)
+                pairs = list(zip(r, f, strict=True)) if codes else [(r, f)]
+        (real_logits, fake_logits), *heads = [(a.float(), b.float()) for a, b in pairs]
+        return real_logits, fake_logits, heads[0] if heads else None
 
     def code_loss(self, code_logits: Tensor, z: Tensor) -> Tensor:
         """The cross-entropy of the code head's logits against the categories that noise ``z``
