@@ -414,6 +414,18 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
         "no other norm in D",
         _HINGE_SN,
     ),
+    "selfcond": (
+        "unconditional: the hinge-sn recipe with 10 categories learnt without labels, a "
+        "discriminator that judges each image as the category it guesses and clusters the "
+        "real images into them, 25,000 iterations: the best unconditional digits here",
+        _conv(
+            _HINGE_SN,
+            model={"categories": 10, "self_condition": True},
+            loss={"cluster_weight": 1.0},
+            train={"iters": 25000},
+            log={"sample_every": 1000, "ckpt_every": 2500},
+        ),
+    ),
     "fashion": (
         "the cdcgan recipe on Fashion-MNIST (Debian's dataset-fashion-mnist, else the verified "
         "download): clothing in 10 classes, named on the page",
