@@ -286,13 +286,7 @@ class Step:
                 tr.augment.observe(real_logits)
             d_loss = self.per_run(self.d_loss, real_logits, fake_logits)
             if self.categories:
-                code_loss = self.code_loss(guesses[1], inputs[i][1])
-                extras["code_loss"] = code_loss.detach()
-                d_loss = d_loss + tr.cfg.loss.code_weight * code_loss
-                if tr.cfg.loss.cluster_weight:
-                    clusters = self.per_run(cluster_loss, guesses[0])
-                    extras["cluster_loss"] = clusters.detach()
-                    d_loss = d_loss + tr.cfg.loss.cluster_weight * clusters
+                d_loss = d_loss + self.code_terms(guesses, inputs[i][1], extras)
             lazy = tr.cfg.loss.lazy_every
             if self.penalties and (tr.step_count * k + i) % lazy == 0:
                 batch = PenaltyBatch(x, y, fake, fake_y, tr.rand)
@@ -313,11 +307,8 @@ class Step:
             fake = G(z, fake_y).float()
         (fake,) = self.augmented(fake)
         with amp():
-            g_logits = D(self.perturb(fake), fake_y, codes=self.categories > 0)
-        if self.categories:
-            g_logits, g_codes = g_logits[0].float(), g_logits[1].float()
-        else:
-            g_logits = g_logits.float()
+            out = D(self.perturb(fake), fake_y, codes=self.categories > 0)
+        g_logits = (out[0] if self.categories else out).float()
         if self.objective.pairs_real:  # a relativistic G loss pairs each fake with a real
             x, labels = tr.batches.next()
             with torch.no_grad():
@@ -328,7 +319,7 @@ class Step:
         else:
             g_loss = self.per_run(self.objective.g_loss, g_logits)
         if self.categories:
-            g_loss = g_loss + tr.cfg.loss.code_weight * self.code_loss(g_codes, z)
+            g_loss = g_loss + tr.cfg.loss.code_weight * self.code_loss(out[1].float(), z)
         tr.opt_g.zero_grad(set_to_none=True)
         self.backward(g_loss)
         optimizer_step(tr.opt_g)
@@ -364,6 +355,21 @@ class Step:
                 pairs = list(zip(r, f, strict=True)) if codes else [(r, f)]
         (real_logits, fake_logits), *heads = [(a.float(), b.float()) for a, b in pairs]
         return real_logits, fake_logits, heads[0] if heads else None
+
+    def code_terms(self, guesses: tuple[Tensor, Tensor], z: Tensor, extras: dict) -> Tensor:
+        """The categorical code's part of D's loss, from the code head's logits on the real
+        and the fake batch (``guesses``) and the fakes' noise ``z``: the weighted
+        :meth:`code_loss`, and with ``loss.cluster_weight`` the clustering of the real images
+        (:func:`~digitgan.losses.cluster_loss`); each logged in ``extras``."""
+        weights = self.trainer.cfg.loss
+        code = self.code_loss(guesses[1], z)
+        extras["code_loss"] = code.detach()
+        total = weights.code_weight * code
+        if weights.cluster_weight:
+            clusters = self.per_run(cluster_loss, guesses[0])
+            extras["cluster_loss"] = clusters.detach()
+            total = total + weights.cluster_weight * clusters
+        return total
 
     def code_loss(self, code_logits: Tensor, z: Tensor) -> Tensor:
         """The cross-entropy of the code head's logits against the categories that noise ``z``
