@@ -108,11 +108,15 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, tiny_cfg, small_
     assert "iters = 9" in (tmp_path / "b" / "config.toml").read_text()
 
 
-def test_resumed_conv_run_is_bit_identical(tmp_path, tiny, small_data):
+@pytest.mark.parametrize(
+    "name, overrides",
+    [("dcgan", {}), ("selfcond", {"model__categories": 3})],  # selfcond: D's code head
+)
+def test_resumed_conv_run_is_bit_identical(tmp_path, tiny, small_data, name, overrides):
     """Conv models train with channels-last weights on the CPU while checkpoints hold
     contiguous tensors: the Adam moments a resume loads must take the weights' layout, or
     the fused kernel pairs each weight with another's moments."""
-    cfg = tiny("dcgan", train__iters=6)
+    cfg = tiny(name, train__iters=6, **overrides)
     digitgan.train(cfg, tmp_path / "a", dataset=small_data, progress=False)
     digitgan.train(cfg.replace(train__iters=3), tmp_path / "b", dataset=small_data, progress=False)
     digitgan.resume(tmp_path / "b", iters=6, dataset=small_data, progress=False)
