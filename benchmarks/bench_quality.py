@@ -347,7 +347,8 @@ def preset_table(preset: str, runs: list[dict], floor: dict) -> str:
     ]
     for key, label, fmt in metric_rows(*metrics):
         vals = [metric_value(m, key) for m in metrics]
-        rows.append([label, fmt.format(metric_value(floor, key)), *spread(vals, fmt)])
+        real = fmt.format(metric_value(floor, key)) if key in floor else ""
+        rows.append([label, real, *spread(vals, fmt)])
     seeds = ", ".join(str(r["settings"]["seed"]) for r in mine)
     return markdown_table(
         [f"{preset} (seeds {seeds})", "real data (floor)", "median", "range over seeds"], rows
