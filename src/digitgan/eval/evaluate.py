@@ -306,6 +306,7 @@ def evaluate_images(
     classifier: DigitClassifier,
     *,
     labels: np.ndarray | torch.Tensor | None = None,
+    categories: tuple[torch.Tensor, int] | None = None,
     memorisation_quantile: float = 0.01,
 ) -> tuple[dict[str, float], list[int], list[float | None] | None]:
     """Every metric of ``images`` (N, C, H, W; uint8 or float in [0, 1]) against the test split
@@ -336,6 +337,8 @@ def evaluate_images(
         "memorised_threshold": memo["threshold"],
         "memorised_quantile": memo["quantile"],
     }
+    if categories is not None:  # which classes a model's learnt categories draw
+        metrics["category_purity"] = category_purity(fake_p, *categories)
     if labels is None:
         return metrics, balance["histogram"], None
     acc = label_accuracy(fake_p, labels)
@@ -441,11 +444,14 @@ def _report(
     *,
     floor: dict[str, float] | None = None,
     channels: Dataset | None = None,
+    categories: tuple[torch.Tensor, int] | None = None,
 ) -> EvalReport:
     """The report on ``images``: the usual metrics, or for a stacked dataset its modes (and,
     given ``channels``, the dataset it stacks, the usual metrics of each channel)."""
     if data.stack_of is None:
-        metrics, hist, class_accuracy = evaluate_images(images, data, clf, labels=labels)
+        metrics, hist, class_accuracy = evaluate_images(
+            images, data, clf, labels=labels, categories=categories
+        )
     else:
         metrics, hist, class_accuracy = evaluate_modes(images, data, clf, labels=labels)
         if channels is not None:
@@ -551,6 +557,7 @@ def evaluate(
     t0 = time.perf_counter()
     path = Path(source)
     truncation = check_truncation(truncation)
+    categories = None  # (the category of each sample, K) for a model with learnt ones
     recipe = _cas_recipe(cas)
     if recipe is not None and path.suffix == ".npy":
         raise ConfigError("--cas: only for a conditional model (it draws the digits to train on)")
@@ -580,19 +587,28 @@ def evaluate(
     if gan is not None:
         count = _count(n, _default_n(data))
         labels = gan.labels(count)  # None for an unconditional model
-        images = gan.generate(count, seed, labels, truncation=truncation)
+        z = gan.noise(count, seed)
+        images = gan.decode(z, labels, truncation=truncation)
+        k = gan.generator.categories
+        if k:  # the category each sample was drawn in (scored on digits, not stacks)
+            categories = code_of(truncate_noise(z, truncation, gan.config.model.noise), k), k
     _check_shape(str(source), images.shape[1:], data, clf)
     floor = None
     if data.stack_of is not None:
         real, _ = _real_subset(data, len(images), seed)
         metrics = evaluate_modes(real, data, clf)[0]
         floor = {k: metrics[k] for k in ("modes_covered", "modes_kl")}
-    report = _report(str(source), data, images, clf, t0, labels, floor=floor, channels=source_data)
-    k = 0 if gan is None else gan.generator.categories
-    if k and data.stack_of is None:  # which classes the learnt categories draw
-        z = truncate_noise(gan.noise(len(images), seed), truncation, gan.config.model.noise)
-        probs = extract(clf.probs, images)
-        report.metrics["category_purity"] = category_purity(probs, code_of(z, k), k)
+    report = _report(
+        str(source),
+        data,
+        images,
+        clf,
+        t0,
+        labels,
+        floor=floor,
+        channels=source_data,
+        categories=categories,
+    )
     if recipe is not None:
         scores, per_class = classification_accuracy(
             gan, data, recipe, seed=seed, truncation=truncation, log=log
