@@ -11,8 +11,9 @@ Transforms (:data:`TRANSFORMS`, listed by ``augment.policy``) are functions
 ``out_range``; each draws its parameters per image from ``generator``. They are those of
 DiffAugment, written for images in [-1, 1]: in another range, the fill is its middle (0 in
 [-1, 1]) and brightness shifts scale with its width. The deterministic parts
-(:func:`shift`, :func:`erase`, :func:`brightness`, :func:`saturation`, :func:`contrast`) take
-the parameters explicitly.
+(:func:`shift`, :func:`erase`, :func:`rotate_scale`, :func:`brightness`, :func:`saturation`,
+:func:`contrast`) take the parameters explicitly. ``affine``, a small rotation and zoom, is
+not DiffAugment's: it makes the second views of ``loss.cluster_views``.
 
 :func:`augment` applies a policy with strength ``p``: each transform is applied to each image
 with probability ``p`` (always at 1, the identity at 0). The strength is chosen by
@@ -140,11 +141,36 @@ def color(x: Tensor, generator: torch.Generator, out_range: Range = UNIT) -> Ten
     return contrast(x, uniform() + 0.5)
 
 
+def rotate_scale(x: Tensor, angle: Tensor, scale: Tensor, fill: float = 0.0) -> Tensor:
+    """Each image ``i`` turned by ``angle[i]`` radians (anticlockwise) and magnified by
+    ``scale[i]`` about its centre, bilinearly resampled; what comes in from outside is
+    ``fill``. Differentiable in ``x``."""
+    cos, sin = angle.cos() / scale, angle.sin() / scale
+    zero = torch.zeros_like(cos)
+    theta = torch.stack([cos, -sin, zero, sin, cos, zero], 1).view(-1, 2, 3).to(x.dtype)
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    out = torch.nn.functional.grid_sample(x - fill, grid, padding_mode="zeros", align_corners=False)
+    return out + fill
+
+
+def affine(x: Tensor, generator: torch.Generator, out_range: Range = UNIT) -> Tensor:
+    """A small rotation and zoom: each image turned by Uniform[-15, 15) degrees and magnified
+    by Uniform[0.9, 1.1), the uncovered pixels the middle of ``out_range``. Mild enough that a
+    digit stays the digit it was."""
+
+    def uniform(lo: float, hi: float) -> Tensor:
+        return lo + (hi - lo) * torch.rand(x.shape[0], generator=generator, device=x.device)
+
+    angle = uniform(-15.0, 15.0) * (torch.pi / 180.0)
+    return rotate_scale(x, angle, uniform(0.9, 1.1), _middle_and_half_width(out_range)[0])
+
+
 Transform = Callable[[Tensor, torch.Generator, Range], Tensor]
 TRANSFORMS: Registry[Transform] = Registry("transform", "augment.policy")
 TRANSFORMS.register("color", color, doc="brightness, saturation and contrast (3+ channels)")
 TRANSFORMS.register("translation", translation, doc="shift by up to 1/8 of the image")
 TRANSFORMS.register("cutout", cutout, doc="a square of half the image's side erased")
+TRANSFORMS.register("affine", affine, doc="turned by up to 15 degrees, zoomed by up to 10%")
 
 
 def augment(

@@ -162,6 +162,15 @@ class LossConfig(_Parts):
         "loss; 0 = off",
         min=0.0,
     )
+    cluster_views: list[str] = opt(
+        [],
+        "loss.cluster_weight: transforms (augment.policy's names, each always applied) that "
+        "make a second view of every real image; the clustering term is then the mutual "
+        "information of the code head's guesses on the image and on its view (IIC, Ji et al. "
+        "2019), which asks the categories to survive the transforms ([] = information "
+        "maximisation on the images alone)",
+        choices=TRANSFORMS.names,
+    )
     instance_noise: float = opt(
         0.0,
         "std of Gaussian noise added to D's inputs, annealed linearly to 0 (0 = off)",
@@ -655,8 +664,8 @@ def _check_field(table, name: str, where: str) -> None:
     value = _coerce(getattr(table, name), _field_type(table, name), where)
     items = value if isinstance(value, list) else [value]
     meta = f.metadata
-    if isinstance(value, list) and not value:
-        raise ConfigError(f"{where}: must not be empty")
+    if isinstance(value, list) and not value and f.default_factory():
+        raise ConfigError(f"{where}: must not be empty")  # a list that is empty by default may be
     choices = _choices(f)
     for v in items:
         if choices is not None and v not in choices:
@@ -697,6 +706,8 @@ def _check_combinations(cfg: Config) -> None:
         raise ConfigError("model.categories: for unconditional models; this one is conditional")
     if loss.cluster_weight and not k:
         raise ConfigError("loss.cluster_weight: needs model.categories (2 or more)")
+    if loss.cluster_views and not loss.cluster_weight:
+        raise ConfigError("loss.cluster_views: needs loss.cluster_weight above 0")
     if cfg.model.self_condition and not k:
         raise ConfigError("model.self_condition: needs model.categories (2 or more)")
     if k == 1 or k >= cfg.model.z_dim:

@@ -276,3 +276,18 @@ def cluster_loss(logits: Tensor) -> Tensor:
     mean_entropy = -(p * logits.log_softmax(1)).sum(1).mean()
     q = p.mean(0)
     return mean_entropy + (q * q.clamp_min(1e-12).log()).sum()
+
+
+def paired_cluster_loss(logits: Tensor, view_logits: Tensor) -> Tensor:
+    """Invariant information clustering (Ji et al. 2019, "Invariant information clustering for
+    unsupervised image classification and segmentation"): minus the mutual information of the
+    categories guessed for a batch of images (logits (N, K)) and for another view of the same
+    images (``view_logits``), from their joint distribution over the batch, made symmetric.
+    Minimising it makes the two views' guesses agree, confidently and with the categories
+    equally used. It lies in [-log K, 0]: 0 when the guesses are independent of each other
+    (all alike, say), -log K when every image and its view are certain of one category and
+    the batch is split evenly."""
+    joint = logits.softmax(1).T @ view_logits.softmax(1) / logits.shape[0]
+    joint = ((joint + joint.T) / 2).clamp_min(1e-12)
+    rows, cols = joint.sum(1, keepdim=True), joint.sum(0, keepdim=True)
+    return -(joint * (joint.log() - rows.log() - cols.log())).sum()

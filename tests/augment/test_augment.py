@@ -1,18 +1,22 @@
 """The augmentation transforms on hand-computed images, their random parameters, the policy
 at a strength, their gradients, and the ADA strength on constructed overfitting signals."""
 
+import math
+
 import pytest
 import torch
 
 from digitgan.augment import (
     ADAOptions,
     AdaptiveStrength,
+    affine,
     augment,
     brightness,
     color,
     contrast,
     cutout,
     erase,
+    rotate_scale,
     saturation,
     shift,
     translation,
@@ -104,6 +108,39 @@ def test_cutout_erases_a_half_size_square_centred_anywhere():
     assert set(tops.tolist()) == set(range(0, 22))  # top rows -7..21, clipped at 0
 
 
+def test_rotate_scale_turns_anticlockwise_zooms_about_the_centre_and_fills():
+    x = torch.rand(2, 3, 8, 8)
+    none = rotate_scale(x, torch.zeros(2), torch.ones(2))
+    assert torch.allclose(none, x, atol=1e-5)
+    quarter = rotate_scale(x, torch.full((2,), math.pi / 2), torch.ones(2))
+    assert torch.allclose(quarter, torch.rot90(x, 1, (2, 3)), atol=1e-5)
+    # zoomed out to half size: the middle 4 x 4 holds the image, the border is the fill
+    ones = torch.ones(1, 1, 8, 8)
+    half = rotate_scale(ones, torch.zeros(1), torch.full((1,), 0.5), fill=F)[0, 0]
+    assert torch.allclose(half[2:6, 2:6], torch.ones(4, 4))
+    assert half[0].eq(F).all() and half[:, 0].eq(F).all()
+
+
+def test_affine_turns_and_zooms_each_image_by_its_own_small_amount():
+    x = torch.zeros(400, 1, 28, 28)
+    x[:, :, 4:24, 13:15] = 1.0  # an upright bar on the fill of [-1, 1]
+    out = affine(x, gen())
+    assert torch.equal(out, affine(x, gen()))  # drawn from the generator
+    assert not torch.allclose(out[0], out[1])
+
+    def centre(rows):  # the ink's mean column in these rows
+        ink = out[:, 0, rows].sum(1)
+        return (ink * torch.arange(28.0)).sum(1) / ink.sum(1)
+
+    assert (centre(slice(4, 24)) - 13.5).abs().max() < 0.5  # about the image's centre
+    top = (centre(slice(5, 9)) - 13.5).abs()  # about 7 rows above it
+    assert top.max() < 7 * 1.1 * math.tan(math.radians(15)) + 0.1  # turned 15 degrees at most
+    assert top.max() > 1.5 and top.min() < 0.3  # both by close to the most and by little
+    # the uncovered corners are the range's middle
+    corners = affine(torch.ones(50, 1, 28, 28), gen(), (0.0, 1.0))[:, 0, 0, 0]
+    assert corners.min() == pytest.approx(0.5, abs=1e-6) and corners.max() <= 1.0
+
+
 def test_augment_is_the_identity_at_strength_zero():
     x = torch.rand(8, 3, 12, 12)
     policy = ["color", "translation", "cutout"]
@@ -126,11 +163,17 @@ def test_each_transform_applies_to_each_image_with_probability_p():
     assert changed == pytest.approx(0.3, abs=0.04)
 
 
-@pytest.mark.parametrize("p", [1.0, torch.tensor(0.5)])
-def test_augment_is_differentiable_in_its_input(p):
+@pytest.mark.parametrize(
+    "p, policy",
+    [
+        (1.0, ["color", "translation", "cutout"]),
+        (torch.tensor(0.5), ["color", "translation", "cutout"]),
+        (1.0, ["affine"]),
+    ],
+)
+def test_augment_is_differentiable_in_its_input(p, policy):
     """Autograd's gradient is the finite-difference one, with the random parameters held."""
     x = torch.rand(3, 3, 8, 8, dtype=torch.float64, requires_grad=True)
-    policy = ["color", "translation", "cutout"]
     assert torch.autograd.gradcheck(lambda v: augment(v, policy, p, gen(1)), (x,))
 
 

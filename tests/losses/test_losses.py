@@ -212,3 +212,22 @@ def test_the_cluster_loss_rewards_confident_and_evenly_used_categories():
     assert cluster_loss(even).item() == pytest.approx(-math.log(k), abs=1e-4)
     one = 50.0 * torch.eye(k)[[0] * 8]  # certain, all in one category
     assert cluster_loss(one).item() == pytest.approx(0.0, abs=1e-4)
+
+
+def test_the_paired_cluster_loss_is_minus_the_mutual_information_of_the_two_views():
+    from digitgan.losses import paired_cluster_loss
+
+    k = 4
+    even = 50.0 * torch.eye(k).repeat(2, 1)  # both views certain and agreeing, split evenly
+    assert paired_cluster_loss(even, even).item() == pytest.approx(-math.log(k), abs=1e-4)
+    unsure = torch.zeros(8, k)  # one view says nothing: independent of the other
+    assert paired_cluster_loss(even, unsure).item() == pytest.approx(0.0, abs=1e-6)
+    one = 50.0 * torch.eye(k)[[0] * 8]  # agreeing, but all in one category: no information
+    assert paired_cluster_loss(one, one).item() == pytest.approx(0.0, abs=1e-4)
+    # by hand: certain first view, second view 3:1 towards it; joint [[3, 1], [1, 3]] / 8
+    first = 50.0 * torch.eye(2)
+    second = torch.tensor([[0.75, 0.25], [0.25, 0.75]]).log()
+    mi = 0.75 * math.log(0.375 / 0.25) + 0.25 * math.log(0.125 / 0.25)
+    assert paired_cluster_loss(first, second).item() == pytest.approx(-mi, abs=1e-5)
+    # symmetric in its two views
+    assert paired_cluster_loss(second, first).item() == pytest.approx(-mi, abs=1e-5)

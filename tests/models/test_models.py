@@ -132,8 +132,12 @@ def test_noise_draws_every_category_equally_often():
         ({"model__categories": 6}, "fewer than model.z_dim"),
         ({"model__categories": 3, "model__conditional": True}, "this one is conditional"),
         ({"model__self_condition": True}, "needs model.categories"),
+        ({"loss__cluster_weight": 1.0}, "needs model.categories"),
+        ({"model__categories": 3, "loss__cluster_views": ["affine"]}, "needs loss.cluster_w"),
+        ({"model__categories": 3, "loss__cluster_views": ["spin"]}, "'spin' is not one of"),
     ],
 )
 def test_impossible_categories_are_refused(change, message):
-    with pytest.raises(ConfigError, match=f"model.(categories|self_condition): .*{message}"):
+    keys = "model.categories|model.self_condition|loss.cluster_weight|loss.cluster_views"
+    with pytest.raises(ConfigError, match=f"({keys}): .*{message}"):
         preset("seed").replace(model__z_dim=6, **change)

@@ -83,9 +83,22 @@ def test_stacked_runs_must_differ_only_in_their_seed(tiny, small_data):
         StackedTrainer([a, b])
 
 
-def test_augmentation_is_refused_for_stacked_seeds(tiny, small_data, tmp_path):
-    cfg = tiny("dcgan", augment__mode="diffaugment")
-    with pytest.raises(ConfigError, match="augment.mode: diffaugment is not available"):
+@pytest.mark.parametrize(
+    "name, overrides, key",
+    [
+        ("dcgan", {"augment__mode": "diffaugment"}, "augment.mode: diffaugment"),
+        (
+            "selfcond",
+            {"model__categories": 3, "loss__cluster_views": ["affine"]},
+            "loss.cluster_views:",
+        ),
+    ],
+)
+def test_augmentation_is_refused_for_stacked_seeds(
+    tiny, small_data, tmp_path, name, overrides, key
+):
+    cfg = tiny(name, **overrides)
+    with pytest.raises(ConfigError, match=f"{key} (is )?not available"):
         digitgan.train(cfg, tmp_path / "runs", dataset=small_data, progress=False, seeds=[0, 1])
     assert not (tmp_path / "runs").exists()
 

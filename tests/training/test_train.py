@@ -110,7 +110,11 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, tiny_cfg, small_
 
 @pytest.mark.parametrize(
     "name, overrides",
-    [("dcgan", {}), ("selfcond", {"model__categories": 3})],  # selfcond: D's code head
+    [
+        ("dcgan", {}),
+        ("selfcond", {"model__categories": 3}),  # D's code head
+        ("selfcond", {"model__categories": 3, "loss__cluster_views": ["translation", "affine"]}),
+    ],
 )
 def test_resumed_conv_run_is_bit_identical(tmp_path, tiny, small_data, name, overrides):
     """Conv models train with channels-last weights on the CPU while checkpoints hold

@@ -145,6 +145,11 @@ class StackedTrainer:
                 f"augment.mode: {first.cfg.augment.mode} is not available for several seeds at "
                 "once; train the seeds one by one"
             )
+        if first.cfg.loss.cluster_views:  # its views draw from one run's noise stream
+            raise ConfigError(
+                "loss.cluster_views: not available for several seeds at once; train the seeds "
+                "one by one"
+            )
         config = {k: v for k, v in first.cfg.flat().items() if k != "train.seed"}
         for t in trainers[1:]:
             if {k: v for k, v in t.cfg.flat().items() if k != "train.seed"} != config:

@@ -42,7 +42,14 @@ from torch import Tensor
 from torch.optim.adam import adam
 
 from ..augment import augment
-from ..losses import OBJECTIVES, PENALTIES, PenaltyBatch, cluster_loss, penalty_scale
+from ..losses import (
+    OBJECTIVES,
+    PENALTIES,
+    PenaltyBatch,
+    cluster_loss,
+    paired_cluster_loss,
+    penalty_scale,
+)
 from ..models import has_forward_state
 from ..models.base import code_of
 from .trainer import Trainer
@@ -286,7 +293,7 @@ class Step:
                 tr.augment.observe(real_logits)
             d_loss = self.per_run(self.d_loss, real_logits, fake_logits)
             if self.categories:
-                d_loss = d_loss + self.code_terms(guesses, inputs[i][1], extras)
+                d_loss = d_loss + self.code_terms(guesses, inputs[i][1], x, extras)
             lazy = tr.cfg.loss.lazy_every
             if self.penalties and (tr.step_count * k + i) % lazy == 0:
                 batch = PenaltyBatch(x, y, fake, fake_y, tr.rand)
@@ -356,17 +363,27 @@ class Step:
         (real_logits, fake_logits), *heads = [(a.float(), b.float()) for a, b in pairs]
         return real_logits, fake_logits, heads[0] if heads else None
 
-    def code_terms(self, guesses: tuple[Tensor, Tensor], z: Tensor, extras: dict) -> Tensor:
+    def code_terms(
+        self, guesses: tuple[Tensor, Tensor], z: Tensor, real: Tensor, extras: dict
+    ) -> Tensor:
         """The categorical code's part of D's loss, from the code head's logits on the real
-        and the fake batch (``guesses``) and the fakes' noise ``z``: the weighted
-        :meth:`code_loss`, and with ``loss.cluster_weight`` the clustering of the real images
-        (:func:`~digitgan.losses.cluster_loss`); each logged in ``extras``."""
-        weights = self.trainer.cfg.loss
+        and the fake batch (``guesses``), the fakes' noise ``z`` and the real images ``real``:
+        the weighted :meth:`code_loss`, and with ``loss.cluster_weight`` the clustering of the
+        real images (:func:`~digitgan.losses.cluster_loss`, or with ``loss.cluster_views``
+        :func:`~digitgan.losses.paired_cluster_loss` against the guesses on a view of them);
+        each logged in ``extras``."""
+        tr, weights = self.trainer, self.trainer.cfg.loss
         code = self.code_loss(guesses[1], z)
         extras["code_loss"] = code.detach()
         total = weights.code_weight * code
         if weights.cluster_weight:
-            clusters = self.per_run(cluster_loss, guesses[0])
+            if weights.cluster_views:
+                view = augment(real, weights.cluster_views, 1.0, tr.noise_gen, tr.G.out_range)
+                with self.autocast():
+                    view_guesses = tr.D_train(view, None, codes=True)[1].float()
+                clusters = self.per_run(paired_cluster_loss, guesses[0], view_guesses)
+            else:
+                clusters = self.per_run(cluster_loss, guesses[0])
             extras["cluster_loss"] = clusters.detach()
             total = total + weights.cluster_weight * clusters
         return total
