@@ -220,6 +220,13 @@ class OptimConfig:
     beta1: float = opt(0.9, "Adam beta1", min=0.0, max=1.0)
     beta2: float = opt(0.999, "Adam beta2", min=0.0, max=1.0)
     eps: float = opt(1e-8, "Adam epsilon", min=0.0)
+    lr_end: float = opt(
+        1.0,
+        "both learning rates at the end of training (train.iters), as a fraction of their "
+        "start, reached along a half cosine (1 = constant)",
+        min=0.0,
+        max=1.0,
+    )
 
 
 @dataclass
@@ -252,9 +259,10 @@ class TrainConfig:
     device: str = opt("auto", "auto (cuda if available), cpu or cuda[:N]")
     precision: str = opt(
         "fp32",
-        "fp32, or bf16: G and D forward passes under bfloat16 autocast, losses, weights, "
-        "optimiser state and checkpoints in float32 (meant for GPUs; runs on a CPU too)",
-        choices=("fp32", "bf16"),
+        "fp32; bf16: G and D forward passes under bfloat16 autocast, losses, weights, "
+        "optimiser state and checkpoints in float32; auto: bf16 on a CPU with AMX matrix units "
+        "(Intel Xeon 4th generation and later), fp32 elsewhere",
+        choices=("fp32", "bf16", "auto"),
     )
     compile: bool = opt(
         False,

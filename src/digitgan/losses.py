@@ -257,9 +257,10 @@ PENALTIES.register(
 )
 
 
-def penalty_scale(step: int, total: int, end: float) -> float:
-    """The schedule of every penalty's weight: 1 at the start, ``end`` after ``total``
-    iterations, along a half cosine (as R3GAN decays its gamma); constant when ``end`` is 1."""
+def half_cosine(step: int, total: int, end: float) -> float:
+    """The schedule of every penalty's weight (``loss.penalty_end``) and of the learning rates
+    (``optim.lr_end``): 1 at the start, ``end`` after ``total`` iterations, along a half cosine
+    (as R3GAN decays its gamma and learning rate); constant when ``end`` is 1."""
     if end == 1.0 or total <= 0:
         return 1.0
     t = min(step, total) / total

@@ -10,7 +10,7 @@ from digitgan.losses import (
     OBJECTIVES,
     PenaltyBatch,
     gradient_penalty,
-    penalty_scale,
+    half_cosine,
     r1_penalty,
     r2_penalty,
 )
@@ -196,10 +196,10 @@ def test_rpgan_on_hand_computed_logits():
 
 
 def test_the_penalty_schedule_is_a_half_cosine_to_its_end():
-    assert penalty_scale(0, 100, 0.1) == 1.0 and penalty_scale(100, 100, 0.1) == pytest.approx(0.1)
-    assert penalty_scale(50, 100, 0.1) == pytest.approx(0.55)
-    assert penalty_scale(200, 100, 0.1) == pytest.approx(0.1)  # (a resume past the end)
-    assert penalty_scale(37, 100, 1.0) == 1.0
+    assert half_cosine(0, 100, 0.1) == 1.0 and half_cosine(100, 100, 0.1) == pytest.approx(0.1)
+    assert half_cosine(50, 100, 0.1) == pytest.approx(0.55)
+    assert half_cosine(200, 100, 0.1) == pytest.approx(0.1)  # (a resume past the end)
+    assert half_cosine(37, 100, 1.0) == 1.0
 
 
 def test_the_cluster_loss_rewards_confident_and_evenly_used_categories():

@@ -107,6 +107,20 @@ def test_bf16_run_checkpoints_float32_and_resumes_bit_identically(tiny, tmp_path
     assert gan.sample(3, seed=1).shape == (3, 1, 28, 28)
 
 
+@pytest.mark.parametrize("amx", [True, False])
+def test_auto_precision_is_bf16_on_a_cpu_with_amx_units_only(tiny, small_data, monkeypatch, amx):
+    from digitgan.training.step import uses_bf16
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    tr = Stepping(tiny("dcgan", train__precision="auto"), small_data)
+    seen = set()
+    tr.G.body.register_forward_hook(lambda m, i, out: seen.add(out.dtype))
+    tr.step()
+    assert seen == {torch.bfloat16 if amx else torch.float32}
+    assert Stepping(tiny("seed", train__precision="auto"), small_data).hand_written is not amx
+    assert uses_bf16("auto", torch.device("cuda")) is False  # measured slower there
+
+
 @pytest.mark.parametrize("overrides", [{"train__precision": "bf16"}, {"train__compile": True}])
 def test_hand_written_step_only_in_fp32_and_eager(tiny, overrides, small_data):
     assert Stepping(tiny("seed"), small_data).hand_written is True
@@ -114,7 +128,7 @@ def test_hand_written_step_only_in_fp32_and_eager(tiny, overrides, small_data):
 
 
 def test_precision_and_compile_are_validated():
-    with pytest.raises(ConfigError, match="train.precision: 'fp16' is not one of fp32, bf16"):
+    with pytest.raises(ConfigError, match="train.precision: 'fp16' is not one of fp32, bf16, auto"):
         preset("seed").replace(train__precision="fp16")
     with pytest.raises(ConfigError, match="train.compile: expected true or false"):
         digitgan.build_config("seed", sets=["train.compile=maybe"])

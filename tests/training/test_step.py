@@ -139,6 +139,18 @@ def test_the_penalty_weight_follows_its_schedule(small_data):
     assert _penalty_part(s) == pytest.approx(0.55 * value, rel=1e-4, abs=1e-7)
 
 
+@pytest.mark.parametrize("fast_step", [True, False])  # the dense kernel and the generic step
+def test_the_learning_rates_follow_their_schedule(small_data, fast_step):
+    cfg = tiny_seed(optim__lr_end=0.1, train__iters=10, train__fast_step=fast_step)
+    s = Stepping(cfg, small_data)
+    for step_count in range(11):
+        g, d = s.trainer.opt_g, s.trainer.opt_d
+        s.step()  # the step done at step_count: 1 at 0, 0.55 at 5, 0.1 from 10 on
+        scale = 0.1 + 0.45 * (1 + math.cos(math.pi * step_count / 10))
+        assert g.param_groups[0]["lr"] == pytest.approx(cfg.optim.lr_g * scale)
+        assert d.param_groups[0]["lr"] == pytest.approx(cfg.optim.lr_d * scale)
+
+
 def test_a_relativistic_generator_step_pairs_its_fakes_with_a_real_batch(small_data):
     s = Stepping(tiny_seed(loss__objective="rpgan"), small_data)
     assert type(s.kernel) is Step  # the dense kernel does not declare pairs_real
