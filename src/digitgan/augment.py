@@ -11,7 +11,7 @@ Transforms (:data:`TRANSFORMS`, listed by ``augment.policy``) are functions
 ``out_range``; each draws its parameters per image from ``generator``. They are those of
 DiffAugment, written for images in [-1, 1]: in another range, the fill is its middle (0 in
 [-1, 1]) and brightness shifts scale with its width. The deterministic parts
-(:func:`shift`, :func:`erase`, :func:`rotate_scale`, :func:`brightness`, :func:`saturation`,
+(:func:`shift`, :func:`erase`, :func:`warp`, :func:`brightness`, :func:`saturation`,
 :func:`contrast`) take the parameters explicitly. ``affine``, a small rotation and zoom, is
 not DiffAugment's: it makes the second views of ``loss.cluster_views``.
 
@@ -141,16 +141,20 @@ def color(x: Tensor, generator: torch.Generator, out_range: Range = UNIT) -> Ten
     return contrast(x, uniform() + 0.5)
 
 
-def rotate_scale(x: Tensor, angle: Tensor, scale: Tensor, fill: float = 0.0) -> Tensor:
+def warp(
+    x: Tensor, angle: Tensor, scale: Tensor, offset: Tensor | None = None, fill: float = 0.0
+) -> Tensor:
     """Each image ``i`` turned by ``angle[i]`` radians (anticlockwise) and magnified by
-    ``scale[i]`` about its centre, bilinearly resampled; what comes in from outside is
-    ``fill``. Differentiable in ``x``."""
+    ``scale[i]`` about its centre, then, with ``offset`` (N, 2), its sampling grid moved by
+    ``offset[i]`` (x, y) in units of half the image's width and height; bilinearly resampled,
+    what comes in from outside is ``fill``. Differentiable in ``x``."""
     cos, sin = angle.cos() / scale, angle.sin() / scale
-    zero = torch.zeros_like(cos)
-    theta = torch.stack([cos, -sin, zero, sin, cos, zero], 1).view(-1, 2, 3).to(x.dtype)
-    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
-    out = torch.nn.functional.grid_sample(x - fill, grid, padding_mode="zeros", align_corners=False)
-    return out + fill
+    tx, ty = (torch.zeros_like(cos),) * 2 if offset is None else offset.unbind(1)
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    grid = torch.nn.functional.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    if fill == 0.0:
+        return torch.nn.functional.grid_sample(x, grid, align_corners=False)
+    return torch.nn.functional.grid_sample(x - fill, grid, align_corners=False) + fill
 
 
 def affine(x: Tensor, generator: torch.Generator, out_range: Range = UNIT) -> Tensor:
@@ -162,7 +166,7 @@ def affine(x: Tensor, generator: torch.Generator, out_range: Range = UNIT) -> Te
         return lo + (hi - lo) * torch.rand(x.shape[0], generator=generator, device=x.device)
 
     angle = uniform(-15.0, 15.0) * (torch.pi / 180.0)
-    return rotate_scale(x, angle, uniform(0.9, 1.1), _middle_and_half_width(out_range)[0])
+    return warp(x, angle, uniform(0.9, 1.1), fill=_middle_and_half_width(out_range)[0])
 
 
 Transform = Callable[[Tensor, torch.Generator, Range], Tensor]

@@ -16,10 +16,10 @@ from digitgan.augment import (
     contrast,
     cutout,
     erase,
-    rotate_scale,
     saturation,
     shift,
     translation,
+    warp,
 )
 
 F = -9.0  # a fill value no test image holds
@@ -108,15 +108,15 @@ def test_cutout_erases_a_half_size_square_centred_anywhere():
     assert set(tops.tolist()) == set(range(0, 22))  # top rows -7..21, clipped at 0
 
 
-def test_rotate_scale_turns_anticlockwise_zooms_about_the_centre_and_fills():
+def test_warp_turns_anticlockwise_zooms_about_the_centre_and_fills():
     x = torch.rand(2, 3, 8, 8)
-    none = rotate_scale(x, torch.zeros(2), torch.ones(2))
+    none = warp(x, torch.zeros(2), torch.ones(2))
     assert torch.allclose(none, x, atol=1e-5)
-    quarter = rotate_scale(x, torch.full((2,), math.pi / 2), torch.ones(2))
+    quarter = warp(x, torch.full((2,), math.pi / 2), torch.ones(2))
     assert torch.allclose(quarter, torch.rot90(x, 1, (2, 3)), atol=1e-5)
     # zoomed out to half size: the middle 4 x 4 holds the image, the border is the fill
     ones = torch.ones(1, 1, 8, 8)
-    half = rotate_scale(ones, torch.zeros(1), torch.full((1,), 0.5), fill=F)[0, 0]
+    half = warp(ones, torch.zeros(1), torch.full((1,), 0.5), fill=F)[0, 0]
     assert torch.allclose(half[2:6, 2:6], torch.ones(4, 4))
     assert half[0].eq(F).all() and half[:, 0].eq(F).all()
 

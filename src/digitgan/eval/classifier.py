@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..augment import warp
 from ..data import Dataset, Split, load_dataset
 from ..errors import CheckpointError, ConfigError
 from ..fileio import MiB
@@ -297,11 +298,8 @@ def random_affine(
         return (torch.rand(n) * 2 - 1) * limit
 
     angle, zoom = uniform(math.radians(rotate)), 1 + uniform(scale)
-    tx, ty = uniform(2 * shift / w), uniform(2 * shift / h)
-    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+    offset = torch.stack([uniform(2 * shift / w), uniform(2 * shift / h)], 1)
+    return warp(x, angle, zoom, offset)
 
 
 def as_float_images(images: np.ndarray | torch.Tensor) -> torch.Tensor:
