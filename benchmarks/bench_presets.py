@@ -50,12 +50,13 @@ from digitgan.training.step import read_scalars
 from digitgan.training.trainer import Trainer
 
 PRESETS = ("seed", "dcgan", "cdcgan", "wgan-gp", "hinge-sn")
+FP32 = {"train__precision": "fp32"}  # (cdcgan's own is auto: bf16 on a CPU with AMX units)
 VARIANTS = {
-    "fp32": {},
+    "fp32": FP32,
     "bf16": {"train__precision": "bf16"},
-    "compile": {"train__compile": True},
+    "compile": FP32 | {"train__compile": True},
     "bf16+compile": {"train__precision": "bf16", "train__compile": True},
-    "nchw": {},  # fp32 with the weights put back in the default layout: see as_nchw()
+    "nchw": FP32,  # fp32 with the weights put back in the default layout: see as_nchw()
 }
 
 

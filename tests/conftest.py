@@ -72,6 +72,7 @@ def cond_run(tmp_path_factory, small_data) -> Path:
         log__tb_every=0,
         log__sample_every=0,
         train__device="cpu",
+        train__precision="fp32",
     )
     out = tmp_path_factory.mktemp("cond") / "run"
     digitgan.train(cfg, out, dataset=small_data, progress=False)
@@ -114,6 +115,7 @@ def _shrink(name: str, device: str = "cpu", **overrides):
         "data__batch_size": 8,
         "model__z_dim": 8,
         "train__device": device,
+        "train__precision": "fp32",  # the same arithmetic whether or not the CPU has AMX
         "train__iters": 4,
         "log__sample_every": 2,
         "log__tb_every": 2,
