@@ -50,7 +50,7 @@ from digitgan.training.step import read_scalars
 from digitgan.training.trainer import Trainer
 
 PRESETS = ("seed", "dcgan", "cdcgan", "wgan-gp", "hinge-sn")
-FP32 = {"train__precision": "fp32"}  # (cdcgan's own is auto: bf16 on a CPU with AMX units)
+FP32 = {"train__precision": "fp32"}  # (a preset's own may be auto: bf16 on a CPU with AMX units)
 VARIANTS = {
     "fp32": FP32,
     "bf16": {"train__precision": "bf16"},
