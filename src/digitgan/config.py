@@ -455,8 +455,8 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
         ),
     ),
     "fashion": (
-        "the cdcgan recipe on Fashion-MNIST (Debian's dataset-fashion-mnist, else the verified download): "
-        "clothing in 10 classes, named on the page",
+        "the cdcgan recipe on Fashion-MNIST (Debian's dataset-fashion-mnist, else the verified "
+        "download): clothing in 10 classes, named on the page",
         _conv(_CONDITIONAL, data={"dataset": "fashion-mnist"}),
     ),
     "stacked": (
