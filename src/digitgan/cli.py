@@ -132,17 +132,23 @@ def _sample(args) -> int:
 
     psi = check_truncation(args.truncation)  # before loading anything
     gan = load(args.source, device=_device(args.device))
+    category = args.category
     if args.class_grid:
+        if category is not None:
+            raise ConfigError("--category: not with --class-grid (it draws every category)")
         grid = gan.class_grid(args.n, args.seed, truncation=psi)
         path = save_image_rows(grid, args.n, args.out)
-        what = f"{gan.num_classes} classes x {args.n} samples"
+        kind = "classes" if gan.num_classes else "categories"
+        what = f"{gan.num_classes or gan.categories} {kind} x {args.n} samples"
     elif args.walk is not None:
-        walk = gan.interpolate(args.seed, args.walk, args.n, args.label, truncation=psi)
+        walk = gan.interpolate(args.seed, args.walk, args.n, args.label, psi, category)
         path = save_image_rows(walk, args.n, args.out)
         what = f"a {args.n}-step walk from seed {args.seed} to seed {args.walk}"
     else:
-        path = gan.save_samples(args.out, args.n, args.seed, args.label, truncation=psi)
+        path = gan.save_samples(args.out, args.n, args.seed, args.label, psi, category)
         what = f"{args.n} samples"
+    if category is not None:
+        what += f" of category {category}"
     truncated = f" (truncation {psi:g})" if psi != 1 else ""
     print(f"wrote {what}{truncated} to {path}")
     return 0
@@ -476,11 +482,17 @@ def build_parser() -> argparse.ArgumentParser:
         type=_int(0, 2**31 - 1),
         help="conditional models: draw this class (default: all classes in turn)",
     )
+    s.add_argument(
+        "--category",
+        type=_int(0, 2**31 - 1),
+        help="models with learnt categories (model.categories): draw this category",
+    )
     mode = s.add_mutually_exclusive_group()
     mode.add_argument(
         "--class-grid",
         action="store_true",
-        help="conditional models: one row per class, --n samples each (.png)",
+        help="conditional models: one row per class, --n samples each (.png); models with "
+        "learnt categories: one row per category",
     )
     mode.add_argument(
         "--walk",

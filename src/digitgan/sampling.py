@@ -12,7 +12,7 @@ import torch
 from .config import Config
 from .errors import ConfigError
 from .models import build_models, interpolate_noise, sample_noise, truncate_noise
-from .models.base import check_label_values
+from .models.base import check_label_values, with_code
 from .projection import (
     Found,
     Projection,
@@ -91,6 +91,12 @@ class Sampler:
         return self.generator.num_classes
 
     @property
+    def categories(self) -> int:
+        """Number of categories an unconditional model learnt without labels
+        (``model.categories``); 0 for none."""
+        return self.generator.categories
+
+    @property
     def class_names(self) -> tuple[str, ...]:
         names = self.meta.get("class_names") or [str(i) for i in range(self.num_classes)]
         return tuple(names)
@@ -114,14 +120,34 @@ class Sampler:
                 "draws over several calls with other seeds)"
             )
 
-    def noise(self, n: int, seed: int = 0) -> torch.Tensor:
-        """``n`` noise vectors, the same for a given seed on every device."""
+    def noise(self, n: int, seed: int = 0, category: int | None = None) -> torch.Tensor:
+        """``n`` noise vectors, the same for a given seed on every device; with ``category``
+        (models with learnt categories), each made to draw that category
+        (:func:`~digitgan.models.base.with_code`)."""
         if not 0 <= seed < 2**63:
             raise ConfigError(f"--seed {seed}: a seed is an integer in 0..2^63-1")
         self._check_count(n)
+        self.check_category(category)
         gen = torch.Generator().manual_seed(seed)
         m = self.config.model
-        return sample_noise(n, m.z_dim, m.noise, gen)
+        z = sample_noise(n, m.z_dim, m.noise, gen)
+        return z if category is None else with_code(z, self.categories, category)
+
+    def check_category(self, category: int | None) -> None:
+        """A ConfigError unless ``category`` is None or one of the model's categories."""
+        if category is None:
+            return
+        if not self.categories:
+            raise ConfigError(
+                "--category: this model learnt no categories (its model.categories is 0)"
+            )
+        if isinstance(category, bool) or not isinstance(category, int):
+            raise ConfigError(f"--category {category!r}: expected an integer")
+        if not 0 <= category < self.categories:
+            raise ConfigError(
+                f"--category {category}: this model has {self.categories} categories, "
+                f"0 to {self.categories - 1}"
+            )
 
     def labels(self, n: int, labels: Labels = None) -> torch.Tensor | None:
         """Labels for ``n`` samples: one int for all, one per sample, or (default) the classes
@@ -177,37 +203,54 @@ class Sampler:
         labels: Labels = None,
         batch_size: int = 1000,
         truncation: float = 1.0,
+        category: int | None = None,
     ) -> torch.Tensor:
         """``n`` images as a float tensor (n, C, H, W) in [0, 1], reproducible for ``seed``.
 
-        ``labels`` chooses the classes of a conditional model (see :meth:`labels`);
-        ``truncation`` is the truncation trick's psi (1: plain sampling; see the class).
+        ``labels`` chooses the classes of a conditional model (see :meth:`labels`),
+        ``category`` the learnt category of a model with ``model.categories`` (see
+        :meth:`noise`); ``truncation`` is the truncation trick's psi (1: plain sampling; see
+        the class).
         ``generate(k, s)`` is the first k of ``generate(n, s)`` for k < n (the same noise; to
         float rounding, which a convolution may do differently for another batch size).
         """
         check_truncation(truncation)
-        return self.decode(self.noise(n, seed), labels, batch_size, truncation)
+        return self.decode(self.noise(n, seed, category), labels, batch_size, truncation)
 
     def sample(
-        self, n: int, seed: int = 0, labels: Labels = None, truncation: float = 1.0
+        self,
+        n: int,
+        seed: int = 0,
+        labels: Labels = None,
+        truncation: float = 1.0,
+        category: int | None = None,
     ) -> np.ndarray:
         """``n`` images as a uint8 array (n, C, H, W), reproducible for ``seed``."""
-        return to_uint8(self.generate(n, seed, labels, truncation=truncation))
+        return to_uint8(self.generate(n, seed, labels, truncation=truncation, category=category))
 
     def class_grid(
         self, per_class: int = 8, seed: int = 0, truncation: float = 1.0
     ) -> torch.Tensor:
         """A conditional model's classes by rows: (K * per_class, C, H, W), row k = class k,
-        column j = the same noise vector in every row."""
+        column j = the same noise vector in every row. A model with learnt categories draws
+        them by rows instead, row k = category k (column j: one noise vector made to draw
+        each)."""
         check_truncation(truncation)
-        if not self.num_classes:
-            raise ConfigError("--class-grid: this model is unconditional; it has no classes")
-        self._check_count(per_class, "--n", MAX_GRID_IMAGES // self.num_classes)
+        k = self.num_classes or self.categories
+        if not k:
+            raise ConfigError(
+                "--class-grid: this model is unconditional and learnt no categories; it has "
+                "no classes"
+            )
+        self._check_count(per_class, "--n", MAX_GRID_IMAGES // k)
         if per_class < 1:
             raise ConfigError(f"--n {per_class}: a class grid needs at least one per class")
-        z = self.noise(per_class, seed).repeat(self.num_classes, 1)
-        labels = torch.arange(self.num_classes).repeat_interleave(per_class)
-        return self.decode(z, labels, truncation=truncation)
+        z = self.noise(per_class, seed)
+        if not self.num_classes:
+            rows = [with_code(z, k, c) for c in range(k)]
+            return self.decode(torch.cat(rows), truncation=truncation)
+        labels = torch.arange(k).repeat_interleave(per_class)
+        return self.decode(z.repeat(k, 1), labels, truncation=truncation)
 
     def interpolate(
         self,
@@ -216,13 +259,18 @@ class Sampler:
         steps: int = 10,
         label: int | None = None,
         truncation: float = 1.0,
+        category: int | None = None,
     ) -> torch.Tensor:
         """``steps`` images walking from seed_a's first sample to seed_b's (both included), along
         :func:`~digitgan.models.interpolate_noise`: linear for uniform noise, slerp for normal.
         With ``truncation`` every point of the walk is truncated (the same walk as between the
-        truncated ends: both interpolations commute with scaling toward the mean 0)."""
+        truncated ends: both interpolations commute with scaling toward the mean 0). With
+        ``category`` both ends draw that learnt category, and so does every point between
+        (both interpolations weigh the ends by non-negative weights, which keeps the largest
+        code entry where the ends have it)."""
         psi = check_truncation(truncation)
-        return self.walk(self.noise(1, seed_a)[0], self.noise(1, seed_b)[0], steps, label, psi)
+        a, b = (self.noise(1, s, category)[0] for s in (seed_a, seed_b))
+        return self.walk(a, b, steps, label, psi)
 
     def walk(
         self,
@@ -269,16 +317,17 @@ class Sampler:
         seed: int = 0,
         labels: Labels = None,
         truncation: float = 1.0,
+        category: int | None = None,
     ) -> Path:
         """Write ``n`` samples to ``.png`` (a grid) or ``.npy`` (uint8, (n, H, W) for one
-        channel, (n, C, H, W) for more)."""
+        channel, (n, C, H, W) for more); ``category`` as in :meth:`generate`."""
         check_truncation(truncation)
         path = _output_path(path, (".png", ".npy"))
         if path.suffix == ".png":
             self._check_count(n, "--n", MAX_GRID_IMAGES)
             if n == 0:
                 raise ConfigError("--n: a PNG grid needs at least one sample")
-        images = self.sample(n, seed, labels, truncation)
+        images = self.sample(n, seed, labels, truncation, category)
         if path.suffix == ".png":
             save_png(path, make_grid(images))
         else:

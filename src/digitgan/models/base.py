@@ -67,6 +67,20 @@ def code_of(z: torch.Tensor, k: int) -> torch.Tensor:
     return z[:, -k:].argmax(1)
 
 
+def with_code(z: torch.Tensor, k: int, category: int) -> torch.Tensor:
+    """Noise ``z`` (N, z_dim) made to pick ``category`` among ``k`` (see :func:`code_of`): in
+    each row the largest of the last k entries trades places with the entry at ``category``.
+    The k entries are independent draws of one distribution, so the rows are distributed as
+    noise conditioned on picking ``category``; a row that picks it already is unchanged."""
+    z = z.clone()
+    code = z[:, -k:]
+    rows, top = torch.arange(z.shape[0]), code.argmax(1)
+    largest = code[rows, top].clone()
+    code[rows, top] = code[rows, category]
+    code[rows, category] = largest
+    return z
+
+
 class Generator(nn.Module):
     """z (N, z_dim) [+ labels (N,)] -> images (N, C, H, W) in ``out_range``."""
 
