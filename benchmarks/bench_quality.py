@@ -29,8 +29,8 @@ budget, each run's own, and ``--jobs`` do not stack. ``--jobs J`` trains (and ev
 J runs at once in separate processes, each with ``--threads`` torch threads (default: the
 cores divided by J); the runs then share the machine and slow each other, which the
 recorded text says. ``--out DIR`` keeps the runs; a run found there trained with the same
-settings is not trained again (its recorded training time is reused) and its evaluation is
-reused when it used the same ``--n``.
+settings, resolving to the same configuration, is not trained again (its recorded training
+time is reused) and its evaluation is reused when it used the same ``--n``.
 """
 
 from __future__ import annotations
@@ -144,12 +144,15 @@ def _config(settings: dict) -> digitgan.Config:
 
 
 def _finished(job: dict) -> dict | None:
-    """The record of the job's run when its directory holds this job's finished training."""
+    """The record of the job's run when its directory holds this job's finished training: the
+    same settings, and the configuration they resolve to now (a preset may have changed since)."""
     run = Path(job["run"])
-    path = run / RECORD_FILE
+    path, config = run / RECORD_FILE, run / "config.toml"
     old = json.loads(path.read_text()) if path.is_file() else {}
-    trained = (run / "checkpoints" / "latest.safetensors").is_file()
-    return old if old.get("settings") == job["settings"] and trained else None
+    trained = (run / "checkpoints" / "latest.safetensors").is_file() and config.is_file()
+    if old.get("settings") != job["settings"] or not trained:
+        return None
+    return old if config.read_text() == _config(job["settings"]).to_toml() else None
 
 
 def _train_record(settings: dict, result, seconds: float, together: int = 1) -> dict:

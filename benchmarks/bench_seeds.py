@@ -11,8 +11,13 @@ preset's own logging, sample grids and checkpoints:
 Throughput is seed-iterations per second (K x iters / wall seconds); the table gives each
 and the stacked/sequential ratio.
 
+``--split`` also profiles the training step alone (no logging), one run's and the K runs'
+stacked, and splits the time of a seed-iteration into matrix products (matrix multiplications
+and convolutions, forward and backward) and everything else, with the products' rate in
+GFLOP/s: where stacking saves time and where it cannot.
+
 Usage: python benchmarks/bench_seeds.py [--preset seed] [--seeds 8] [--iters 1000]
-       [--threads N] [--skip-commands] [--record]
+       [--threads N] [--skip-commands] [--split] [--record]
 """
 
 from __future__ import annotations
@@ -27,8 +32,47 @@ from pathlib import Path
 
 import torch
 from common import markdown_table, record
+from torch.profiler import profile
 
 import digitgan
+from digitgan.training.loop import make_step
+from digitgan.training.seeds import StackedTrainer
+from digitgan.training.trainer import Trainer
+
+PRODUCTS = ("mm", "addmm", "addmm_", "bmm", "baddbmm", "mkldnn_convolution")
+PRODUCTS += ("convolution_backward",)
+"""The aten operators counted as matrix products (each's own time, not its callees')."""
+
+
+def split_step(cfg, dataset, runs: int, iters: int = 100) -> list:
+    """One row: the step of ``runs`` seeds (stacked when more than one), timed for ``iters``
+    iterations after 20 warm-up ones, then profiled for as many: the products' own time;
+    times per seed-iteration."""
+    trainers = [
+        Trainer(cfg.replace(train__seed=s), dataset, torch.device("cpu")) for s in range(runs)
+    ]
+    step = make_step(StackedTrainer(trainers) if runs > 1 else trainers[0])
+    for _ in range(20):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        step()
+    wall = time.perf_counter() - t0
+    with profile(with_flops=True) as prof:
+        for _ in range(iters):
+            step()
+    products = [e for e in prof.key_averages() if e.key.removeprefix("aten::") in PRODUCTS]
+    per = 1e3 / (runs * iters)  # ms per seed-iteration, from seconds
+    product_s = sum(e.self_cpu_time_total for e in products) / 1e6
+    flops = sum(e.flops for e in products)
+    name = f"{runs} seeds stacked" if runs > 1 else "one run"
+    return [
+        name,
+        f"{wall * per:.2f}",
+        f"{product_s * per:.2f}",
+        f"{(wall - product_s) * per:.2f}",
+        f"{flops / product_s / 1e9:.0f}" if flops else "n/a",
+    ]
 
 
 def _seconds(fn) -> float:
@@ -44,6 +88,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=1000, help="iterations per run")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
     ap.add_argument("--skip-commands", action="store_true", help="only the in-process rows")
+    ap.add_argument("--split", action="store_true", help="also profile the step: products/rest")
     ap.add_argument("--record", action="store_true", help="append the table to RESULTS.md")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -105,6 +150,16 @@ def main() -> None:
         "stacked / sequential",
     ]
     table = markdown_table(headers, rows)
+    if args.split:
+        split = [split_step(cfg, dataset, n) for n in (1, k)]
+        head = ["step", "ms per seed-iteration", "in matrix products", "elsewhere"]
+        table += "\n\n" + markdown_table([*head, "products' GFLOP/s"], split)
+        table += (
+            "\n\nThe step alone (no logging): 100 iterations timed after 20 warm-up ones, then "
+            "100 under the profiler for the time in matrix products (the aten operators "
+            + ", ".join(PRODUCTS)
+            + "; elsewhere: the rest of the timed wall time)."
+        )
     print(table)
     if args.record:
         note = (
