@@ -23,7 +23,7 @@ Usage: python benchmarks/bench_quality.py [--presets seed,dcgan,cdcgan,wgan-gp,h
 
 On a GPU the seeds of a preset train at once in one process by default, their models stacked
 (``digitgan train --seeds``, where one run leaves the card mostly idle); on the CPU, where
-stacking gains 1.29x for the seed MLP and costs dcgan about 10% (bench_seeds.py in
+stacking gains 1.41x for the seed MLP and costs dcgan about 10% (bench_seeds.py in
 RESULTS.md), one after another. ``--stacked``/``--no-stacked`` choose; a ``--minutes``
 budget, each run's own, and ``--jobs`` do not stack. ``--jobs J`` trains (and evaluates)
 J runs at once in separate processes, each with ``--threads`` torch threads (default: the

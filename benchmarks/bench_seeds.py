@@ -44,27 +44,28 @@ PRODUCTS += ("convolution_backward",)
 """The aten operators counted as matrix products (each's own time, not its callees')."""
 
 
-def split_step(cfg, dataset, runs: int, iters: int = 100) -> list:
+def split_step(cfg, dataset, runs: int, iters: int = 400, profiled: int = 100) -> list:
     """One row: the step of ``runs`` seeds (stacked when more than one), timed for ``iters``
-    iterations after 20 warm-up ones, then profiled for as many: the products' own time;
-    times per seed-iteration."""
+    iterations after 50 warm-up ones, then ``profiled`` iterations under the profiler: the
+    products' own time; times per seed-iteration."""
     trainers = [
         Trainer(cfg.replace(train__seed=s), dataset, torch.device("cpu")) for s in range(runs)
     ]
     step = make_step(StackedTrainer(trainers) if runs > 1 else trainers[0])
-    for _ in range(20):
+    for _ in range(50):
         step()
     t0 = time.perf_counter()
     for _ in range(iters):
         step()
     wall = time.perf_counter() - t0
     with profile(with_flops=True) as prof:
-        for _ in range(iters):
+        for _ in range(profiled):
             step()
     products = [e for e in prof.key_averages() if e.key.removeprefix("aten::") in PRODUCTS]
-    per = 1e3 / (runs * iters)  # ms per seed-iteration, from seconds
-    product_s = sum(e.self_cpu_time_total for e in products) / 1e6
-    flops = sum(e.flops for e in products)
+    per = 1e3 / runs  # ms per seed-iteration, from seconds per iteration
+    wall /= iters
+    product_s = sum(e.self_cpu_time_total for e in products) / 1e6 / profiled
+    flops = sum(e.flops for e in products) / profiled
     name = f"{runs} seeds stacked" if runs > 1 else "one run"
     return [
         name,
@@ -155,7 +156,7 @@ def main() -> None:
         head = ["step", "ms per seed-iteration", "in matrix products", "elsewhere"]
         table += "\n\n" + markdown_table([*head, "products' GFLOP/s"], split)
         table += (
-            "\n\nThe step alone (no logging): 100 iterations timed after 20 warm-up ones, then "
+            "\n\nThe step alone (no logging): 400 iterations timed after 50 warm-up ones, then "
             "100 under the profiler for the time in matrix products (the aten operators "
             + ", ".join(PRODUCTS)
             + "; elsewhere: the rest of the timed wall time)."

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from .config import preset
+from .config import PRESETS, preset
 from .errors import CheckpointError, ConfigError, DigitganError, missing_extra
 from .eval.evaluate import read_evaluation
 from .fileio import atomic_write_text
@@ -242,11 +242,10 @@ def reproduce_command(gan: Sampler) -> str:
     """The ``digitgan train`` command that trains this model again: its preset, with ``--set``
     for every field that differs from it (the device and logging aside)."""
     cfg = gan.config
-    try:
-        base = preset(cfg.preset).flat()
-    except ConfigError:
-        base = {}
-    parts = [f"digitgan train --preset {cfg.preset}"]
+    # a preset since renamed or removed: from the default one, with every value that differs
+    name = cfg.preset if cfg.preset in PRESETS else "seed"
+    base = preset(name).flat()
+    parts = [f"digitgan train --preset {name}"]
     for key, value in cfg.flat().items():
         if key.startswith("log.") or key in ("train.device", "data.data_dir"):
             continue

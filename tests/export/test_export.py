@@ -3,6 +3,7 @@ ONNX file checked against PyTorch, and folders that are refused (missing files, 
 configs, folders that are not exports)."""
 
 import json
+import shlex
 import shutil
 
 import numpy as np
@@ -303,3 +304,29 @@ def test_the_command_line_prints_the_onnx_check(runs, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "checked with ONNX Runtime on fresh noise: max abs difference from PyTorch" in printed
     assert (out / "generator.onnx").is_file()
+
+
+def test_a_run_of_a_retired_preset_loads_and_its_card_rebuilds_it(small_data, tiny, tmp_path):
+    """A run's config holds every value, so a run made from a preset since renamed or removed
+    still loads, samples, resumes and exports; its card trains it again from the default."""
+    cfg = tiny("hinge-sn", log__tb_every=0, log__sample_every=0, log__ckpt_every=2)
+    cfg.preset = "retired-name"
+    run = tmp_path / "run"
+    digitgan.train(cfg, run, dataset=small_data, progress=False)
+    gan = digitgan.load(run)
+    assert gan.config.preset == "retired-name" and gan.sample(2).shape == (2, 1, 28, 28)
+    assert digitgan.resume(run, iters=6, dataset=small_data, progress=False).step == 6
+    command = export_module.reproduce_command(digitgan.load(run))
+    assert command.startswith("digitgan train --preset seed ")
+    args = shlex.split(command)
+    sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
+    again = digitgan.build_config("seed", sets=sets, overrides={"train.iters": cfg.train.iters})
+    skip = ("log.", "train.device", "data.data_dir")
+    assert {k: v for k, v in again.flat().items() if not k.startswith(skip)} == {
+        k: v for k, v in cfg.flat().items() if not k.startswith(skip)
+    }
+    for bad in ("", "../x", "a" * 65):
+        with pytest.raises(ConfigError, match="preset: .* is not a preset name"):
+            digitgan.Config.from_dict({**cfg.to_dict(), "preset": bad})
+    with pytest.raises(ConfigError, match="preset must be a string, got 3"):
+        digitgan.Config.from_dict({**cfg.to_dict(), "preset": 3})

@@ -134,9 +134,10 @@ def test_precision_and_compile_are_validated():
         digitgan.build_config("seed", sets=["train.compile=maybe"])
     with pytest.raises(ConfigError, match="train.compile: torch.compile cannot differentiate"):
         preset("wgan-gp").replace(train__compile=True)  # (aot_autograd: no double backward)
-    for name in ("seed", "dcgan", "cdcgan", "wgan-gp", "hinge-sn"):
+    for name in ("seed", "dcgan", "wgan-gp", "hinge-sn", "fashion"):
         assert preset(name).train.precision == "fp32" and preset(name).train.compile is False
-    assert preset("cdcgan-fast").train.precision == "auto"  # bf16 where the CPU has AMX units
+    for name in ("cdcgan", "stacked"):  # bf16 where the CPU has AMX units
+        assert preset(name).train.precision == "auto" and preset(name).train.compile is False
 
 
 @pytest.fixture
