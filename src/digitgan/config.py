@@ -245,7 +245,8 @@ class TrainConfig:
     ema_decay: float = opt(
         0.0,
         "exponential moving average of G's weights with this decay, used for samples and "
-        "evaluation (0 = off; 0.999 is typical)",
+        "evaluation (0 = off; 0.999 is typical); update t uses min(decay, (1 + t) / (10 + t)), "
+        "a warm-up that reaches 0.999 at update 8,990 and 0.9995 at 17,990",
         min=0.0,
         max=1.0,
     )
