@@ -35,12 +35,13 @@ from common import markdown_table, record
 from torch.profiler import profile
 
 import digitgan
-from digitgan.training.loop import make_step
-from digitgan.training.seeds import StackedTrainer
+from digitgan.training.loop import seed_configs, seeds_step
 from digitgan.training.trainer import Trainer
 
-PRODUCTS = ("mm", "addmm", "addmm_", "bmm", "baddbmm", "mkldnn_convolution")
-PRODUCTS += ("convolution_backward",)
+PRODUCTS = (
+    *("mm", "addmm", "addmm_", "bmm", "baddbmm"),
+    *("mkldnn_convolution", "convolution_backward"),
+)
 """The aten operators counted as matrix products (each's own time, not its callees')."""
 
 
@@ -48,24 +49,21 @@ def split_step(cfg, dataset, runs: int, iters: int = 400, profiled: int = 100) -
     """One row: the step of ``runs`` seeds (stacked when more than one), timed for ``iters``
     iterations after 50 warm-up ones, then ``profiled`` iterations under the profiler: the
     products' own time; times per seed-iteration."""
-    trainers = [
-        Trainer(cfg.replace(train__seed=s), dataset, torch.device("cpu")) for s in range(runs)
-    ]
-    step = make_step(StackedTrainer(trainers) if runs > 1 else trainers[0])
+    trainers = [Trainer(c, dataset, torch.device("cpu")) for c in seed_configs(cfg, range(runs))]
+    step = seeds_step(trainers)
     for _ in range(50):
         step()
     t0 = time.perf_counter()
     for _ in range(iters):
         step()
-    wall = time.perf_counter() - t0
+    wall = (time.perf_counter() - t0) / iters  # seconds per iteration
     with profile(with_flops=True) as prof:
         for _ in range(profiled):
             step()
     products = [e for e in prof.key_averages() if e.key.removeprefix("aten::") in PRODUCTS]
-    per = 1e3 / runs  # ms per seed-iteration, from seconds per iteration
-    wall /= iters
     product_s = sum(e.self_cpu_time_total for e in products) / 1e6 / profiled
     flops = sum(e.flops for e in products) / profiled
+    per = 1e3 / runs  # ms per seed-iteration, from seconds per iteration
     name = f"{runs} seeds stacked" if runs > 1 else "one run"
     return [
         name,

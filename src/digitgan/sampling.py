@@ -127,13 +127,13 @@ class Sampler:
         if not 0 <= seed < 2**63:
             raise ConfigError(f"--seed {seed}: a seed is an integer in 0..2^63-1")
         self._check_count(n)
-        self.check_category(category)
+        self._check_category(category)
         gen = torch.Generator().manual_seed(seed)
         m = self.config.model
         z = sample_noise(n, m.z_dim, m.noise, gen)
         return z if category is None else with_code(z, self.categories, category)
 
-    def check_category(self, category: int | None) -> None:
+    def _check_category(self, category: int | None) -> None:
         """A ConfigError unless ``category`` is None or one of the model's categories."""
         if category is None:
             return

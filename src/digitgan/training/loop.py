@@ -315,7 +315,7 @@ def _train_seeds(cfg, out, seeds, force, progress, dataset, hooks) -> list[Train
         trainers = [Trainer(c, dataset, device) for c in configs]
         if not trainers:
             return []
-        step = _seeds_step(trainers)
+        step = seeds_step(trainers)
         with ExitStack() as stack:
             dirs = [
                 stack.enter_context(_create_run(root / f"seed-{c.train.seed}", c, force))
@@ -324,7 +324,7 @@ def _train_seeds(cfg, out, seeds, force, progress, dataset, hooks) -> list[Train
             return _fit_seeds(step, trainers, dirs, scorers, progress, dist, hooks, fresh=True)
 
 
-def _seeds_step(trainers: list[Trainer]) -> Step:
+def seeds_step(trainers: list[Trainer]) -> Step:
     """The step of several seeds' trainers: of their :class:`StackedTrainer` (of one alone)."""
     return make_step(StackedTrainer(trainers) if len(trainers) > 1 else trainers[0])
 
@@ -425,7 +425,7 @@ def _resume_seeds(sweep, iters, sets, progress, device, dataset, hooks) -> list[
                 f"--resume {Path(sweep[0]).parent}: its runs are at different iterations ({at}); "
                 "continue them one by one"
             )
-        step = _seeds_step(trainers)
+        step = seeds_step(trainers)
         scorers = [make_scorer(t.cfg, dataset) for t in trainers]
         for run, trainer in zip(opened, trainers, strict=True):
             _continue_run(run, trainer)
