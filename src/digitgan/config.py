@@ -125,6 +125,14 @@ class ModelConfig(_Parts):
         "model.categories: D also judges each image, real or generated, as the category its "
         "code head guesses, by projection (a self-conditioned discriminator)",
     )
+    clusters: bool = opt(
+        False,
+        "model.categories: the categories are K clusters of equal size found in the training "
+        "images' pixels before training (balanced k-means; no labels used), and D judges each "
+        "real image as its cluster and each generated one as its code's category, by "
+        "projection, with no code head (loss.code_weight unused): a conditional GAN on "
+        "clusters (Lucic et al. 2019)",
+    )
     embed_dim: int = opt(32, "conditional: size of the generator's label embedding", min=1)
     cond_d: str = opt(
         "projection",
@@ -408,6 +416,9 @@ _CONDITIONAL = _conv(
     log={"sample_every": 1000, "ckpt_every": 2000},
 )
 
+# the best conditional recipe: cdcgan, and the base of clusters
+_CDCGAN = _conv(_conv(_CONDITIONAL, **_FAST), optim={"beta2": 0.99}, train={"iters": 10000})
+
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "seed": (
         "the seed article's vanilla GAN: 128-unit MLPs, uniform noise, Adam, batch 128, "
@@ -424,7 +435,7 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
         "hinge loss), learning rate 6e-4 decayed to a tenth, Adam beta2 0.99, 10,000 "
         "iterations, bfloat16 on CPUs with AMX units: the best digits here; choose one with "
         "--label",
-        _conv(_conv(_CONDITIONAL, **_FAST), optim={"beta2": 0.99}, train={"iters": 10000}),
+        _CDCGAN,
     ),
     "wgan-gp": (
         "Wasserstein critic with gradient penalty 10, 5 critic steps per G step, no norm "
@@ -450,6 +461,15 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
             loss={"cluster_weight": 1.0},
             train={"iters": 25000},
             log={"sample_every": 1000, "ckpt_every": 2500},
+        ),
+    ),
+    "clusters": (
+        "unconditional: cdcgan's recipe with the training images' 100 clusters (balanced "
+        "k-means of their pixels, found before training, no labels used) in place of the "
+        "labels: G draws a cluster from its noise, D judges real images by their cluster",
+        _conv(
+            _CDCGAN,
+            model={"conditional": False, "categories": 100, "clusters": True, "z_dim": 200},
         ),
     ),
     "fashion": (
@@ -740,8 +760,19 @@ def _check_combinations(cfg: Config) -> None:
         raise ConfigError("loss.cluster_weight: needs model.categories (2 or more)")
     if loss.cluster_views and not loss.cluster_weight:
         raise ConfigError("loss.cluster_views: needs loss.cluster_weight above 0")
-    if cfg.model.self_condition and not k:
-        raise ConfigError("model.self_condition: needs model.categories (2 or more)")
+    for key in ("self_condition", "clusters"):
+        if getattr(cfg.model, key) and not k:
+            raise ConfigError(f"model.{key}: needs model.categories (2 or more)")
+    if cfg.model.clusters and cfg.model.self_condition:
+        raise ConfigError(
+            "model.clusters: D judges real images as their clusters, model.self_condition as "
+            "its own guesses; choose one"
+        )
+    if cfg.model.clusters and loss.cluster_weight:
+        raise ConfigError(
+            "loss.cluster_weight: clusters the real images by D's guesses, which "
+            "model.clusters fixes before training; use one"
+        )
     if k == 1 or k >= cfg.model.z_dim:
         raise ConfigError(
             f"model.categories: {k} categories need 2 or more, and fewer than model.z_dim "

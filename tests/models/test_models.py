@@ -115,6 +115,19 @@ def test_a_self_conditioned_d_judges_each_image_as_the_category_it_guesses():
     assert plain.embed is None
 
 
+def test_with_clusters_d_judges_each_image_as_the_category_it_is_given():
+    cfg = _model_cfg(model__categories=3, model__clusters=True)
+    G, D = build_models(cfg, (1, 28, 28))
+    assert G.num_classes == 0 and G.categories == 3  # G reads its category from z alone
+    assert D.num_classes == 3 and D.code_head is None
+    x, y = torch.randn(5, 1, 28, 28), torch.tensor([2, 0, 1, 1, 0])
+    h = D.features(x)
+    want = D.head(h).squeeze(1) + (D.embed(y) * h).sum(1)
+    torch.testing.assert_close(D(x, y), want)
+    with pytest.raises(ValueError, match="give a label in 0..2"):
+        D(x)
+
+
 def test_noise_draws_every_category_equally_often():
     from digitgan.models import sample_noise
     from digitgan.models.base import code_of
@@ -132,12 +145,15 @@ def test_noise_draws_every_category_equally_often():
         ({"model__categories": 6}, "fewer than model.z_dim"),
         ({"model__categories": 3, "model__conditional": True}, "this one is conditional"),
         ({"model__self_condition": True}, "needs model.categories"),
+        ({"model__clusters": True}, "needs model.categories"),
+        ({"model__categories": 3, "model__clusters": True, "model__self_condition": True}, "one"),
+        ({"model__categories": 3, "model__clusters": True, "loss__cluster_weight": 1.0}, "one"),
         ({"loss__cluster_weight": 1.0}, "needs model.categories"),
         ({"model__categories": 3, "loss__cluster_views": ["affine"]}, "needs loss.cluster_w"),
         ({"model__categories": 3, "loss__cluster_views": ["spin"]}, "'spin' is not one of"),
     ],
 )
 def test_impossible_categories_are_refused(change, message):
-    keys = "model.categories|model.self_condition|loss.cluster_weight|loss.cluster_views"
+    keys = "model.(categories|self_condition|clusters)|loss.cluster_(weight|views)"
     with pytest.raises(ConfigError, match=f"({keys}): .*{message}"):
         preset("seed").replace(model__z_dim=6, **change)

@@ -49,6 +49,7 @@ def _compare(single: Trainer, stacked_run: Trainer, lr: float) -> None:
         ("cdcgan", {}),  # class-conditional: labels drawn per run
         ("wgan-gp", {"train__d_steps": 2}),  # a penalty drawing its own randomness
         ("hinge-sn", {"model__categories": 3, "model__self_condition": True}),  # 2 outputs
+        ("clusters", {"model__categories": 3}),  # each run's own clusters as D's labels
     ],
 )
 def test_each_stacked_run_equals_its_one_seed_run(tiny, small_data, name, overrides):

@@ -174,3 +174,24 @@ def test_the_code_term_is_the_weighted_cross_entropy_and_the_code_is_learnt(smal
     for _ in range(150):
         s.step()
     assert s.result.extras["code_loss"].item() < 0.5 * math.log(4)
+
+
+def test_with_clusters_d_judges_real_images_by_cluster_and_fakes_by_code(tiny, small_data):
+    from digitgan.models.base import code_of
+
+    cfg = tiny("cdcgan", model__conditional=False, model__categories=3, model__clusters=True)
+    s = Stepping(cfg, small_data)
+    clusters = s.batches.labels  # the training images' clusters, in place of their labels
+    assert torch.bincount(clusters, minlength=3).min() >= 190  # 600 images, 3 equal clusters
+    assert not torch.equal(clusters, torch.from_numpy(small_data.train.labels))
+    g_inputs, d_labels, real = [], [], []
+    s.G.register_forward_pre_hook(lambda m, args: g_inputs.append(args))
+    s.D.register_forward_pre_hook(lambda m, args: d_labels.append(args[1]))
+    take = s.batches.next
+    s.trainer.batches.next = lambda **kw: real.append(take(**kw)) or real[-1]
+    s.step()
+    # spectral norm: D's step scores real and fake apart; then G's step scores fresh fakes
+    assert len(d_labels) == 3 and len(g_inputs) == 2
+    assert torch.equal(d_labels[0], real[0][1])
+    for (z, g_labels), judged in zip(g_inputs, d_labels[1:], strict=True):
+        assert g_labels is None and torch.equal(judged, code_of(z, 3))

@@ -13,7 +13,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import digitgan
-from digitgan.errors import RunDirError
+from digitgan.errors import CheckpointError, RunDirError
 from digitgan.store.checkpoint import read_checkpoint
 
 
@@ -114,6 +114,9 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, tiny_cfg, small_
         ("dcgan", {}),
         ("selfcond", {"model__categories": 3}),  # D's code head
         ("selfcond", {"model__categories": 3, "loss__cluster_views": ["translation", "affine"]}),
+        # the clusters, kept in the checkpoint (a constant learning rate: the decay's length
+        # is train.iters, which differs between the runs)
+        ("clusters", {"model__categories": 3, "optim__lr_end": 1.0}),
     ],
 )
 def test_resumed_conv_run_is_bit_identical(tmp_path, tiny, small_data, name, overrides):
@@ -240,3 +243,25 @@ def test_a_model_that_cannot_be_built_leaves_no_run_directory(tmp_path, tiny_cfg
     with pytest.raises(digitgan.DigitganError, match="divisible by 4"):
         digitgan.train(tiny_cfg.replace(model__arch="dcgan"), tmp_path / "r", dataset=odd)
     assert not (tmp_path / "r").exists()
+
+
+def test_a_checkpoint_with_damaged_clusters_is_refused(tmp_path, tiny, small_data):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    cfg = tiny("clusters", model__categories=3, train__iters=2)
+    digitgan.train(cfg, tmp_path / "run", dataset=small_data, progress=False)
+    path = tmp_path / "run" / "checkpoints" / "latest.safetensors"
+    with safe_open(path, "pt") as f:
+        metadata, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    assert tensors["data.clusters"].shape == (600,)
+    for damage, message in [(lambda t: t.fill_(3), r"lie in 0\.\.2"), (lambda t: t[:5], "600")]:
+        save_file(
+            {**tensors, "data.clusters": damage(tensors["data.clusters"].clone())},
+            path,
+            metadata=metadata,
+        )
+        with pytest.raises(
+            CheckpointError, match=f"random or data-order state unusable: .*{message}"
+        ):
+            digitgan.resume(tmp_path / "run", iters=4, dataset=small_data, progress=False)

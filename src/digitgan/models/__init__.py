@@ -41,14 +41,18 @@ def build_models(cfg, image_shape: tuple[int, int, int], num_classes: int = 0):
 
     ``num_classes`` > 0 makes both class-conditional when ``cfg.conditional`` is set;
     ``cfg.categories`` gives them the categorical code (see base.py), whatever the
-    architecture. Weights are initialised by ``cfg.init`` from the global torch RNG.
+    architecture; with ``cfg.clusters`` D has no code head and takes each image's category as
+    its label instead. Weights are initialised by ``cfg.init`` from the global torch RNG.
     """
     wrap = _float32_spectral_norm if cfg.spectral_norm else (lambda m: m)
     classes = num_classes if cfg.conditional else 0
     g, d = ARCHITECTURES[cfg.arch](cfg, tuple(image_shape), classes, wrap)
     if cfg.categories:
         g.categories = cfg.categories
-        d.add_code_head(cfg.categories, cfg.self_condition, wrap)
+        if cfg.clusters:
+            d.project_labels(cfg.categories, wrap)
+        else:
+            d.add_code_head(cfg.categories, cfg.self_condition, wrap)
     for module in (g, d):
         INITS[cfg.init](module)
     return g, d
@@ -99,9 +103,9 @@ def footprint(cfg, image_shape, num_classes: int, batch: int) -> tuple[int, int 
 
         leaves = [m for m in (*G.modules(), *D.modules()) if not any(m.children())]
         handles = [m.register_forward_hook(count) for m in leaves]
-        labels = torch.zeros(batch, dtype=torch.long) if G.num_classes else None
+        labels = [torch.zeros(batch, dtype=torch.long) if m.num_classes else None for m in (G, D)]
         try:
-            D(G(torch.empty(batch, cfg.z_dim), labels), labels)
+            D(G(torch.empty(batch, cfg.z_dim), labels[0]), labels[1])
         except (RuntimeError, NotImplementedError, TypeError, ValueError):
             return params, None
         finally:

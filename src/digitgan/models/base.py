@@ -24,7 +24,11 @@ from its features, trained with G to make the categories recognisable. With
 ``model.self_condition`` the discriminator also judges every image, real or generated, as the
 category its head guesses, by projection (after the self-conditioned GAN of Liu et al. 2020,
 "Diverse image generation via self-conditioned GANs", whose clusters come from k-means on D's
-features instead).
+features instead). With ``model.clusters`` it has no code head and judges every image as a
+category it is given, as a conditional discriminator judges a label: a real image's cluster
+(fixed before training:
+:mod:`digitgan.data.clusters`), a generated image's code (Lucic et al. 2019, "High-fidelity
+image generation with fewer labels", whose clusters come from self-supervised features).
 """
 
 from __future__ import annotations
@@ -153,6 +157,12 @@ class Discriminator(nn.Module):
         self.code_head = nn.Linear(self.feature_dim, k)
         if self_condition:
             self.embed = wrap(nn.Embedding(k, self.feature_dim))
+
+    def project_labels(self, k: int, wrap=lambda m: m) -> None:
+        """Make an unconditional D a projection discriminator on labels 0..k-1, which it then
+        requires (``model.clusters``: a real image's cluster, a generated image's category)."""
+        self.num_classes, self.cond_d = k, "projection"
+        self.embed = wrap(nn.Embedding(k, self.feature_dim))
 
     def forward(
         self, x: torch.Tensor, labels: torch.Tensor | None = None, codes: bool = False

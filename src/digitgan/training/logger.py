@@ -35,7 +35,8 @@ class _GraphView(nn.Module):
     def forward(self, z, x, labels=None):
         # the eager modules, also under train.compile (jit cannot trace compiled ones)
         G, D = self.generator._call_impl, self.discriminator._call_impl
-        return D(x, labels), D(G(z, labels), labels)
+        g_labels = labels if self.generator.num_classes else None  # model.clusters: D's only
+        return D(x, labels), D(G(z, g_labels), labels)
 
 
 class RunLogger:
@@ -131,7 +132,7 @@ class RunLogger:
         z = torch.zeros(2, trainer.cfg.model.z_dim, device=trainer.device)
         x = torch.zeros(2, *trainer.image_shape, device=trainer.device)
         inputs = (z, x)
-        if trainer.conditional:
+        if trainer.D.num_classes:
             inputs += (torch.zeros(2, dtype=torch.long, device=trainer.device),)
         view = _GraphView(trainer.G, trainer.D).eval()
         try:

@@ -204,6 +204,11 @@ class Step:
         self.runs = trainer.runs
         self.policy = cfg.augment.policy
         self.categories = cfg.model.categories
+        self.clusters = cfg.model.clusters
+        self.coded = self.categories > 0 and not self.clusters
+        """Whether D has a code head (learnt categories, InfoGAN's term), so returns codes."""
+        self.labelled = trainer.D.num_classes > 0
+        """Whether D takes labels: the dataset's classes, or (model.clusters) categories."""
 
     def per_run(self, loss, *tensors: Tensor) -> Tensor:
         """``loss(*tensors)`` of each run: its value for one run, a vector of one per run
@@ -299,9 +304,10 @@ class Step:
         inputs = self.draw_inputs()
         fakes = self._fakes(inputs[:k])
         extras: dict[str, Tensor] = {}
-        for i, ((fake_y, _), fake) in enumerate(zip(inputs[:k], fakes, strict=True)):
+        for i, ((fake_y, z), fake) in enumerate(zip(inputs[:k], fakes, strict=True)):
             x, labels = tr.batches.next()
-            y = labels if tr.conditional else None
+            y = labels if self.labelled else None
+            fake_y = self.judged(fake_y, z)
             real, seen_fake = self.augmented(x, fake)
             real_logits, fake_logits, guesses = self._discriminate(
                 self.perturb(real), y, self.perturb(seen_fake), fake_y
@@ -309,8 +315,8 @@ class Step:
             if tr.augment:
                 tr.augment.observe(real_logits)
             d_loss = self.per_run(self.d_loss, real_logits, fake_logits)
-            if self.categories:
-                d_loss = d_loss + self.code_terms(guesses, inputs[i][1], x, extras)
+            if self.coded:
+                d_loss = d_loss + self.code_terms(guesses, z, x, extras)
             lazy = tr.cfg.loss.lazy_every
             if self.penalties and (tr.step_count * k + i) % lazy == 0:
                 batch = PenaltyBatch(x, y, fake, fake_y, tr.rand)
@@ -331,18 +337,18 @@ class Step:
             fake = G(z, fake_y).float()
         (fake,) = self.augmented(fake)
         with amp():
-            out = D(self.perturb(fake), fake_y, codes=self.categories > 0)
-        g_logits = (out[0] if self.categories else out).float()
+            out = D(self.perturb(fake), self.judged(fake_y, z), codes=self.coded)
+        g_logits = (out[0] if self.coded else out).float()
         if self.objective.pairs_real:  # a relativistic G loss pairs each fake with a real
             x, labels = tr.batches.next()
             with torch.no_grad():
                 (x,) = self.augmented(x)
                 with amp():
-                    paired = D(self.perturb(x), labels if tr.conditional else None).float()
+                    paired = D(self.perturb(x), labels if self.labelled else None).float()
             g_loss = self.per_run(self.objective.g_loss, g_logits, paired)
         else:
             g_loss = self.per_run(self.objective.g_loss, g_logits)
-        if self.categories:
+        if self.coded:
             g_loss = g_loss + tr.cfg.loss.code_weight * self.code_loss(out[1].float(), z)
         tr.opt_g.zero_grad(set_to_none=True)
         self.backward(g_loss)
@@ -351,6 +357,11 @@ class Step:
         return StepResult(
             d_loss.detach(), g_loss.detach(), real_logits.detach(), fake_logits.detach(), extras
         )
+
+    def judged(self, y: Tensor | None, z: Tensor) -> Tensor | None:
+        """The labels D judges generated images by: those they were drawn for, or with
+        model.clusters the categories their noise ``z`` picks (G reads them from ``z``)."""
+        return code_of(z, self.categories) if self.clusters else y
 
     @torch.no_grad()
     def _fakes(self, inputs: list[tuple[Tensor | None, Tensor]]) -> list[Tensor]:
@@ -367,8 +378,8 @@ class Step:
         self, real: Tensor, y: Tensor | None, fake: Tensor, fake_y: Tensor | None
     ) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
         """D's float32 logits on the real and the fake batch, and its code head's on both
-        (None without model.categories): one pass when it holds."""
-        D, amp, codes = self.trainer.D_train, self.autocast, self.categories > 0
+        (None without a code head): one pass when it holds."""
+        D, amp, codes = self.trainer.D_train, self.autocast, self.coded
         with amp():
             if self.one_d_pass:
                 both_y = None if y is None else self.join([y, fake_y])

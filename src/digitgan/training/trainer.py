@@ -24,6 +24,7 @@ import torch
 from ..augment import AUGMENTS, FixedStrength
 from ..config import Config
 from ..data import Dataset
+from ..data.clusters import image_clusters
 from ..errors import CheckpointError, ConfigError, DivergenceError
 from ..fileio import memory_limit
 from ..losses import PENALTIES
@@ -40,7 +41,7 @@ from .distributed import SINGLE, Dist
 from .ema import EMA
 
 # Offsets that give each random stream its own seed derived from train.seed.
-_DATA_STREAM, _NOISE_STREAM, _FIXED_STREAM = 1, 2, 3
+_DATA_STREAM, _NOISE_STREAM, _FIXED_STREAM, _CLUSTER_STREAM = 1, 2, 3, 4
 
 
 def _stream(device: torch.device, seed: int, stream: int) -> torch.Generator:
@@ -178,9 +179,15 @@ class Trainer:
         if cfg.train.compile:  # in place: the state_dict keys, so checkpoints, are unchanged
             self.G.compile()
             self.D.compile()
+        labels = torch.from_numpy(dataset.train.labels)
+        if cfg.model.clusters:  # the same on every rank: the same seed, on the CPU
+            cpu = torch.device("cpu")
+            labels = image_clusters(
+                dataset.train.images, cfg.model.categories, _stream(cpu, seed, _CLUSTER_STREAM)
+            )
         self.batches = EpochBatches(
             torch.from_numpy(dataset.train.images).to(self.device),
-            torch.from_numpy(dataset.train.labels).to(self.device),
+            labels.to(self.device),
             cfg.data.batch_size,
             _stream(self.device, seed, _DATA_STREAM),
             self.G.out_range,
@@ -267,6 +274,15 @@ class Trainer:
         if self.dist.world > 1:
             self._noise_states = (self.step_count, self.dist.gather(self.noise_gen.get_state()))
 
+    def _load_clusters(self, clusters: torch.Tensor) -> None:
+        """The training images' clusters (model.clusters) from a checkpoint, checked."""
+        n, k = len(self.batches.labels), self.cfg.model.categories
+        if clusters.shape != (n,) or clusters.is_floating_point():
+            raise ValueError(f"data.clusters must hold {n} integers, one per training image")
+        if n and not 0 <= int(clusters.min()) <= int(clusters.max()) < k:
+            raise ValueError(f"data.clusters must lie in 0..{k - 1}")
+        self.batches.labels = clusters.to(self.device, torch.long)
+
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:
         """(tensors, metadata) that restore this trainer exactly. Across processes, the noise
         states are those :meth:`gather_noise_states` collected at this step (on any rank)."""
@@ -284,6 +300,8 @@ class Trainer:
             if step != self.step_count:
                 raise RuntimeError("Trainer.state: call gather_noise_states() on every rank")
         tensors |= tg | td | {"rng.data": b["rng"], "data.perm": b["perm"]}
+        if self.cfg.model.clusters:  # kept: a resume goes on with the very same clusters
+            tensors["data.clusters"] = self.batches.labels
         if self.augment:
             tensors |= {f"augment.{k}": v for k, v in self.augment.state().items()}
         tensors |= {_noise_key(rank, world): state for rank, state in enumerate(noise)}
@@ -329,6 +347,8 @@ class Trainer:
                 {"perm": tensors["data.perm"], "pos": meta["data_pos"], "rng": tensors["rng.data"]}
             )
             self._load_noise_state(tensors, meta)
+            if self.cfg.model.clusters:
+                self._load_clusters(tensors["data.clusters"])
         except (KeyError, ValueError, TypeError, RuntimeError) as e:
             raise CheckpointError(f"{source}: random or data-order state unusable: {e}") from None
         if self.augment:

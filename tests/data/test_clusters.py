@@ -1,0 +1,64 @@
+"""Balanced k-means (model.clusters' categories): recovery, equal sizes, determinism, refusals."""
+
+import numpy as np
+import pytest
+import torch
+
+from digitgan.data.clusters import balanced_assignment, balanced_kmeans, image_clusters
+from digitgan.errors import ConfigError
+
+
+def _blobs(sizes, spread=0.05, seed=0):
+    """Points around the corners of a simplex (one blob per size), and each point's blob."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.eye(len(sizes)) * 4
+    which = torch.cat([torch.full((n,), i) for i, n in enumerate(sizes)])
+    return centres[which] + spread * torch.randn(len(which), len(sizes), generator=g), which
+
+
+def _same_partition(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two labelings split the points alike (whatever the clusters' numbering)."""
+    pairs = set(zip(a.tolist(), b.tolist(), strict=True))
+    return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
+
+
+def test_equal_blobs_are_found_exactly():
+    x, which = _blobs([50, 50, 50, 50])
+    assigned, centroids = balanced_kmeans(x, 4, torch.Generator().manual_seed(1))
+    assert _same_partition(assigned, which)
+    for j in range(4):  # each centroid is its cluster's mean
+        torch.testing.assert_close(centroids[j], x[assigned == j].mean(0))
+
+
+def test_clusters_come_out_equal_in_size_even_when_the_data_are_not():
+    x, _ = _blobs([300, 200, 100], spread=1.0)
+    assigned, _ = balanced_kmeans(x, 3, torch.Generator().manual_seed(0))
+    sizes = torch.bincount(assigned, minlength=3)
+    assert sizes.min() >= 0.95 * 200 and sizes.max() <= 1.05 * 200
+
+
+def test_the_balanced_assignment_splits_points_by_distance_and_evenly():
+    # four points, two clusters: each point nearer to cluster 0, so plain k-means would put
+    # them all there; the balanced plan gives each cluster the two points it suits best
+    cost = torch.tensor([[0.0, 1.0], [0.0, 3.0], [0.0, 1.5], [0.0, 2.5]])
+    assert balanced_assignment(cost).tolist() == [1, 0, 1, 0]
+
+
+def test_the_same_seed_gives_the_same_clusters():
+    x, _ = _blobs([40] * 6, spread=2.0)
+    a = balanced_kmeans(x, 6, torch.Generator().manual_seed(3))[0]
+    b = balanced_kmeans(x, 6, torch.Generator().manual_seed(3))[0]
+    assert torch.equal(a, b)
+
+
+def test_image_clusters_group_the_images_and_refuse_more_clusters_than_images():
+    images = np.zeros((12, 1, 4, 4), np.uint8)
+    images[6:] = 255  # six black and six white images
+    clusters = image_clusters(images, 2, torch.Generator().manual_seed(0))
+    assert clusters.dtype == torch.long and clusters.shape == (12,)
+    assert len(set(clusters[:6].tolist())) == len(set(clusters[6:].tolist())) == 1
+    assert clusters[0] != clusters[6]
+    with pytest.raises(ConfigError, match=r"model\.categories: 13 clusters need at least 13"):
+        image_clusters(images, 13, torch.Generator())
+    with pytest.raises(ValueError, match="cannot make 0 clusters"):
+        balanced_kmeans(torch.zeros(3, 2), 0, torch.Generator())
