@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from digitgan.data.clusters import balanced_assignment, balanced_kmeans, image_clusters
+from digitgan.data.clusters import (
+    balanced_assignment,
+    balanced_kmeans,
+    deskew,
+    fill,
+    image_clusters,
+)
 from digitgan.errors import ConfigError
 
 
@@ -31,10 +37,35 @@ def test_equal_blobs_are_found_exactly():
 
 
 def test_clusters_come_out_equal_in_size_even_when_the_data_are_not():
-    x, _ = _blobs([300, 200, 100], spread=1.0)
+    x, _ = _blobs([300, 200, 101], spread=1.0)
     assigned, _ = balanced_kmeans(x, 3, torch.Generator().manual_seed(0))
-    sizes = torch.bincount(assigned, minlength=3)
-    assert sizes.min() >= 0.95 * 200 and sizes.max() <= 1.05 * 200
+    assert sorted(torch.bincount(assigned, minlength=3).tolist()) == [200, 200, 201]
+
+
+def test_fill_gives_each_row_its_best_column_that_has_room():
+    scores = torch.tensor([[3.0, 0.0], [2.0, 0.0], [1.0, 0.5], [0.0, 0.2]])
+    # column 0 takes its two best proposals (rows 0, 1); row 2 then goes to column 1
+    assert fill(scores, torch.tensor([2, 2])).tolist() == [0, 0, 1, 1]
+    assert fill(scores, torch.tensor([4, 0])).tolist() == [0, 0, 0, 0]
+
+
+def test_deskew_stands_a_slanted_stroke_upright_in_the_middle():
+    image = torch.zeros(1, 2, 28, 28)  # channel 0: a slanted stroke; channel 1: blank
+    for y in range(6, 22):
+        image[0, 0, y, int(10 + 0.5 * (y - 6))] = 1.0
+    out = deskew(image)
+    ys, xs = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+
+    def moments(x):
+        m = x.sum()
+        my, mx = (x * ys).sum() / m, (x * xs).sum() / m
+        return my, mx, (x * (xs - mx) * (ys - my)).sum() / m
+
+    assert moments(image[0, 0])[2] > 5  # x grows with y: a slant
+    my, mx, cxy = moments(out[0, 0])
+    assert my == pytest.approx(13.5, abs=1e-3) and mx == pytest.approx(13.5, abs=1e-3)
+    assert abs(cxy) < 1e-3 and out[0, 0].sum() == pytest.approx(16, rel=1e-4)
+    assert torch.equal(out[0, 1], image[0, 1])
 
 
 def test_the_balanced_assignment_splits_points_by_distance_and_evenly():
@@ -53,7 +84,7 @@ def test_the_same_seed_gives_the_same_clusters():
 
 def test_image_clusters_group_the_images_and_refuse_more_clusters_than_images():
     images = np.zeros((12, 1, 4, 4), np.uint8)
-    images[6:] = 255  # six black and six white images
+    images[6:, :, 1:3, 1:3] = 255  # six black images and six with a white square
     clusters = image_clusters(images, 2, torch.Generator().manual_seed(0))
     assert clusters.dtype == torch.long and clusters.shape == (12,)
     assert len(set(clusters[:6].tolist())) == len(set(clusters[6:].tolist())) == 1
