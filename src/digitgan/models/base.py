@@ -26,9 +26,9 @@ category its head guesses, by projection (after the self-conditioned GAN of Liu 
 "Diverse image generation via self-conditioned GANs", whose clusters come from k-means on D's
 features instead). With ``model.clusters`` it has no code head and judges every image as a
 category it is given, as a conditional discriminator judges a label: a real image's cluster
-(fixed before training:
-:mod:`digitgan.data.clusters`), a generated image's code (Lucic et al. 2019, "High-fidelity
-image generation with fewer labels", whose clusters come from self-supervised features).
+(fixed before training: :mod:`digitgan.data.clusters`), a generated image's code (Lucic et
+al. 2019, "High-fidelity image generation with fewer labels", whose clusters come from
+self-supervised features).
 """
 
 from __future__ import annotations

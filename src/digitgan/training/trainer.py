@@ -180,11 +180,20 @@ class Trainer:
             self.G.compile()
             self.D.compile()
         labels = torch.from_numpy(dataset.train.labels)
-        if cfg.model.clusters:  # the same on every rank: the same seed, on the CPU
+        if cfg.model.clusters:  # found on rank 0 and shared, so every rank has the same
             cpu = torch.device("cpu")
-            labels = image_clusters(
-                dataset.train.images, cfg.model.categories, _stream(cpu, seed, _CLUSTER_STREAM)
+            found = dist.on_main(
+                lambda: (
+                    image_clusters(
+                        dataset.train.images,
+                        cfg.model.categories,
+                        _stream(cpu, seed, _CLUSTER_STREAM),
+                    )
+                    .numpy()
+                    .tobytes()
+                )
             )
+            labels = torch.frombuffer(bytearray(dist.broadcast_bytes(found)), dtype=torch.long)
         self.batches = EpochBatches(
             torch.from_numpy(dataset.train.images).to(self.device),
             labels.to(self.device),

@@ -8,8 +8,8 @@ writes, to a relative path or a cache, lands there); the test checks that ROOT/r
 empty. SCENARIOS_JSON is a list of [name, argv] pairs, run in order with digitgan.cli.main in
 this one process (so one launch serves many scenarios, in one process group). After each, the
 rank writes ROOT/dumps/<name>/rank<r>.safetensors (its G, D, EMA, Adam and augmentation
-tensors and noise state, when the command trained) and finally ROOT/dumps/rank<r>.json, the
-exit codes.
+tensors, its training images' clusters and noise state, when the command trained) and
+finally ROOT/dumps/rank<r>.json, the exit codes.
 """
 
 import json
@@ -53,6 +53,8 @@ def dump(trainer, path: Path) -> None:
         tensors |= optimizer_tensors(opt, prefix)[0]
     if trainer.augment:
         tensors |= {f"augment.{k}": v for k, v in trainer.augment.state().items()}
+    if trainer.cfg.model.clusters:
+        tensors["data.clusters"] = trainer.batches.labels
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, path)
 

@@ -124,6 +124,13 @@ SCENARIOS = {
         + ["--set", "model.conditional=true", "--set", "model.spectral_norm=true"],
         0,
     ),
+    # model.clusters: found on rank 0 and shared, so both ranks judge by the same clusters
+    "clusters": (
+        ["train", "--out", "clusters", "--preset", "clusters", "--iters", "2", "--batch-size", "8"]
+        + ["--dataset", "npz:{small}", "--set", "model.categories=3", "--no-progress"]
+        + ["--set", "model.dcgan.g_channels=4", "--set", "model.dcgan.d_channels=4"],
+        0,
+    ),
     # ADA: r_t averaged over the ranks, so p moves alike on both
     "ada": (
         ["train", "--out", "ada", "--iters", "2", *TINY, "--set", "augment.mode=ada"]
@@ -220,13 +227,16 @@ def test_rank_1_writes_nothing_and_rank_0_writes_every_output(launch):
     assert launch.out.count("finished iteration") == len(finished) + 3
 
 
-@pytest.mark.parametrize("name", ["straight", "resume", "gp", "conv", "ada", "from_one", "eval"])
+@pytest.mark.parametrize(
+    "name", ["straight", "resume", "gp", "conv", "clusters", "ada", "from_one", "eval"]
+)
 def test_ranks_hold_identical_weights_and_their_own_noise(launch, name):
     a, b = _dump(launch, name, 0), _dump(launch, name, 1)
     assert a.keys() == b.keys()
+    assert ("data.clusters" in a) == (name == "clusters")
     # BatchNorm running statistics are rank 0's after each broadcast, then each rank's own
     buffers = [k for k in a if re.search(r"running_|num_batches", k)]
-    assert bool(buffers) == (name == "conv")
+    assert bool(buffers) == (name in ("conv", "clusters"))  # the dcgan G's BatchNorm
     assert ("augment.p" in a) == (name == "ada")
     for key in a.keys() - {"noise", *buffers}:  # weights (EMA too), Adam moments, ADA's p
         assert torch.equal(a[key], b[key]), key
