@@ -127,8 +127,8 @@ class ModelConfig(_Parts):
     )
     clusters: bool = opt(
         False,
-        "model.categories: the categories are K clusters of equal size found in the training "
-        "images' pixels before training (balanced k-means; no labels used), and D judges each "
+        "model.categories: the categories are K clusters of equal size found in the deskewed "
+        "training images before training (balanced k-means; no labels used), and D judges each "
         "real image as its cluster and each generated one as its code's category, by "
         "projection, with no code head (loss.code_weight unused): a conditional GAN on "
         "clusters (Lucic et al. 2019)",

@@ -265,3 +265,19 @@ def test_a_checkpoint_with_damaged_clusters_is_refused(tmp_path, tiny, small_dat
             CheckpointError, match=f"random or data-order state unusable: .*{message}"
         ):
             digitgan.resume(tmp_path / "run", iters=4, dataset=small_data, progress=False)
+
+
+def test_a_resume_takes_its_clusters_from_the_checkpoint_without_finding_them_again(
+    tmp_path, tiny, small_data, monkeypatch
+):
+    import digitgan.training.trainer as trainer_module
+
+    cfg = tiny("clusters", model__categories=3, train__iters=2)
+    digitgan.train(cfg, tmp_path / "run", dataset=small_data, progress=False)
+
+    def refuse(*args):
+        raise AssertionError("the clusters were found again")
+
+    monkeypatch.setattr(trainer_module, "image_clusters", refuse)
+    result = digitgan.resume(tmp_path / "run", iters=4, dataset=small_data, progress=False)
+    assert result.step == 4

@@ -471,7 +471,8 @@ def restore_trainer(
     cfg = cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
     device = dist.place(resolve_device(cfg.train.device))
     dataset = dataset or _load_dataset(cfg, dist)
-    trainer = Trainer(cfg, dataset, device, dist)
+    # the checkpoint's clusters (model.clusters) at once, so they are not found again
+    trainer = Trainer(cfg, dataset, device, dist, clusters=tensors.get("data.clusters"))
     trainer.load_state(tensors, meta, path)
     return trainer, dataset
 

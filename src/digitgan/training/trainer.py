@@ -137,6 +137,7 @@ class Trainer:
         dataset: Dataset,
         device: torch.device | str = "cpu",
         dist: Dist = SINGLE,
+        clusters: torch.Tensor | None = None,
     ):
         self.cfg = cfg
         self.device = torch.device(device)
@@ -180,20 +181,8 @@ class Trainer:
             self.G.compile()
             self.D.compile()
         labels = torch.from_numpy(dataset.train.labels)
-        if cfg.model.clusters:  # found on rank 0 and shared, so every rank has the same
-            cpu = torch.device("cpu")
-            found = dist.on_main(
-                lambda: (
-                    image_clusters(
-                        dataset.train.images,
-                        cfg.model.categories,
-                        _stream(cpu, seed, _CLUSTER_STREAM),
-                    )
-                    .numpy()
-                    .tobytes()
-                )
-            )
-            labels = torch.frombuffer(bytearray(dist.broadcast_bytes(found)), dtype=torch.long)
+        if cfg.model.clusters:
+            labels = self._find_clusters(dataset) if clusters is None else clusters
         self.batches = EpochBatches(
             torch.from_numpy(dataset.train.images).to(self.device),
             labels.to(self.device),
@@ -283,9 +272,26 @@ class Trainer:
         if self.dist.world > 1:
             self._noise_states = (self.step_count, self.dist.gather(self.noise_gen.get_state()))
 
+    def _find_clusters(self, dataset: Dataset) -> torch.Tensor:
+        """The training images' clusters (model.clusters), found on rank 0 from the run's seed
+        and shared, so that every rank has the same."""
+        cpu, m = torch.device("cpu"), self.cfg.model
+        found = self.dist.on_main(
+            lambda: (
+                image_clusters(
+                    dataset.train.images,
+                    m.categories,
+                    _stream(cpu, self.cfg.train.seed, _CLUSTER_STREAM),
+                )
+                .numpy()
+                .tobytes()
+            )
+        )
+        return torch.frombuffer(bytearray(self.dist.broadcast_bytes(found)), dtype=torch.long)
+
     def _load_clusters(self, clusters: torch.Tensor) -> None:
         """The training images' clusters (model.clusters) from a checkpoint, checked."""
-        n, k = len(self.batches.labels), self.cfg.model.categories
+        n, k = len(self.batches.images), self.cfg.model.categories
         if clusters.shape != (n,) or clusters.is_floating_point():
             raise ValueError(f"data.clusters must hold {n} integers, one per training image")
         if n and not 0 <= int(clusters.min()) <= int(clusters.max()) < k:
