@@ -128,7 +128,8 @@ class ModelConfig(_Parts):
     clusters: bool = opt(
         False,
         "model.categories: the categories are K clusters of equal size found in the deskewed "
-        "training images before training (balanced k-means; no labels used), and D judges each "
+        "training images before training (balanced spectral clustering; no labels used), and D "
+        "judges each "
         "real image as its cluster and each generated one as its code's category, by "
         "projection, with no code head (loss.code_weight unused): a conditional GAN on "
         "clusters (Lucic et al. 2019)",
@@ -465,7 +466,8 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "clusters": (
         "unconditional: cdcgan's recipe with 100 clusters of the training images (balanced "
-        "k-means of the deskewed images, found before training, no labels used) in place of "
+        "spectral clustering of the deskewed images, found before training, no labels used) in "
+        "place of "
         "the labels, 20,000 iterations: G draws a cluster from its noise, D judges real "
         "images by their cluster. The best unconditional digits here",
         _conv(

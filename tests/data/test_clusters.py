@@ -1,4 +1,7 @@
-"""Balanced k-means (model.clusters' categories): recovery, equal sizes, determinism, refusals."""
+"""Balanced spectral clustering (model.clusters' categories): neighbours, the embedding,
+balanced k-means' recovery and equal sizes, determinism, refusals."""
+
+import math
 
 import numpy as np
 import pytest
@@ -10,6 +13,8 @@ from digitgan.data.clusters import (
     deskew,
     fill,
     image_clusters,
+    nearest_neighbours,
+    spectral_embedding,
 )
 from digitgan.errors import ConfigError
 
@@ -93,3 +98,25 @@ def test_image_clusters_group_the_images_and_refuse_more_clusters_than_images():
         image_clusters(images, 13, torch.Generator())
     with pytest.raises(ValueError, match="cannot make 0 clusters"):
         balanced_kmeans(torch.zeros(3, 2), 0, torch.Generator())
+
+
+def test_nearest_neighbours_leave_each_point_out_of_its_own():
+    x = torch.tensor([[0.0], [1.0], [3.0], [7.0]])
+    indices, dist = nearest_neighbours(x, 2, chunk=3)  # two chunks: the second starts at 3
+    assert indices.tolist() == [[1, 2], [0, 2], [1, 0], [2, 1]]
+    assert dist.tolist() == [[1.0, 3.0], [1.0, 2.0], [2.0, 3.0], [4.0, 6.0]]
+
+
+def test_the_spectral_embedding_separates_rings_that_k_means_cannot():
+    # two concentric rings of 50 points: no straight cut separates them, so k-means of the
+    # points cannot; in the neighbour graph they are two components (each point's 10
+    # nearest lie on its own ring), which the embedding puts apart
+    angle = torch.linspace(0, 2 * math.pi, 51)[:-1]
+    circle = torch.stack([angle.cos(), angle.sin()], 1)
+    x, which = torch.cat([circle, 4 * circle]), torch.arange(100) // 50
+    plain = balanced_kmeans(x, 2, torch.Generator().manual_seed(0))[0]
+    assert not _same_partition(plain, which)
+    embedded = spectral_embedding(x, 2, torch.Generator().manual_seed(0))
+    assert embedded.shape == (100, 2)
+    torch.testing.assert_close(embedded.norm(dim=1), torch.ones(100))
+    assert _same_partition(balanced_kmeans(embedded, 2, torch.Generator().manual_seed(0))[0], which)
