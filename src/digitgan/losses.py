@@ -3,8 +3,10 @@
 Each objective is one :class:`Objective` registered once in :data:`OBJECTIVES`;
 the training step looks it up by name (``loss.objective``) and never branches on
 it. ``d_loss(real_logits, fake_logits)`` is minimised by the discriminator and
-``g_loss(fake_logits)`` by the generator; both return scalar tensors. Objectives
-with ``real_target`` take one-sided label smoothing (``d_loss(..., real_target=0.9)``).
+``g_loss(fake_logits)`` by the generator. Both reduce over the last dimension only: logits
+of one run (N,) give a scalar, those of stacked runs (runs, N) one loss per run (see
+:mod:`digitgan.training.seeds`). Objectives with ``real_target`` take one-sided label
+smoothing (``d_loss(..., real_target=0.9)``).
 
 Objectives with ``pairs_real`` are relativistic: their ``g_loss(fake, real)`` also takes
 D's logits on a real batch (the step draws one for the generator step), and both losses
@@ -52,54 +54,54 @@ def bce_d_loss(real: Tensor, fake: Tensor, real_target: float = 1.0) -> Tensor:
     real_term = F.softplus(-real)
     if real_target != 1.0:  # target t: t (-log D(x)) + (1 - t) (-log(1 - D(x)))
         real_term = real_target * real_term + (1.0 - real_target) * F.softplus(real)
-    return real_term.mean() + F.softplus(fake).mean()
+    return real_term.mean(-1) + F.softplus(fake).mean(-1)
 
 
 def ns_g_loss(fake: Tensor) -> Tensor:
     """Non-saturating generator loss: -mean log D(G(z)) (cross-entropy against label 1)."""
-    return F.softplus(-fake).mean()
+    return F.softplus(-fake).mean(-1)
 
 
 def minimax_g_loss(fake: Tensor) -> Tensor:
     """The original minimax generator loss: mean log(1 - D(G(z))) (saturates early on)."""
-    return -F.softplus(fake).mean()
+    return -F.softplus(fake).mean(-1)
 
 
 def lsgan_d_loss(real: Tensor, fake: Tensor, real_target: float = 1.0) -> Tensor:
     """Least squares (Mao et al. 2017): 1/2 mean (D(x) - 1)^2 + 1/2 mean D(G(z))^2."""
-    return 0.5 * (real - real_target).square().mean() + 0.5 * fake.square().mean()
+    return 0.5 * (real - real_target).square().mean(-1) + 0.5 * fake.square().mean(-1)
 
 
 def lsgan_g_loss(fake: Tensor) -> Tensor:
     """Least squares generator loss: 1/2 mean (D(G(z)) - 1)^2."""
-    return 0.5 * (fake - 1.0).square().mean()
+    return 0.5 * (fake - 1.0).square().mean(-1)
 
 
 def wgan_d_loss(real: Tensor, fake: Tensor) -> Tensor:
     """Wasserstein critic loss (Arjovsky et al. 2017): mean D(G(z)) - mean D(x)."""
-    return fake.mean() - real.mean()
+    return fake.mean(-1) - real.mean(-1)
 
 
 def wgan_g_loss(fake: Tensor) -> Tensor:
     """Wasserstein (and hinge) generator loss: -mean D(G(z))."""
-    return -fake.mean()
+    return -fake.mean(-1)
 
 
 def hinge_d_loss(real: Tensor, fake: Tensor) -> Tensor:
     """Hinge loss (Lim & Ye 2017; Miyato et al. 2018): mean relu(1 - D(x)) + mean relu(1 +
     D(G(z)))."""
-    return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
+    return F.relu(1.0 - real).mean(-1) + F.relu(1.0 + fake).mean(-1)
 
 
 def rpgan_d_loss(real: Tensor, fake: Tensor) -> Tensor:
     """Relativistic pairing loss (Jolicoeur-Martineau 2019; RpGAN as in Huang et al. 2024,
     R3GAN): mean softplus(D(G(z_i)) - D(x_i)), each fake against the real of its pair."""
-    return F.softplus(fake - real).mean()
+    return F.softplus(fake - real).mean(-1)
 
 
 def rpgan_g_loss(fake: Tensor, real: Tensor) -> Tensor:
     """The generator's side of RpGAN: mean softplus(D(x_i) - D(G(z_i)))."""
-    return F.softplus(real - fake).mean()
+    return F.softplus(real - fake).mean(-1)
 
 
 OBJECTIVES: Registry[Objective] = Registry("objective", "loss.objective")

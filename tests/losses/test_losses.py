@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from digitgan.errors import ConfigError
 from digitgan.losses import (
     OBJECTIVES,
     PenaltyBatch,
@@ -14,6 +15,7 @@ from digitgan.losses import (
     r1_penalty,
     r2_penalty,
 )
+from digitgan.training.step import objective_value
 
 
 def _softplus(v):
@@ -231,3 +233,26 @@ def test_the_paired_cluster_loss_is_minus_the_mutual_information_of_the_two_view
     assert paired_cluster_loss(first, second).item() == pytest.approx(-mi, abs=1e-5)
     # symmetric in its two views
     assert paired_cluster_loss(second, first).item() == pytest.approx(-mi, abs=1e-5)
+
+
+@pytest.mark.parametrize("name", OBJECTIVES.names())
+def test_each_objective_gives_stacked_runs_one_loss_each(name):
+    # logits of 3 runs (3, N): each run's loss, as if it were alone, without a vmap
+    objective = OBJECTIVES[name]
+    real, fake = torch.randn(3, 4), torch.randn(3, 4)
+    g_args = (fake, real) if objective.pairs_real else (fake,)
+    d = objective_value(objective.d_loss, real, fake)
+    g = objective_value(objective.g_loss, *g_args)
+    assert d.shape == g.shape == (3,)
+    for i in range(3):
+        torch.testing.assert_close(d[i], objective.d_loss(real[i], fake[i]))
+        torch.testing.assert_close(g[i], objective.g_loss(*(x[i] for x in g_args)))
+
+
+def test_an_objective_that_reduces_over_every_run_is_refused_for_stacked_runs():
+    def mean_of_all(fake):
+        return fake.mean()
+
+    assert objective_value(mean_of_all, torch.ones(4)) == 1  # one run: any reduction
+    with pytest.raises(ConfigError, match=r"loss\.objective: .*last dimension.*\(2, 4\).*\(\)"):
+        objective_value(mean_of_all, torch.ones(2, 4))

@@ -64,12 +64,17 @@ class EpochBatches:
         """This shard's part of the next batch: (images as float in the model's range, labels).
         The images are written into ``out`` (float, of the batch's shape) when given."""
         idx = self.next_indices()[self.part]
+        return self.images_at(idx, out), self.labels.index_select(0, idx)
+
+    def images_at(self, idx: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The images at ``idx`` as float in the model's range: (len(idx), C, H, W), or
+        written into ``out`` (float, of any shape holding len(idx) images in order)."""
         raw = self.images.index_select(0, idx)
-        x = raw.float() if out is None else out.copy_(raw)  # (copy_ converts, no temporary)
+        x = raw.float() if out is None else out.copy_(raw.view(out.shape))  # (converts)
         x.mul_(self._scale)
         if self._shift:
             x.add_(self._shift)
-        return x, self.labels.index_select(0, idx)
+        return x
 
     def state_dict(self) -> dict:
         return {

@@ -38,7 +38,7 @@ from torch import nn
 from ..models import structure_of
 from ..models.base import Discriminator, Generator
 from ..models.mlp import DenseReLU
-from .step import Step, StepResult, optimizer_step
+from .step import Step, StepResult, objective_value, optimizer_step
 from .trainer import Trainer
 
 
@@ -114,13 +114,12 @@ def _backward(layers, inputs, grad: torch.Tensor, outs: list[torch.Tensor], weig
 
 
 def _logit_grads(loss_fn, logits: torch.Tensor, *split):
-    """(loss, d loss / d logits) for a registered objective applied to ``logits`` (runs,
-    rows) for stacked runs: each run's loss, and the gradient of their sum."""
+    """(loss, d loss / d logits) for a registered objective applied to ``logits`` (rows,),
+    or (runs, rows) for stacked runs: each run's loss, and the gradient of their sum."""
     with torch.enable_grad():
         leaf = logits.detach().requires_grad_(True)
-        parts = leaf.split(split, -1) if split else (leaf,)
-        loss = loss_fn(*parts) if leaf.dim() == 1 else torch.vmap(loss_fn)(*parts)
-        (grad,) = torch.autograd.grad(loss.sum() if loss.dim() else loss, leaf)
+        loss = objective_value(loss_fn, *(leaf.split(split, -1) if split else (leaf,)))
+        (grad,) = torch.autograd.grad(loss.sum(), leaf)
     return loss.detach(), grad
 
 

@@ -119,17 +119,18 @@ def _stack_adam(opt: torch.optim.Adam, runs: Sequence[torch.optim.Adam]) -> None
 
 
 class _Batches:
-    """Each run's next batch, concatenated; or written into ``out[i]`` for run i."""
+    """Each run's next batch, run after run (written into ``out[i]`` for run i): each run
+    draws its indices from its own stream, and the images of all runs are taken and
+    converted in one operation (the runs train on one dataset)."""
 
     def __init__(self, trainers: Sequence[Trainer]):
-        self.trainers = trainers
+        self.batches = [t.batches for t in trainers]
 
     def next(self, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        if out is not None:
-            labels = [t.batches.next(out=out[i])[1] for i, t in enumerate(self.trainers)]
-            return out, torch.cat(labels)
-        images, labels = zip(*(t.batches.next() for t in self.trainers), strict=True)
-        return torch.cat(images), torch.cat(labels)
+        idx = [b.next_indices()[b.part] for b in self.batches]
+        pairs = zip(self.batches, idx, strict=True)
+        labels = torch.cat([b.labels.index_select(0, i) for b, i in pairs])
+        return self.batches[0].images_at(torch.cat(idx), out), labels
 
 
 class StackedTrainer:

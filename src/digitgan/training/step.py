@@ -43,6 +43,7 @@ from torch import Tensor
 from torch.optim.adam import adam
 
 from ..augment import augment
+from ..errors import ConfigError
 from ..losses import (
     OBJECTIVES,
     PENALTIES,
@@ -147,6 +148,20 @@ def optimizer_step(opt: torch.optim.Optimizer) -> None:
     )
 
 
+def objective_value(loss, *logits: Tensor) -> Tensor:
+    """An objective's ``loss`` of D's ``logits``: (N,) of one run give its value, (runs, N) of
+    stacked runs one value per run, as objectives reduce over the last dimension only
+    (:mod:`digitgan.losses`); ConfigError for an objective that reduces otherwise."""
+    value = loss(*logits)
+    if value.shape != logits[0].shape[:-1]:
+        raise ConfigError(
+            f"loss.objective: its loss must reduce the logits over their last dimension only "
+            f"(one loss per run of stacked runs); for logits of shape {tuple(logits[0].shape)} "
+            f"it gave shape {tuple(value.shape)}"
+        )
+    return value
+
+
 def read_scalars(result: StepResult, dist) -> dict[str, float]:
     """``result``'s scalars as floats (one host sync); across processes, their means over the
     ranks: a collective, which every rank calls at the same step."""
@@ -210,12 +225,21 @@ class Step:
         self.labelled = trainer.D.num_classes > 0
         """Whether D takes labels: the dataset's classes, or (model.clusters) categories."""
 
+    def by_run(self, x: Tensor) -> Tensor:
+        """``x`` as it is for one run; for stacked runs (runs, N, ...), a row per run."""
+        return x if self.runs == 1 else x.unflatten(0, (self.runs, -1))
+
+    def objective_loss(self, loss, *logits: Tensor) -> Tensor:
+        """The objective's ``loss`` of each run: its value for one run, a vector of one per
+        run for stacked runs (:func:`objective_value`, without a vmap)."""
+        return objective_value(loss, *(self.by_run(x) for x in logits))
+
     def per_run(self, loss, *tensors: Tensor) -> Tensor:
         """``loss(*tensors)`` of each run: its value for one run, a vector of one per run
         (the same function vmapped over the runs' rows) for stacked runs."""
         if self.runs == 1:
             return loss(*tensors)
-        return torch.vmap(loss)(*(t.unflatten(0, (self.runs, -1)) for t in tensors))
+        return torch.vmap(loss)(*(self.by_run(t) for t in tensors))
 
     def mean(self, values: Tensor) -> Tensor:
         """The mean of per-sample ``values`` over each run's samples."""
@@ -314,7 +338,7 @@ class Step:
             )
             if tr.augment:
                 tr.augment.observe(real_logits)
-            d_loss = self.per_run(self.d_loss, real_logits, fake_logits)
+            d_loss = self.objective_loss(self.d_loss, real_logits, fake_logits)
             if self.coded:
                 d_loss = d_loss + self.code_terms(guesses, z, x, extras)
             lazy = tr.cfg.loss.lazy_every
@@ -345,9 +369,9 @@ class Step:
                 (x,) = self.augmented(x)
                 with amp():
                     paired = D(self.perturb(x), labels if self.labelled else None).float()
-            g_loss = self.per_run(self.objective.g_loss, g_logits, paired)
+            g_loss = self.objective_loss(self.objective.g_loss, g_logits, paired)
         else:
-            g_loss = self.per_run(self.objective.g_loss, g_logits)
+            g_loss = self.objective_loss(self.objective.g_loss, g_logits)
         if self.coded:
             g_loss = g_loss + tr.cfg.loss.code_weight * self.code_loss(out[1].float(), z)
         tr.opt_g.zero_grad(set_to_none=True)
