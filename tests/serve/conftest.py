@@ -69,6 +69,21 @@ def gan(tiny_run) -> Sampler:
 
 
 @pytest.fixture(scope="session")
+def cat_run(tmp_path_factory, tiny, small_data) -> Path:
+    """A model with learnt categories: the clusters preset, shrunk to 4 clusters and a few
+    iterations."""
+    out = tmp_path_factory.mktemp("serve-categories") / "run"
+    cfg = tiny("clusters", model__categories=4, model__z_dim=12)
+    digitgan.train(cfg, out, dataset=small_data, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def cat_gan(cat_run) -> Sampler:
+    return digitgan.load(cat_run)
+
+
+@pytest.fixture(scope="session")
 def cond_gan(cond_run) -> Sampler:
     """A real class-conditional model: a few iterations of a small cdcgan."""
     return digitgan.load(cond_run)

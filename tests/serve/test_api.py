@@ -37,6 +37,12 @@ def cond_client(cond_gan):
         yield c
 
 
+@pytest.fixture(scope="module")
+def cat_client(cat_gan):
+    with TestClient(create_app(cat_gan, hosts="testserver")) as c:
+        yield c
+
+
 JSON = {"content-type": "application/json"}
 
 
@@ -246,6 +252,55 @@ def test_class_by_sample_grid(cond_client):
         assert same(arr[4 * k : 4 * k + 4], row)
     grid = png(cond_client.post("/api/samples", json={"n": 4, "seed": 5, "label": "all"}))
     assert grid.shape == (2 + 10 * 30, 2 + 4 * 30)  # one row per class
+
+
+def test_samples_of_one_learnt_category_and_a_grid_of_them_all(cat_client, cat_gan):
+    info = cat_client.get("/api/info").json()
+    assert info["categories"] == 4 and info["num_classes"] == 0
+    r = cat_client.post("/api/samples", json={"n": 6, "seed": 2, "category": 3, "format": "json"})
+    assert r.json()["category"] == 3 and r.json()["label"] is None
+    assert np.array_equal(images(r), to_uint8(cat_gan.generate(6, seed=2, category=3)))
+    assert not np.array_equal(images(r), to_uint8(cat_gan.generate(6, seed=2)))
+    body = {"n": 3, "seed": 5, "category": "all", "truncation": 0.5, "format": "json"}
+    grid = images(cat_client.post("/api/samples", json=body))
+    assert np.array_equal(grid, to_uint8(cat_gan.class_grid(3, seed=5, truncation=0.5)))
+    png_grid = png(cat_client.post("/api/samples", json={"n": 3, "category": "all"}))
+    assert png_grid.shape == (2 + 4 * 30, 2 + 3 * 30)  # one row per category
+
+
+def test_a_walk_within_one_learnt_category(cat_client, cat_gan):
+    body = {"seed_a": 1, "seed_b": 2, "steps": 5, "category": 2, "format": "json"}
+    r = cat_client.post("/api/interpolate", json=body)
+    assert r.json()["category"] == 2
+    want = cat_gan.interpolate(1, 2, steps=5, category=2)
+    assert np.array_equal(images(r), to_uint8(want))
+
+
+@pytest.mark.parametrize(
+    "path, body, message",
+    [
+        (
+            "/api/samples",
+            {"category": 4},
+            'category: expected an integer from 0 to 3 or "all", got 4',
+        ),
+        ("/api/samples", {"category": "2"}, "category: expected an integer from 0 to 3"),
+        ("/api/interpolate", {"category": "all"}, "category: expected an integer from 0 to 3, got"),
+        ("/api/samples", {"category": "all", "n": 65}, "65 per category x 4 categories = 260"),
+        ("/api/samples", {"label": 1}, "label: this model is unconditional"),
+    ],
+)
+def test_bad_categories_get_a_clear_message(cat_client, path, body, message):
+    r = cat_client.post(path, json=body)
+    assert r.status_code in (413, 422) and message in r.json()["error"]
+
+
+def test_a_model_without_categories_refuses_one(client):
+    r = client.post("/api/samples", json={"category": 0})
+    assert r.status_code == 422
+    assert r.json()["error"] == (
+        "category: this model learnt no categories (its model.categories is 0)"
+    )
 
 
 # --- /api/interpolate ----------------------------------------------------------------------

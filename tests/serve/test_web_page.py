@@ -103,6 +103,11 @@ def cond_site(site, cond_run):
     return site(cond_run)
 
 
+@pytest.fixture(scope="module")
+def cat_site(site, cat_run):
+    return site(cat_run)
+
+
 def shown(page) -> tuple[np.ndarray, dict, bytes]:
     """The grid the page shows, at its own size (a pixel per pixel: the page's upscaling
     undone, after checking that every pixel is a square of equal values), its request, and
@@ -129,6 +134,29 @@ def walk_frames(page) -> np.ndarray:
         ".getImageData(0, 0, f.width, f.height).data).filter((_, i) => i % 4 === 0))"
     )
     return np.array(frames, dtype=np.uint8).reshape(24, 1, 28, 28)
+
+
+def opened(page, site: tuple[str, Path], classes: str):
+    """(the model folder, the grid) of ``site``'s page, opened and drawn, whose facts describe
+    the model's classes as ``classes``."""
+    from playwright.sync_api import expect
+
+    url, model = site
+    page.goto(url)
+    grid = page.locator("#grid")
+    expect(grid).to_have_attribute("data-seed", "0")
+    expect(page.locator("#facts")).to_contain_text(classes)
+    return model, grid
+
+
+def walk_becomes(page, want: np.ndarray) -> bool:
+    """Whether the walk the page shows, as one row of frames, becomes ``want`` (to 1/255)
+    within 5 seconds: a walk asked for is drawn a moment later."""
+    for _ in range(100):
+        if near(make_grid(walk_frames(page), nrow=24), want):
+            return True
+        page.wait_for_timeout(50)
+    return False
 
 
 def near(a: np.ndarray, b: np.ndarray) -> bool:
@@ -228,11 +256,7 @@ def test_the_page_says_what_is_wrong_with_a_seed(page, seed_site):
 def test_the_page_of_a_conditional_model(page, cond_site, artifacts):
     from playwright.sync_api import expect
 
-    url, model = cond_site
-    page.goto(url)
-    grid = page.locator("#grid")
-    expect(grid).to_have_attribute("data-seed", "0")
-    expect(page.locator("#facts")).to_contain_text("10 (conditional)")
+    model, grid = opened(page, cond_site, "10 (conditional)")
     assert near(shown(page)[0], drawn(model, "--n", 16, "--seed", 0))  # the classes in turn
 
     page.select_option("#digit", "3")
@@ -252,10 +276,32 @@ def test_the_page_of_a_conditional_model(page, cond_site, artifacts):
     walk = ["--seed", 0, "--walk", 1, "--n", 24, "--label"]
     assert near(make_grid(walk_frames(page), nrow=24), drawn(model, *walk, 0))
     page.select_option("#walk-digit", "7")
-    sevens = drawn(model, *walk, 7)
-    for _ in range(100):  # until the walk of sevens is drawn
-        if near(make_grid(walk_frames(page), nrow=24), sevens):
-            break
-        page.wait_for_timeout(50)
-    assert near(make_grid(walk_frames(page), nrow=24), sevens)
+    assert walk_becomes(page, drawn(model, *walk, 7))
     page.screenshot(path=artifacts / "web-page-conditional.png", full_page=True)
+
+
+def test_the_page_of_a_model_with_learnt_categories(page, cat_site, artifacts):
+    from playwright.sync_api import expect
+
+    model, grid = opened(page, cat_site, "unconditional, 4 learnt categories")
+    expect(page.locator("#digit-field")).to_contain_text("Category")
+    assert near(shown(page)[0], drawn(model, "--n", 16, "--seed", 0))  # any category
+
+    page.select_option("#digit", "2")
+    expect(grid).to_have_attribute("data-category", "2")
+    twos = shown(page)[0]
+    assert near(twos, drawn(model, "--n", 16, "--seed", 0, "--category", 2))
+    assert not near(twos, drawn(model, "--n", 16, "--seed", 0))
+
+    page.select_option("#digit", "all")
+    expect(grid).to_have_attribute("data-category", "all")
+    pixels, data, _ = shown(page)
+    assert near(pixels, drawn(model, "--class-grid", "--n", int(data["n"]), "--seed", 0))
+
+    # the walk: of any category, then within the category chosen for it
+    walk = ["--seed", 0, "--walk", 1, "--n", 24]
+    expect(page.locator("#walk-frame")).to_have_attribute("data-seeds", "0-1")
+    assert near(make_grid(walk_frames(page), nrow=24), drawn(model, *walk))
+    page.select_option("#walk-digit", "1")
+    assert walk_becomes(page, drawn(model, *walk, "--category", 1))
+    page.screenshot(path=artifacts / "web-page-categories.png", full_page=True)

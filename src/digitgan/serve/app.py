@@ -9,7 +9,9 @@ Routes (README-serve.md documents them with examples):
     POST /api/project       a drawing (a PNG as base64) found in the model, as JSON
 
 Both POST routes take ``truncation``, the truncation trick's psi (a number from 0 to 1;
-default 1, plain sampling; see ``digitgan.sampling.Sampler``).
+default 1, plain sampling; see ``digitgan.sampling.Sampler``), and for a model with learnt
+categories (``model.categories``, as the ``clusters`` preset) ``category``: the samples or the
+walk drawn from that category, or (samples) ``"all"`` for one row per category.
 
 Request bodies are JSON objects sent as ``Content-Type: application/json`` (an empty body
 means all defaults). Every error is a JSON object ``{"error": "..."}`` with a 4xx status that
@@ -62,7 +64,7 @@ from ..errors import ConfigError, ImageError, ImageTooLargeError
 from ..projection import decode_image, find_drawing, training_digits_or_note
 from ..sampling import load
 from ..viz import make_grid, png_bytes, to_uint8
-from .model import class_grid, model_info, num_classes, samples, walk
+from .model import class_grid, model_info, num_categories, num_classes, samples, walk
 
 MAX_N = 256  # images per request (for a class grid: classes x per-class count)
 MAX_STEPS = 64  # frames of a latent walk
@@ -191,19 +193,24 @@ def _choice(body: dict, name: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-def _label(body: dict, classes: int, allow_all: bool) -> int | str | None:
-    """The optional ``label``: a class index (or "all" where allowed); None when absent."""
-    value = body.get("label")
+def _label(body: dict, classes: int, allow_all: bool, name: str = "label") -> int | str | None:
+    """The optional ``label`` (or, with ``name="category"``, a learnt category): an index
+    below ``classes`` (or "all" where allowed); None when absent."""
+    value = body.get(name)
     if value is None:
         return None
     if classes == 0:
-        raise BadRequest("label: this model is unconditional (trained without labels)")
+        raise BadRequest(
+            "label: this model is unconditional (trained without labels)"
+            if name == "label"
+            else "category: this model learnt no categories (its model.categories is 0)"
+        )
     if allow_all and value == "all":
         return value
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < classes:
         also = ' or "all"' if allow_all else ""
         raise BadRequest(
-            f"label: expected an integer from 0 to {classes - 1}{also}, got {json.dumps(value)}"
+            f"{name}: expected an integer from 0 to {classes - 1}{also}, got {json.dumps(value)}"
         )
     return value
 
@@ -325,7 +332,7 @@ def create_app(gan, hosts: Iterable[str] | str = LOOPBACK_HOSTS) -> Starlette:
     """
     allowed = _hosts(hosts)
     lock = threading.Lock()
-    classes = num_classes(gan)
+    classes, categories = num_classes(gan), num_categories(gan)
 
     def locked(work):
         with lock:
@@ -340,33 +347,40 @@ def create_app(gan, hosts: Iterable[str] | str = LOOPBACK_HOSTS) -> Starlette:
         return JSONResponse(facts)
 
     async def samples_endpoint(request: Request) -> Response:
-        body = await _json_body(request, ("n", "seed", "label", "format", "scale", "truncation"))
+        body = await _json_body(
+            request, ("n", "seed", "label", "category", "format", "scale", "truncation")
+        )
         label = _label(body, classes, allow_all=True)
+        category = _label(body, categories, allow_all=True, name="category")
         n = _int(body, "n", 16, 1, MAX_N, over=413)
-        if label == "all" and n * classes > MAX_N:
+        rows = classes if label == "all" else categories if category == "all" else 1
+        if rows > 1 and n * rows > MAX_N:
+            one, kind = ("class", "classes") if label == "all" else ("category", "categories")
             raise BadRequest(
-                f"n: {n} per class x {classes} classes = {n * classes} images is above the "
-                f"maximum {MAX_N}",
+                f"n: {n} per {one} x {rows} {kind} = {n * rows} images is above the maximum "
+                f"{MAX_N}",
                 413,
             )
         seed = _int(body, "seed", 0, 0, MAX_SEED)
         fmt = _choice(body, "format", FORMATS)
         scale = _int(body, "scale", 1, 1, MAX_SCALE)
         psi = _unit(body, "truncation", 1.0)
-        echo = {"n": n, "seed": seed, "label": label, "truncation": psi}
-        if label == "all":
+        echo = {"n": n, "seed": seed, "label": label, "category": category, "truncation": psi}
+        if "all" in (label, category):
             return await generate(
                 lambda: _encode(class_grid(gan, n, seed, psi), fmt, scale, n, echo)
             )
         return await generate(
-            lambda: _encode(samples(gan, n, seed, label, psi), fmt, scale, None, echo)
+            lambda: _encode(samples(gan, n, seed, label, psi, category), fmt, scale, None, echo)
         )
 
     async def interpolate_endpoint(request: Request) -> Response:
         body = await _json_body(
-            request, ("seed_a", "seed_b", "steps", "label", "format", "scale", "truncation")
+            request,
+            ("seed_a", "seed_b", "steps", "label", "category", "format", "scale", "truncation"),
         )
         label = _label(body, classes, allow_all=False)
+        category = _label(body, categories, allow_all=False, name="category")
         seed_a = _int(body, "seed_a", 0, 0, MAX_SEED)
         seed_b = _int(body, "seed_b", 1, 0, MAX_SEED)
         steps = _int(body, "steps", 16, 2, MAX_STEPS, over=413)
@@ -374,9 +388,11 @@ def create_app(gan, hosts: Iterable[str] | str = LOOPBACK_HOSTS) -> Starlette:
         scale = _int(body, "scale", 1, 1, MAX_SCALE)
         psi = _unit(body, "truncation", 1.0)
         echo = {"seed_a": seed_a, "seed_b": seed_b, "steps": steps, "label": label}
-        echo["truncation"] = psi
+        echo |= {"category": category, "truncation": psi}
         return await generate(
-            lambda: _encode(walk(gan, seed_a, seed_b, steps, label, psi), fmt, scale, steps, echo)
+            lambda: _encode(
+                walk(gan, seed_a, seed_b, steps, label, psi, category), fmt, scale, steps, echo
+            )
         )
 
     digits = []  # the training digits (or why there are none), loaded by the first projection

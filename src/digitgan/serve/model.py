@@ -3,7 +3,8 @@ and facts (configuration, iterations trained, evaluation metrics).
 
 Everything here is plain library code over a :class:`digitgan.sampling.Sampler` (or any
 object with its interface: ``noise(n, seed)``, ``decode(z, labels)``, ``config``, ``meta``,
-``path``, ``step``, ``image_shape`` and, for class-conditional models, ``num_classes``); the
+``path``, ``step``, ``image_shape``, for class-conditional models ``num_classes`` and for
+models with learnt categories ``categories`` and the ``category`` keyword); the
 HTTP layer is app.py. Images come back as float tensors (N, C, H, W) in [0, 1].
 """
 
@@ -25,23 +26,38 @@ def num_classes(gan) -> int:
     return int(getattr(gan, "num_classes", 0))
 
 
-def _psi(truncation: float) -> dict:
-    """The keyword for a truncation: none for plain sampling, so that a model object without
-    the truncation trick still serves plain draws."""
-    return {} if truncation == 1 else {"truncation": truncation}
+def num_categories(gan) -> int:
+    """The number of categories a model learnt without labels (``model.categories``; 0: none)."""
+    return int(getattr(gan, "categories", 0))
+
+
+def _psi(truncation: float, category: int | None = None) -> dict:
+    """The keywords for a truncation and a category: none for plain sampling of any category,
+    so that a model object without the truncation trick or categories still serves plain
+    draws."""
+    return {
+        **({} if truncation == 1 else {"truncation": truncation}),
+        **({} if category is None else {"category": category}),
+    }
 
 
 def samples(
-    gan, n: int, seed: int, label: int | None = None, truncation: float = 1.0
+    gan,
+    n: int,
+    seed: int,
+    label: int | None = None,
+    truncation: float = 1.0,
+    category: int | None = None,
 ) -> torch.Tensor:
     """``n`` samples for ``seed``, all of class ``label`` if set (else the classes in turn),
-    drawn with the truncation trick at ``truncation`` (1: plain sampling)."""
-    return gan.generate(n, seed, label, **_psi(truncation))
+    or of learnt ``category`` if set, drawn with the truncation trick at ``truncation`` (1:
+    plain sampling)."""
+    return gan.generate(n, seed, label, **_psi(truncation, category))
 
 
 def class_grid(gan, n: int, seed: int, truncation: float = 1.0) -> torch.Tensor:
-    """``n`` samples of every class, class by class: (num_classes * n, C, H, W); column j uses
-    the same noise vector in every row (see ``Sampler.class_grid``)."""
+    """``n`` samples of every class (or learnt category), class by class: (K * n, C, H, W);
+    column j uses the same noise vector in every row (see ``Sampler.class_grid``)."""
     return gan.class_grid(n, seed, **_psi(truncation))
 
 
@@ -52,10 +68,11 @@ def walk(
     steps: int,
     label: int | None = None,
     truncation: float = 1.0,
+    category: int | None = None,
 ) -> torch.Tensor:
-    """A latent walk of ``steps`` images from seed_a's first sample to seed_b's
-    (see ``Sampler.interpolate``)."""
-    return gan.interpolate(seed_a, seed_b, steps, label, **_psi(truncation))
+    """A latent walk of ``steps`` images from seed_a's first sample to seed_b's, within learnt
+    ``category`` if set (see ``Sampler.interpolate``)."""
+    return gan.interpolate(seed_a, seed_b, steps, label, **_psi(truncation, category))
 
 
 def model_info(gan) -> dict:
@@ -73,6 +90,7 @@ def model_info(gan) -> dict:
         "noise": cfg.model.noise,
         "num_classes": num_classes(gan),
         "class_names": list(gan.class_names) if num_classes(gan) else [],
+        "categories": num_categories(gan),
         "saved_at": gan.meta.get("saved_at"),
         "metrics": metrics,
         "floor": floor,

@@ -66,6 +66,8 @@ def config_document(meta: dict[str, Any]) -> dict[str, Any]:
         "step": meta["step"],
         "ema": meta.get("ema"),
     }
+    if model.get("categories"):  # learnt categories (model.categories): the web page draws them
+        doc["categories"] = model["categories"]
     if meta.get("onnx") is not None:
         doc["onnx"] = meta["onnx"]
     return doc

@@ -42,6 +42,11 @@ const randomSeed = () => Math.floor(Math.random() * 1000000);
 // The truncation the slider is set to: a number from 0 to 1 (1: plain sampling).
 const truncation = () => Number($("truncation").value);
 
+// What the "Digit" fields choose: the classes of a conditional model ("label"), the learnt
+// categories of a model trained with model.categories ("category"), or nothing.
+const choice = () => (info.num_classes > 0 ? "label" : info.categories > 0 ? "category" : null);
+const rows = () => info.num_classes || info.categories; // the rows of a grid of them all
+
 // --- the sample grid ---------------------------------------------------------------------
 
 function fillCounts() {
@@ -49,11 +54,12 @@ function fillCounts() {
   const select = $("count");
   const old = Number(select.value) || 16;
   const options = all
-    ? PER_CLASS.filter((k) => k * info.num_classes <= info.limits.max_n)
+    ? PER_CLASS.filter((k) => k * rows() <= info.limits.max_n)
     : COUNTS.filter((k) => k <= info.limits.max_n);
   select.replaceChildren(...options.map((k) => new Option(String(k), String(k))));
   select.value = String(options.includes(old) ? old : all ? Math.min(8, options.at(-1)) : 16);
-  select.parentElement.firstChild.textContent = all ? "Per digit " : "How many ";
+  const per = choice() === "category" ? "Per category " : "Per digit ";
+  select.parentElement.firstChild.textContent = all ? per : "How many ";
 }
 
 // The largest whole upscaling at which the grid fits its box, so that every pixel of every
@@ -63,10 +69,10 @@ function fillCounts() {
 function gridScale(n, label) {
   const [, h, w] = info.image_shape;
   const cols = label === "all" ? n : Math.ceil(Math.sqrt(n));
-  const rows = label === "all" ? info.num_classes : Math.ceil(n / cols);
+  const high = label === "all" ? rows() : Math.ceil(n / cols);
   const box = $("grid").parentElement;
   const room = box.clientWidth - parseFloat(getComputedStyle(box).paddingLeft) * 2;
-  const fit = Math.min(room / (2 + cols * (w + 2)), GRID_MAX_HEIGHT / (2 + rows * (h + 2)));
+  const fit = Math.min(room / (2 + cols * (w + 2)), GRID_MAX_HEIGHT / (2 + high * (h + 2)));
   return Math.max(1, Math.min(info.limits.max_scale, Math.floor(fit)));
 }
 
@@ -74,8 +80,9 @@ async function drawGrid() {
   const token = ++gridToken;
   const body = {n: Number($("count").value), seed: seedOf($("seed")), truncation: truncation()};
   const digit = $("digit").value;
-  if (info.num_classes > 0 && digit !== "any") body.label = digit === "all" ? "all" : Number(digit);
-  body.scale = gridScale(body.n, body.label);
+  const field = choice();
+  if (field && digit !== "any") body[field] = digit === "all" ? "all" : Number(digit);
+  body.scale = gridScale(body.n, body[field]);
   $("samples-card").classList.add("busy");
   try {
     const blob = await backend.grid(body);
@@ -88,7 +95,7 @@ async function drawGrid() {
     gridUrl = url;
     const link = $("download");
     link.href = url;
-    const what = body.label === undefined ? "" : `-digit-${body.label}`;
+    const what = body[field] === undefined ? "" : `-${field === "label" ? "digit" : field}-${body[field]}`;
     const psi = body.truncation === 1 ? "" : `-psi${body.truncation}`;
     link.download = `digitgan-seed${body.seed}-n${body.n}${what}${psi}.png`;
     link.setAttribute("aria-disabled", "false");
@@ -96,6 +103,7 @@ async function drawGrid() {
     img.dataset.seed = String(body.seed);
     img.dataset.n = String(body.n);
     img.dataset.label = body.label === undefined ? "" : String(body.label);
+    img.dataset.category = body.category === undefined ? "" : String(body.category);
     img.dataset.truncation = String(body.truncation);
     showError("samples-error", "");
   } catch (e) {
@@ -153,6 +161,9 @@ async function loadWalk() {
   const body = {seed_a: seedOf($("seed-a")), seed_b: seedOf($("seed-b")), steps: WALK_STEPS,
                 truncation: truncation()};
   if (info.num_classes > 0) body.label = Number($("walk-digit").value);
+  else if (choice() === "category" && $("walk-digit").value !== "any") {
+    body.category = Number($("walk-digit").value);
+  }
   try {
     const images = await backend.walk(body);
     if (token !== walkToken) return;
@@ -327,7 +338,8 @@ function showFacts() {
     ["Dataset", info.dataset],
     ["Noise", `${info.noise}, ${info.z_dim} dimensions`],
     ["Images", `${w}\u00d7${h}, ${c === 1 ? "grey" : `${c} channels`}`],
-    ["Classes", info.num_classes > 0 ? `${info.num_classes} (conditional)` : "unconditional"],
+    ["Classes", info.num_classes > 0 ? `${info.num_classes} (conditional)`
+      : info.categories > 0 ? `unconditional, ${info.categories} learnt categories` : "unconditional"],
   ];
   if (info.saved_at) facts.push(["Saved", info.saved_at.replace("T", " ")]);
   $("facts").replaceChildren(...facts.flatMap(([name, value, title]) => {
@@ -366,16 +378,25 @@ function className(i) {
   return name === undefined || name === String(i) ? String(i) : `${i}: ${name}`;
 }
 
+// The "Digit" fields: a conditional model's classes (a walk stays within one), or the learnt
+// categories of a model trained with them (named "Category"; the search of a drawing takes
+// none).
 function setUpDigits() {
-  const k = info.num_classes;
-  if (k === 0) return;
-  const digits = Array.from({length: k}, (_, i) => new Option(className(i), String(i)));
-  $("digit").replaceChildren(new Option("any", "any"), ...digits.map((o) => o.cloneNode(true)),
+  const field = choice();
+  if (field === null) return;
+  const digits = Array.from({length: rows()}, (_, i) => new Option(className(i), String(i)));
+  const any = () => new Option("any", "any");
+  $("digit").replaceChildren(any(), ...digits.map((o) => o.cloneNode(true)),
                              new Option("all, one row each", "all"));
-  $("walk-digit").replaceChildren(...digits.map((o) => o.cloneNode(true)));
-  $("draw-digit").replaceChildren(new Option("any", "any"), ...digits);
+  const walk = digits.map((o) => o.cloneNode(true));
+  $("walk-digit").replaceChildren(...(field === "category" ? [any(), ...walk] : walk));
   $("digit-field").hidden = false;
   $("walk-digit-field").hidden = false;
+  if (field === "category") {
+    for (const id of ["digit-field", "walk-digit-field"]) $(id).firstChild.textContent = "Category ";
+    return;
+  }
+  $("draw-digit").replaceChildren(any(), ...digits);
   $("draw-digit-field").hidden = false;
 }
 

@@ -84,12 +84,29 @@ function randn(size, rng) {
   return out;
 }
 
-// Sampler.noise(n, seed): n noise vectors (flat, n x z_dim), uniform in [-1, 1) or normal.
-function noise(n, seed) {
+// Sampler.noise(n, seed, category): n noise vectors (flat, n x z_dim), uniform in [-1, 1) or
+// normal; with a category, each made to draw it (withCode).
+function noise(n, seed, category) {
   const size = n * model.z_dim;
   const rng = new MersenneTwister(seed);
-  if (model.noise === "normal") return randn(size, rng);
-  return Float32Array.from({length: size}, () => 2 * rng.float24() - 1);
+  const z = model.noise === "normal" ? randn(size, rng)
+    : Float32Array.from({length: size}, () => 2 * rng.float24() - 1);
+  return category === undefined ? z : withCode(z, category);
+}
+
+// digitgan.models.base.with_code: noise (flat) made to draw learnt category `category`: in each
+// vector the largest of the last `model.categories` entries trades places with the entry of
+// the category.
+function withCode(z, category) {
+  const out = Float32Array.from(z);
+  const [d, k] = [model.z_dim, model.categories];
+  for (let row = 0; row < out.length; row += d) {
+    const code = row + d - k;
+    let top = code;
+    for (let i = code + 1; i < code + k; i++) if (out[i] > out[top]) top = i;
+    [out[top], out[code + category]] = [out[code + category], out[top]];
+  }
+  return out;
 }
 
 // The truncation trick (digitgan.models.truncate_noise): noise pulled toward its mean, 0.
@@ -163,6 +180,15 @@ function integer(body, name, fallback, lo, hi) {
   return value;
 }
 
+// The optional learnt category of `body` (undefined when absent; "all" where allowed).
+function categoryOf(body, allowAll) {
+  const value = body.category;
+  if (value === undefined) return undefined;
+  if (!model.categories) throw new Error("category: this model learnt no categories (its model.categories is 0)");
+  if (allowAll && value === "all") return value;
+  return integer(body, "category", 0, 0, model.categories - 1);
+}
+
 // The PNG grid of `pixels` (uint8, flat N x C x H x W), `nrow` images a row, each pixel a
 // `scale` x `scale` square: digitgan.viz.make_grid and png_bytes, as an RGBA PNG.
 function gridPng(pixels, n, nrow, scale) {
@@ -223,6 +249,7 @@ const backend = {
       noise: config.noise.kind,
       num_classes: config.num_classes,
       class_names: config.num_classes ? config.class_names : [],
+      categories: config.categories || 0,
       metrics: evaluation && evaluation.metrics,
       floor: evaluation && evaluation.floor,
       limits: LIMITS,
@@ -236,6 +263,14 @@ const backend = {
     const seed = integer(body, "seed", 0, 0, LIMITS.max_seed);
     const scale = integer(body, "scale", 1, 1, LIMITS.max_scale);
     const psi = body.truncation === undefined ? 1 : body.truncation;
+    const category = categoryOf(body, true);
+    if (category === "all") { // Sampler.class_grid: row k is category k, column j noise j
+      const per = integer(body, "n", 16, 1, Math.floor(LIMITS.max_n / model.categories));
+      const z = noise(per, seed);
+      const all = new Float32Array(z.length * model.categories);
+      for (let k = 0; k < model.categories; k++) all.set(withCode(z, k), k * z.length);
+      return gridPng(await generate(truncate(all, psi), null), per * model.categories, per, scale);
+    }
     if (body.label === "all") { // Sampler.class_grid: row k is class k, column j noise j
       const per = integer(body, "n", 16, 1, Math.floor(LIMITS.max_n / model.num_classes));
       const z = noise(per, seed);
@@ -245,14 +280,15 @@ const backend = {
       return gridPng(await generate(truncate(all, psi), labels), labels.length, per, scale);
     }
     const n = integer(body, "n", 16, 1, LIMITS.max_n);
-    const pixels = await generate(truncate(noise(n, seed), psi), labelsFor(n, body.label));
+    const pixels = await generate(truncate(noise(n, seed, category), psi), labelsFor(n, body.label));
     return gridPng(pixels, n, Math.max(1, Math.ceil(Math.sqrt(n))), scale);
   },
 
   async walk(body) {
     const steps = integer(body, "steps", 16, 2, LIMITS.max_steps);
-    const z0 = noise(1, integer(body, "seed_a", 0, 0, LIMITS.max_seed));
-    const z1 = noise(1, integer(body, "seed_b", 1, 0, LIMITS.max_seed));
+    const category = categoryOf(body, false);
+    const z0 = noise(1, integer(body, "seed_a", 0, 0, LIMITS.max_seed), category);
+    const z1 = noise(1, integer(body, "seed_b", 1, 0, LIMITS.max_seed), category);
     const psi = body.truncation === undefined ? 1 : body.truncation;
     const label = model.num_classes > 0 && body.label === undefined ? 0 : body.label;
     const pixels = await generate(truncate(interpolate(z0, z1, steps), psi), labelsFor(steps, label));
