@@ -7,6 +7,7 @@ import torch
 from helpers import Stepping
 
 from digitgan.config import preset
+from digitgan.models import sample_noise
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +60,17 @@ def test_noise_is_uniform_minus_one_to_one(trainer):
     assert z.min() < -0.999 and z.max() > 0.999
     assert abs(z.mean().item()) < 0.01
     assert z.var().item() == pytest.approx(1 / 3, rel=0.01)
+
+
+def test_uniform_noise_is_torch_rand_times_two_less_one_bit_for_bit():
+    # the numbers every run, checkpoint and the exported page's noise were drawn as
+    for n, d, seed in [(1, 7, 0), (3, 17, 5), (128, 100, 2**32 - 1), (5, 1601, 7)]:
+        want = torch.rand(n, d, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+        got = sample_noise(n, d, "uniform", torch.Generator().manual_seed(seed))
+        assert torch.equal(got, want)
+        out = torch.full((n, d), 9.0)
+        sample_noise(n, d, "uniform", torch.Generator().manual_seed(seed), out=out)
+        assert torch.equal(out, want)
 
 
 def test_optimisers_are_adam_with_tensorflow_defaults(trainer):

@@ -184,12 +184,14 @@ def sample_noise(
     device=None,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Noise vectors: ``uniform`` on [-1, 1) (the seed's) or standard ``normal``; written into
-    ``out`` (an (n, z_dim) tensor on the generator's device) when given."""
-    where = {"device": device} if out is None else {"out": out}
+    """Noise vectors: ``uniform`` on [-1, 1) (the seed's: ``torch.rand`` times 2 less 1, drawn
+    as one ``uniform_``, the same numbers) or standard ``normal``; written into ``out`` (an
+    (n, z_dim) tensor on the generator's device) when given."""
     if kind == "uniform":
-        return torch.rand(n, z_dim, generator=generator, **where).mul_(2.0).sub_(1.0)
+        z = torch.empty(n, z_dim, device=device) if out is None else out
+        return z.uniform_(-1.0, 1.0, generator=generator)
     if kind == "normal":
+        where = {"device": device} if out is None else {"out": out}
         return torch.randn(n, z_dim, generator=generator, **where)
     raise ValueError(f"unknown noise kind {kind!r}")
 
