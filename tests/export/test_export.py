@@ -166,6 +166,23 @@ def test_a_tampered_config_is_refused(exported, tmp_path, change):
         digitgan.load(folder)
 
 
+def test_config_json_names_learnt_categories_and_older_folders_without_them_load(
+    exported, tmp_path
+):
+    assert "categories" not in json.loads((exported["seed"] / "config.json").read_text())
+    folder = tmp_path / "m"
+    shutil.copytree(exported["codes"], folder)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["categories"] == 3
+    del config["categories"]  # as exports wrote config.json before naming them
+    (folder / "config.json").write_text(json.dumps(config))
+    assert digitgan.load(folder).categories == 3
+    config["categories"] = 5
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"disagrees .*\(categories\)"):
+        digitgan.load(folder)
+
+
 def test_weights_of_the_wrong_shape_are_refused(exported, tmp_path):
     folder = tmp_path / "m"
     shutil.copytree(exported["seed"], folder)
