@@ -193,8 +193,10 @@ def _choice(body: dict, name: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-def _label(body: dict, classes: int, allow_all: bool, name: str = "label") -> int | str | None:
-    """The optional ``label`` (or, with ``name="category"``, a learnt category): an index
+def _class_index(
+    body: dict, classes: int, allow_all: bool, name: str = "label"
+) -> int | str | None:
+    """The optional class ``label`` (or, with ``name="category"``, a learnt category): an index
     below ``classes`` (or "all" where allowed); None when absent."""
     value = body.get(name)
     if value is None:
@@ -350,8 +352,8 @@ def create_app(gan, hosts: Iterable[str] | str = LOOPBACK_HOSTS) -> Starlette:
         body = await _json_body(
             request, ("n", "seed", "label", "category", "format", "scale", "truncation")
         )
-        label = _label(body, classes, allow_all=True)
-        category = _label(body, categories, allow_all=True, name="category")
+        label = _class_index(body, classes, allow_all=True)
+        category = _class_index(body, categories, allow_all=True, name="category")
         n = _int(body, "n", 16, 1, MAX_N, over=413)
         rows = classes if label == "all" else categories if category == "all" else 1
         if rows > 1 and n * rows > MAX_N:
@@ -379,8 +381,8 @@ def create_app(gan, hosts: Iterable[str] | str = LOOPBACK_HOSTS) -> Starlette:
             request,
             ("seed_a", "seed_b", "steps", "label", "category", "format", "scale", "truncation"),
         )
-        label = _label(body, classes, allow_all=False)
-        category = _label(body, categories, allow_all=False, name="category")
+        label = _class_index(body, classes, allow_all=False)
+        category = _class_index(body, categories, allow_all=False, name="category")
         seed_a = _int(body, "seed_a", 0, 0, MAX_SEED)
         seed_b = _int(body, "seed_b", 1, 0, MAX_SEED)
         steps = _int(body, "steps", 16, 2, MAX_STEPS, over=413)
@@ -419,7 +421,7 @@ def create_app(gan, hosts: Iterable[str] | str = LOOPBACK_HOSTS) -> Starlette:
             ("image", "label", "seed", "restarts", "steps", "walk_to"),
             limit=MAX_IMAGE_BODY,
         )
-        label = _label(body, classes, allow_all=False)
+        label = _class_index(body, classes, allow_all=False)
         options = {
             "label": label,
             "seed": _int(body, "seed", 0, 0, MAX_SEED),
