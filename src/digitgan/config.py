@@ -129,9 +129,8 @@ class ModelConfig(_Parts):
         False,
         "model.categories: the categories are K clusters of equal size found in the deskewed "
         "training images before training (balanced spectral clustering; no labels used), and D "
-        "judges each "
-        "real image as its cluster and each generated one as its code's category, by "
-        "projection, with no code head (loss.code_weight unused): a conditional GAN on "
+        "judges each real image as its cluster and each generated one as its code's category, "
+        "by projection, with no code head (loss.code_weight unused): a conditional GAN on "
         "clusters (Lucic et al. 2019)",
     )
     embed_dim: int = opt(32, "conditional: size of the generator's label embedding", min=1)
@@ -467,8 +466,7 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "clusters": (
         "unconditional: cdcgan's recipe with 100 clusters of the training images (balanced "
         "spectral clustering of the deskewed images, found before training, no labels used) in "
-        "place of "
-        "the labels, 20,000 iterations: G draws a cluster from its noise, D judges real "
+        "place of the labels, 20,000 iterations: G draws a cluster from its noise, D judges real "
         "images by their cluster. The best unconditional digits here",
         _conv(
             _CDCGAN,

@@ -31,7 +31,7 @@ def num_categories(gan) -> int:
     return int(getattr(gan, "categories", 0))
 
 
-def _psi(truncation: float, category: int | None = None) -> dict:
+def _options(truncation: float, category: int | None = None) -> dict:
     """The keywords for a truncation and a category: none for plain sampling of any category,
     so that a model object without the truncation trick or categories still serves plain
     draws."""
@@ -52,13 +52,13 @@ def samples(
     """``n`` samples for ``seed``, all of class ``label`` if set (else the classes in turn),
     or of learnt ``category`` if set, drawn with the truncation trick at ``truncation`` (1:
     plain sampling)."""
-    return gan.generate(n, seed, label, **_psi(truncation, category))
+    return gan.generate(n, seed, label, **_options(truncation, category))
 
 
 def class_grid(gan, n: int, seed: int, truncation: float = 1.0) -> torch.Tensor:
     """``n`` samples of every class (or learnt category), class by class: (K * n, C, H, W);
     column j uses the same noise vector in every row (see ``Sampler.class_grid``)."""
-    return gan.class_grid(n, seed, **_psi(truncation))
+    return gan.class_grid(n, seed, **_options(truncation))
 
 
 def walk(
@@ -72,7 +72,7 @@ def walk(
 ) -> torch.Tensor:
     """A latent walk of ``steps`` images from seed_a's first sample to seed_b's, within learnt
     ``category`` if set (see ``Sampler.interpolate``)."""
-    return gan.interpolate(seed_a, seed_b, steps, label, **_psi(truncation, category))
+    return gan.interpolate(seed_a, seed_b, steps, label, **_options(truncation, category))
 
 
 def model_info(gan) -> dict:

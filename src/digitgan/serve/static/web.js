@@ -264,20 +264,16 @@ const backend = {
     const scale = integer(body, "scale", 1, 1, LIMITS.max_scale);
     const psi = body.truncation === undefined ? 1 : body.truncation;
     const category = categoryOf(body, true);
-    if (category === "all") { // Sampler.class_grid: row k is category k, column j noise j
-      const per = integer(body, "n", 16, 1, Math.floor(LIMITS.max_n / model.categories));
+    if (category === "all" || body.label === "all") {
+      // Sampler.class_grid: row k is class k (or category k: the noise made to draw it),
+      // column j noise j
+      const k = model.num_classes || model.categories;
+      const per = integer(body, "n", 16, 1, Math.floor(LIMITS.max_n / k));
       const z = noise(per, seed);
-      const all = new Float32Array(z.length * model.categories);
-      for (let k = 0; k < model.categories; k++) all.set(withCode(z, k), k * z.length);
-      return gridPng(await generate(truncate(all, psi), null), per * model.categories, per, scale);
-    }
-    if (body.label === "all") { // Sampler.class_grid: row k is class k, column j noise j
-      const per = integer(body, "n", 16, 1, Math.floor(LIMITS.max_n / model.num_classes));
-      const z = noise(per, seed);
-      const all = new Float32Array(z.length * model.num_classes);
-      for (let k = 0; k < model.num_classes; k++) all.set(z, k * z.length);
-      const labels = Array.from({length: all.length / model.z_dim}, (_, i) => Math.floor(i / per));
-      return gridPng(await generate(truncate(all, psi), labels), labels.length, per, scale);
+      const all = new Float32Array(z.length * k);
+      for (let r = 0; r < k; r++) all.set(model.num_classes ? z : withCode(z, r), r * z.length);
+      const labels = model.num_classes ? Array.from({length: k * per}, (_, i) => Math.floor(i / per)) : null;
+      return gridPng(await generate(truncate(all, psi), labels), k * per, per, scale);
     }
     const n = integer(body, "n", 16, 1, LIMITS.max_n);
     const pixels = await generate(truncate(noise(n, seed, category), psi), labelsFor(n, body.label));
