@@ -115,9 +115,9 @@ class ModelConfig(_Parts):
     conditional: bool = opt(False, "class-conditional G and D (labels from the dataset)")
     categories: int = opt(
         0,
-        "unconditional models: a categorical code of K categories learnt without labels "
-        "(InfoGAN): the argmax of z's last K entries picks one, G sees it one-hot, and a head "
-        "on D predicts it (loss.code_weight); 0 = off",
+        "a categorical code of K categories learnt without labels (InfoGAN; conditional "
+        "models only with model.clusters): the argmax of z's last K entries picks one, G sees "
+        "it one-hot, and a head on D predicts it (loss.code_weight); 0 = off",
         min=0,
     )
     self_condition: bool = opt(
@@ -131,7 +131,7 @@ class ModelConfig(_Parts):
         "training images before training (balanced spectral clustering; no labels used), and D "
         "judges each real image as its cluster and each generated one as its code's category, "
         "by projection, with no code head (loss.code_weight unused): a conditional GAN on "
-        "clusters (Lucic et al. 2019)",
+        "clusters (Lucic et al. 2019). For a conditional model, K clusters within each class",
     )
     embed_dim: int = opt(32, "conditional: size of the generator's label embedding", min=1)
     cond_d: str = opt(
@@ -416,8 +416,14 @@ _CONDITIONAL = _conv(
     log={"sample_every": 1000, "ckpt_every": 2000},
 )
 
-# the best conditional recipe: cdcgan, and the base of clusters
-_CDCGAN = _conv(_conv(_CONDITIONAL, **_FAST), optim={"beta2": 0.99}, train={"iters": 10000})
+# the best conditional recipe: cdcgan (with 10 clusters within each class, their code in z's
+# last 10 entries), and the base of clusters
+_CDCGAN = _conv(
+    _conv(_CONDITIONAL, **_FAST),
+    model={"categories": 10, "clusters": True, "z_dim": 74},
+    optim={"beta2": 0.99},
+    train={"iters": 10000},
+)
 
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "seed": (
@@ -756,8 +762,15 @@ def _check_combinations(cfg: Config) -> None:
             f"only the {', '.join(signed)} objectives give a meaning, not {loss.objective}"
         )
     k = cfg.model.categories
-    if k and cfg.model.conditional:
-        raise ConfigError("model.categories: for unconditional models; this one is conditional")
+    if k and cfg.model.conditional and not cfg.model.clusters:
+        raise ConfigError(
+            "model.categories: a conditional model takes categories only as clusters within "
+            "its classes (model.clusters = true)"
+        )
+    if k and cfg.model.conditional and cfg.model.cond_d != "projection":
+        raise ConfigError(
+            f"model.cond_d: {cfg.model.cond_d} cannot judge clusters within classes; use projection"
+        )
     if loss.cluster_weight and not k:
         raise ConfigError("loss.cluster_weight: needs model.categories (2 or more)")
     if loss.cluster_views and not loss.cluster_weight:

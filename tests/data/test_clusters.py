@@ -100,6 +100,17 @@ def test_image_clusters_group_the_images_and_refuse_more_clusters_than_images():
         balanced_kmeans(torch.zeros(3, 2), 0, torch.Generator())
 
 
+def test_clusters_within_classes_split_each_class_evenly_and_keep_it():
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (30, 1, 6, 6), generator=g).to(torch.uint8).numpy()
+    labels = np.repeat([2, 0, 1], 10)  # classes 0..2, 10 images each
+    clusters = image_clusters(images, 2, torch.Generator().manual_seed(0), labels)
+    assert torch.equal(clusters // 2, torch.from_numpy(labels))  # label * 2 + its cluster
+    assert torch.bincount(clusters, minlength=6).tolist() == [5] * 6
+    with pytest.raises(ConfigError, match=r"model\.categories: 11 clusters within each class"):
+        image_clusters(images, 11, torch.Generator(), labels)
+
+
 def test_nearest_neighbours_leave_each_point_out_of_its_own():
     x = torch.tensor([[0.0], [1.0], [3.0], [7.0]])
     indices, dist = nearest_neighbours(x, 2, chunk=3)  # two chunks: the second starts at 3

@@ -128,6 +128,18 @@ def test_with_clusters_d_judges_each_image_as_the_category_it_is_given():
         D(x)
 
 
+def test_with_clusters_within_classes_d_judges_each_class_and_category_pair():
+    cfg = _model_cfg(model__conditional=True, model__categories=3, model__clusters=True)
+    G, D = build_models(cfg, (1, 28, 28), num_classes=4)
+    assert G.num_classes == 4 and G.categories == 3  # G reads the label and the code
+    assert D.num_classes == 12 and D.code_head is None  # label * 3 + category
+    x, y = torch.randn(5, 1, 28, 28), torch.tensor([11, 0, 5, 6, 3])
+    h = D.features(x)
+    want = D.head(h).squeeze(1) + (D.embed(y) * h).sum(1)
+    torch.testing.assert_close(D(x, y), want)
+    assert G(torch.randn(5, cfg.z_dim), y % 4).shape == (5, 1, 28, 28)
+
+
 def test_noise_draws_every_category_equally_often():
     from digitgan.models import sample_noise
     from digitgan.models.base import code_of
@@ -143,7 +155,12 @@ def test_noise_draws_every_category_equally_often():
     [
         ({"model__categories": 1}, "2 or more"),
         ({"model__categories": 6}, "fewer than model.z_dim"),
-        ({"model__categories": 3, "model__conditional": True}, "this one is conditional"),
+        ({"model__categories": 3, "model__conditional": True}, "only as clusters within"),
+        (
+            {"model__categories": 3, "model__conditional": True, "model__clusters": True}
+            | {"model__cond_d": "concat"},
+            "concat cannot judge clusters within classes",
+        ),
         ({"model__self_condition": True}, "needs model.categories"),
         ({"model__clusters": True}, "needs model.categories"),
         ({"model__categories": 3, "model__clusters": True, "model__self_condition": True}, "one"),
@@ -154,6 +171,6 @@ def test_noise_draws_every_category_equally_often():
     ],
 )
 def test_impossible_categories_are_refused(change, message):
-    keys = "model.(categories|self_condition|clusters)|loss.cluster_(weight|views)"
+    keys = "model.(categories|self_condition|clusters|cond_d)|loss.cluster_(weight|views)"
     with pytest.raises(ConfigError, match=f"({keys}): .*{message}"):
         preset("seed").replace(model__z_dim=6, **change)

@@ -303,6 +303,20 @@ def test_a_model_without_categories_refuses_one(client):
     )
 
 
+def test_a_conditional_model_draws_one_cluster_of_a_class_and_no_grid_of_them(
+    cond_client, cond_gan
+):
+    info = cond_client.get("/api/info").json()  # cdcgan: 10 clusters within each class
+    assert info["categories"] == 10 and info["num_classes"] == 10
+    body = {"n": 4, "seed": 1, "label": 7, "category": 2, "format": "json"}
+    want = cond_gan.generate(4, seed=1, labels=7, category=2)
+    assert np.array_equal(images(cond_client.post("/api/samples", json=body)), to_uint8(want))
+    assert not np.array_equal(to_uint8(want), to_uint8(cond_gan.generate(4, seed=1, labels=7)))
+    r = cond_client.post("/api/samples", json={"label": 7, "category": "all"})
+    assert r.status_code == 422
+    assert 'category: expected an integer from 0 to 9, got "all"' in r.json()["error"]
+
+
 # --- /api/interpolate ----------------------------------------------------------------------
 
 

@@ -195,3 +195,22 @@ def test_with_clusters_d_judges_real_images_by_cluster_and_fakes_by_code(tiny, s
     assert torch.equal(d_labels[0], real[0][1])
     for (z, g_labels), judged in zip(g_inputs, d_labels[1:], strict=True):
         assert g_labels is None and torch.equal(judged, code_of(z, 3))
+
+
+def test_with_clusters_within_classes_d_judges_class_and_category_together(tiny, small_data):
+    from digitgan.models.base import code_of
+
+    cfg = tiny("cdcgan")  # 3 clusters within each class, shrunk from the preset's 10
+    assert cfg.model.categories == 3 and cfg.model.clusters
+    s = Stepping(cfg, small_data)
+    classes = torch.from_numpy(small_data.train.labels)
+    assert torch.equal(s.batches.labels // 3, classes)  # class * 3 + cluster in its class
+    g_inputs, d_labels, real = [], [], []
+    s.G.register_forward_pre_hook(lambda m, args: g_inputs.append(args))
+    s.D.register_forward_pre_hook(lambda m, args: d_labels.append(args[1]))
+    take = s.batches.next
+    s.trainer.batches.next = lambda **kw: real.append(take(**kw)) or real[-1]
+    s.step()
+    assert torch.equal(d_labels[0], real[0][1])
+    for (z, g_labels), judged in zip(g_inputs, d_labels[1:], strict=True):
+        assert g_labels.max() < 10 and torch.equal(judged, g_labels * 3 + code_of(z, 3))

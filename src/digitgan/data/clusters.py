@@ -202,10 +202,26 @@ def spectral_embedding(x: Tensor, dims: int, generator: torch.Generator) -> Tens
     return F.normalize(v, dim=1)
 
 
-def image_clusters(images: np.ndarray, k: int, generator: torch.Generator) -> Tensor:
+def image_clusters(
+    images: np.ndarray, k: int, generator: torch.Generator, labels: np.ndarray | None = None
+) -> Tensor:
     """The cluster (0..k-1) of each image of ``images`` (N, C, H, W; uint8): balanced k-means
     of the :func:`spectral_embedding` (k dimensions, at most :data:`EMBEDDING_DIMS`) of their
-    pixels, scaled to [0, 1] and :func:`deskew`-ed, computed on the CPU."""
+    pixels, scaled to [0, 1] and :func:`deskew`-ed, computed on the CPU. With ``labels`` (N,
+    classes 0..L-1), ``k`` clusters are found within each class, class by class: an image of
+    class y in its class's cluster j is in cluster y * k + j (0..L * k - 1)."""
+    if labels is not None:
+        clusters = torch.empty(len(images), dtype=torch.long)
+        for y in range(int(labels.max()) + 1 if len(labels) else 0):
+            rows = np.flatnonzero(labels == y)
+            if len(rows) < k:
+                raise ConfigError(
+                    f"model.categories: {k} clusters within each class need at least {k} "
+                    f"training images of each; class {y} has {len(rows)}"
+                )
+            found = image_clusters(images[rows], k, generator)
+            clusters[torch.from_numpy(rows)] = y * k + found
+        return clusters
     if k > len(images):
         raise ConfigError(
             f"model.categories: {k} clusters need at least {k} training images; the dataset "

@@ -28,7 +28,9 @@ features instead). With ``model.clusters`` it has no code head and judges every 
 category it is given, as a conditional discriminator judges a label: a real image's cluster
 (fixed before training: :mod:`digitgan.data.clusters`), a generated image's code (Lucic et
 al. 2019, "High-fidelity image generation with fewer labels", whose clusters come from
-self-supervised features).
+self-supervised features). A conditional pair may carry the code too, with ``model.clusters``
+alone: its categories are clusters within each class, G reads the label and the code, and D
+judges an image of class y and category k by the label y * K + k.
 """
 
 from __future__ import annotations
@@ -159,8 +161,9 @@ class Discriminator(nn.Module):
             self.embed = wrap(nn.Embedding(k, self.feature_dim))
 
     def project_labels(self, k: int, wrap=lambda m: m) -> None:
-        """Make an unconditional D a projection discriminator on labels 0..k-1, which it then
-        requires (``model.clusters``: a real image's cluster, a generated image's category)."""
+        """Make D a projection discriminator on labels 0..k-1 (a conditional D's class
+        embedding gives way), which it then requires (``model.clusters``: a real image's
+        cluster, a generated image's category)."""
         self.num_classes, self.cond_d = k, "projection"
         self.embed = wrap(nn.Embedding(k, self.feature_dim))
 

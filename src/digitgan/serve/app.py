@@ -353,7 +353,8 @@ def create_app(gan, hosts: Iterable[str] | str = LOOPBACK_HOSTS) -> Starlette:
             request, ("n", "seed", "label", "category", "format", "scale", "truncation")
         )
         label = _class_index(body, classes, allow_all=True)
-        category = _class_index(body, categories, allow_all=True, name="category")
+        # "all": a row per category, of a model whose categories stand in for classes
+        category = _class_index(body, categories, allow_all=not classes, name="category")
         n = _int(body, "n", 16, 1, MAX_N, over=413)
         rows = classes if label == "all" else categories if category == "all" else 1
         if rows > 1 and n * rows > MAX_N:

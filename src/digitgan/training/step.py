@@ -384,8 +384,12 @@ class Step:
 
     def judged(self, y: Tensor | None, z: Tensor) -> Tensor | None:
         """The labels D judges generated images by: those they were drawn for, or with
-        model.clusters the categories their noise ``z`` picks (G reads them from ``z``)."""
-        return code_of(z, self.categories) if self.clusters else y
+        model.clusters the categories their noise ``z`` picks (G reads them from ``z``),
+        within their class ``y`` for a conditional model (label y * K + category)."""
+        if not self.clusters:
+            return y
+        code = code_of(z, self.categories)
+        return code if y is None else y * self.categories + code
 
     @torch.no_grad()
     def _fakes(self, inputs: list[tuple[Tensor | None, Tensor]]) -> list[Tensor]:

@@ -282,6 +282,7 @@ class Trainer:
                     dataset.train.images,
                     m.categories,
                     _stream(cpu, self.cfg.train.seed, _CLUSTER_STREAM),
+                    dataset.train.labels if self.conditional else None,
                 )
                 .numpy()
                 .tobytes()
@@ -291,7 +292,7 @@ class Trainer:
 
     def _load_clusters(self, clusters: torch.Tensor) -> None:
         """The training images' clusters (model.clusters) from a checkpoint, checked."""
-        n, k = len(self.batches.images), self.cfg.model.categories
+        n, k = len(self.batches.images), self.D.num_classes  # categories (of each class)
         if clusters.shape != (n,) or clusters.is_floating_point():
             raise ValueError(f"data.clusters must hold {n} integers, one per training image")
         if n and not 0 <= int(clusters.min()) <= int(clusters.max()) < k:

@@ -263,7 +263,7 @@ const backend = {
     const seed = integer(body, "seed", 0, 0, LIMITS.max_seed);
     const scale = integer(body, "scale", 1, 1, LIMITS.max_scale);
     const psi = body.truncation === undefined ? 1 : body.truncation;
-    const category = categoryOf(body, true);
+    const category = categoryOf(body, !model.num_classes); // "all" as in the server
     if (category === "all" || body.label === "all") {
       // Sampler.class_grid: row k is class k (or category k: the noise made to draw it),
       // column j noise j
