@@ -176,6 +176,17 @@ def test_the_code_term_is_the_weighted_cross_entropy_and_the_code_is_learnt(smal
     assert s.result.extras["code_loss"].item() < 0.5 * math.log(4)
 
 
+def _one_recorded_step(s):
+    """One step of ``s``: G's inputs (z, labels), D's labels and the real batches, in order."""
+    g_inputs, d_labels, real = [], [], []
+    s.G.register_forward_pre_hook(lambda m, args: g_inputs.append(args))
+    s.D.register_forward_pre_hook(lambda m, args: d_labels.append(args[1]))
+    take = s.batches.next
+    s.trainer.batches.next = lambda **kw: real.append(take(**kw)) or real[-1]
+    s.step()
+    return g_inputs, d_labels, real
+
+
 def test_with_clusters_d_judges_real_images_by_cluster_and_fakes_by_code(tiny, small_data):
     from digitgan.models.base import code_of
 
@@ -184,12 +195,7 @@ def test_with_clusters_d_judges_real_images_by_cluster_and_fakes_by_code(tiny, s
     clusters = s.batches.labels  # the training images' clusters, in place of their labels
     assert torch.bincount(clusters, minlength=3).min() >= 190  # 600 images, 3 equal clusters
     assert not torch.equal(clusters, torch.from_numpy(small_data.train.labels))
-    g_inputs, d_labels, real = [], [], []
-    s.G.register_forward_pre_hook(lambda m, args: g_inputs.append(args))
-    s.D.register_forward_pre_hook(lambda m, args: d_labels.append(args[1]))
-    take = s.batches.next
-    s.trainer.batches.next = lambda **kw: real.append(take(**kw)) or real[-1]
-    s.step()
+    g_inputs, d_labels, real = _one_recorded_step(s)
     # spectral norm: D's step scores real and fake apart; then G's step scores fresh fakes
     assert len(d_labels) == 3 and len(g_inputs) == 2
     assert torch.equal(d_labels[0], real[0][1])
@@ -205,12 +211,7 @@ def test_with_clusters_within_classes_d_judges_class_and_category_together(tiny,
     s = Stepping(cfg, small_data)
     classes = torch.from_numpy(small_data.train.labels)
     assert torch.equal(s.batches.labels // 3, classes)  # class * 3 + cluster in its class
-    g_inputs, d_labels, real = [], [], []
-    s.G.register_forward_pre_hook(lambda m, args: g_inputs.append(args))
-    s.D.register_forward_pre_hook(lambda m, args: d_labels.append(args[1]))
-    take = s.batches.next
-    s.trainer.batches.next = lambda **kw: real.append(take(**kw)) or real[-1]
-    s.step()
+    g_inputs, d_labels, real = _one_recorded_step(s)
     assert torch.equal(d_labels[0], real[0][1])
     for (z, g_labels), judged in zip(g_inputs, d_labels[1:], strict=True):
         assert g_labels.max() < 10 and torch.equal(judged, g_labels * 3 + code_of(z, 3))
