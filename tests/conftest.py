@@ -111,8 +111,6 @@ def tiny():
 def _shrink(name: str, device: str = "cpu", **overrides):
     conv = {"model__dcgan__g_channels": 4, "model__dcgan__d_channels": 4} if name != "seed" else {}
     small = {"model__mlp__g_hidden": [16], "model__mlp__d_hidden": [16]} if name == "seed" else {}
-    # a preset's categories (cdcgan's clusters within each class) shrunk to fit the small z
-    small |= {"model__categories": 3} if preset(name).model.categories else {}
     base = {
         "data__batch_size": 8,
         "model__z_dim": 8,

@@ -416,14 +416,8 @@ _CONDITIONAL = _conv(
     log={"sample_every": 1000, "ckpt_every": 2000},
 )
 
-# the best conditional recipe: cdcgan (with 10 clusters within each class, their code in z's
-# last 10 entries), and the base of clusters
-_CDCGAN = _conv(
-    _conv(_CONDITIONAL, **_FAST),
-    model={"categories": 10, "clusters": True, "z_dim": 74},
-    optim={"beta2": 0.99},
-    train={"iters": 10000},
-)
+# the best conditional recipe: cdcgan, and the base of clusters
+_CDCGAN = _conv(_conv(_CONDITIONAL, **_FAST), optim={"beta2": 0.99}, train={"iters": 10000})
 
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "seed": (

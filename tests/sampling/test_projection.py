@@ -274,7 +274,10 @@ def test_the_nearest_training_digits_are_found(mnist20k):
     train = mnist20k.train
     images = torch.from_numpy(train.images[[5, 17]]).float() / 255
     distance, index = nearest_training(images, train, k=3)
-    assert index[:, 0].tolist() == [5, 17] and distance[:, 0].tolist() == [0, 0]
+    assert index[:, 0].tolist() == [5, 17]
+    # a digit's distance to itself: 0 up to the rounding of the expanded squares (2e-4 seen
+    # on an AMD EPYC, exactly 0 on an Intel Xeon)
+    assert distance[:, 0].abs().max() < 1e-3
     flat = train.images.reshape(len(train.images), -1).astype(np.float64) / 255
     brute = np.sqrt(((flat[None] - images.flatten(1).numpy()[:, None]) ** 2).mean(axis=2))
     assert np.array_equal(index.numpy(), np.argsort(brute, axis=1, kind="stable")[:, :3])

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 from starlette.testclient import TestClient
 
+import digitgan
 from digitgan.errors import ConfigError
 from digitgan.serve import create_app
 from digitgan.serve.app import MAX_BODY, MAX_N
@@ -303,18 +304,25 @@ def test_a_model_without_categories_refuses_one(client):
     )
 
 
-def test_a_conditional_model_draws_one_cluster_of_a_class_and_no_grid_of_them(
-    cond_client, cond_gan
-):
-    info = cond_client.get("/api/info").json()  # cdcgan: 10 clusters within each class
-    assert info["categories"] == 10 and info["num_classes"] == 10
-    body = {"n": 4, "seed": 1, "label": 7, "category": 2, "format": "json"}
-    want = cond_gan.generate(4, seed=1, labels=7, category=2)
-    assert np.array_equal(images(cond_client.post("/api/samples", json=body)), to_uint8(want))
-    assert not np.array_equal(to_uint8(want), to_uint8(cond_gan.generate(4, seed=1, labels=7)))
-    r = cond_client.post("/api/samples", json={"label": 7, "category": "all"})
-    assert r.status_code == 422
-    assert 'category: expected an integer from 0 to 9, got "all"' in r.json()["error"]
+@pytest.fixture(scope="module")
+def sub_gan(tmp_path_factory, tiny, small_data):
+    """A class-conditional model with 3 clusters within each class (model.clusters)."""
+    out = tmp_path_factory.mktemp("serve-subclusters") / "run"
+    cfg = tiny("cdcgan", model__categories=3, model__clusters=True, model__z_dim=12)
+    digitgan.train(cfg, out, dataset=small_data, progress=False)
+    return digitgan.load(out)
+
+
+def test_a_conditional_model_draws_one_cluster_of_a_class_and_no_grid_of_them(sub_gan):
+    with TestClient(create_app(sub_gan, hosts="testserver")) as c:
+        info = c.get("/api/info").json()
+        assert info["categories"] == 3 and info["num_classes"] == 10
+        body = {"n": 4, "seed": 1, "label": 7, "category": 2, "format": "json"}
+        want = sub_gan.generate(4, seed=1, labels=7, category=2)
+        assert np.array_equal(images(c.post("/api/samples", json=body)), to_uint8(want))
+        r = c.post("/api/samples", json={"label": 7, "category": "all"})
+        assert r.status_code == 422
+        assert 'category: expected an integer from 0 to 2, got "all"' in r.json()["error"]
 
 
 # --- /api/interpolate ----------------------------------------------------------------------

@@ -214,12 +214,7 @@ def no_sync_calls(monkeypatch):
         ("seed", {}),  # the hand-written step
         ("seed", {"train__fast_step": False, "loss__label_smoothing": 0.1}),
         ("dcgan", {"loss__instance_noise": 0.1}),
-        # concat judges labels alone: no clusters within the classes
-        (
-            "cdcgan",
-            {"model__cond_d": "concat", "model__categories": 0, "model__clusters": False}
-            | {"train__precision": "bf16"},
-        ),
+        ("cdcgan", {"model__cond_d": "concat", "train__precision": "bf16"}),
         ("wgan-gp", {"loss__r1__gamma": 1.0}),
         ("hinge-sn", {}),
     ],

@@ -206,8 +206,7 @@ def test_with_clusters_d_judges_real_images_by_cluster_and_fakes_by_code(tiny, s
 def test_with_clusters_within_classes_d_judges_class_and_category_together(tiny, small_data):
     from digitgan.models.base import code_of
 
-    cfg = tiny("cdcgan")  # 3 clusters within each class, shrunk from the preset's 10
-    assert cfg.model.categories == 3 and cfg.model.clusters
+    cfg = tiny("cdcgan", model__categories=3, model__clusters=True)  # 3 within each class
     s = Stepping(cfg, small_data)
     classes = torch.from_numpy(small_data.train.labels)
     assert torch.equal(s.batches.labels // 3, classes)  # class * 3 + cluster in its class

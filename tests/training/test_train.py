@@ -117,8 +117,8 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, tiny_cfg, small_
         # the clusters, kept in the checkpoint (a constant learning rate: the decay's length
         # is train.iters, which differs between the runs)
         ("clusters", {"model__categories": 3, "optim__lr_end": 1.0}),
-        # clusters within each class (3 per class, shrunk): labels 0..29 for D, kept too
-        ("cdcgan", {"optim__lr_end": 1.0}),
+        # clusters within each class (3 per class): labels 0..29 for D, kept too
+        ("cdcgan", {"model__categories": 3, "model__clusters": True, "optim__lr_end": 1.0}),
     ],
 )
 def test_resumed_conv_run_is_bit_identical(tmp_path, tiny, small_data, name, overrides):
