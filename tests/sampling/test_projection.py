@@ -281,7 +281,7 @@ def test_the_nearest_training_digits_are_found(mnist20k):
     flat = train.images.reshape(len(train.images), -1).astype(np.float64) / 255
     brute = np.sqrt(((flat[None] - images.flatten(1).numpy()[:, None]) ** 2).mean(axis=2))
     assert np.array_equal(index.numpy(), np.argsort(brute, axis=1, kind="stable")[:, :3])
-    assert np.allclose(distance.numpy(), np.sort(brute, axis=1)[:, :3], atol=1e-5)
+    assert np.allclose(distance.numpy(), np.sort(brute, axis=1)[:, :3], atol=1e-3)
 
 
 def test_the_training_digits_are_the_runs_dataset(seed_gan, mnist20k):
