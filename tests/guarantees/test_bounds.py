@@ -8,7 +8,7 @@ import pytest
 
 from digitgan.cli import main
 
-LIMIT_MB = 1500
+LIMIT_MB = 6144  # what importing PyTorch needs differs by machine: 0.6 to 4 GiB seen
 """Address space for a command under test: a normal sample, evaluate or serve start fits."""
 
 
@@ -39,11 +39,11 @@ def one_line_error(proc, *fragments: str) -> str:
 def test_a_checkpoint_is_read_no_further_than_its_header_declares(
     cli, trained_run, tmp_path, command
 ):
-    """A valid checkpoint followed by 3 GiB (sparse) is refused before it is read whole."""
+    """A valid checkpoint followed by 12 GiB (sparse) is refused before it is read whole."""
     ckpt = trained_run / "checkpoints" / "latest.safetensors"
     size = ckpt.stat().st_size
     with ckpt.open("r+b") as f:
-        f.truncate(size + (3 << 30))
+        f.truncate(size + (12 << 30))
     args = [a.format(ckpt=ckpt, tmp=tmp_path) for a in command]
     proc = cli.run(*args, preexec_fn=address_space())
     one_line_error(proc, "damaged checkpoint (followed by data that is not its own")
@@ -73,7 +73,7 @@ def test_a_model_or_batch_too_large_for_the_machine_is_refused_before_any_work(
 def test_a_checkpoint_larger_than_memory_allows_is_refused_before_it_is_read(
     cli, trained_run, tmp_path
 ):
-    """A consistent file (header and length agree) declaring a 4 GiB tensor, sparse on disk:
+    """A consistent file (header and length agree) declaring a 16 GiB tensor, sparse on disk:
     reading it would take twice that."""
     import json
 
@@ -81,7 +81,7 @@ def test_a_checkpoint_larger_than_memory_allows_is_refused_before_it_is_read(
 
     with safe_open(trained_run / "checkpoints" / "latest.safetensors", "pt") as f:
         metadata = f.metadata()
-    n = 1 << 30
+    n = 4 << 30
     header = {
         "__metadata__": metadata,
         "G.x": {"dtype": "F32", "shape": [n], "data_offsets": [0, 4 * n]},
@@ -92,4 +92,4 @@ def test_a_checkpoint_larger_than_memory_allows_is_refused_before_it_is_read(
         f.write(len(raw).to_bytes(8, "little") + raw)
         f.truncate(8 + len(raw) + 4 * n)
     proc = cli.run("sample", path, "--out", tmp_path / "x.png", preexec_fn=address_space())
-    one_line_error(proc, "more than this process's 1.5 GiB of memory can read")
+    one_line_error(proc, "more than this process's 6.0 GiB of memory can read")
