@@ -756,15 +756,17 @@ def _check_combinations(cfg: Config) -> None:
             f"only the {', '.join(signed)} objectives give a meaning, not {loss.objective}"
         )
     k = cfg.model.categories
-    if k and cfg.model.conditional and not cfg.model.clusters:
-        raise ConfigError(
-            "model.categories: a conditional model takes categories only as clusters within "
-            "its classes (model.clusters = true)"
-        )
-    if k and cfg.model.conditional and cfg.model.cond_d != "projection":
-        raise ConfigError(
-            f"model.cond_d: {cfg.model.cond_d} cannot judge clusters within classes; use projection"
-        )
+    if k and cfg.model.conditional:  # categories are then clusters within the classes
+        if not cfg.model.clusters:
+            raise ConfigError(
+                "model.categories: a conditional model takes categories only as clusters "
+                "within its classes (model.clusters = true)"
+            )
+        if cfg.model.cond_d != "projection":
+            raise ConfigError(
+                f"model.cond_d: {cfg.model.cond_d} cannot judge clusters within classes; use "
+                "projection"
+            )
     if loss.cluster_weight and not k:
         raise ConfigError("loss.cluster_weight: needs model.categories (2 or more)")
     if loss.cluster_views and not loss.cluster_weight:

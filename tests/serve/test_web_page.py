@@ -19,6 +19,7 @@ import torch
 from helpers import download_grid, mirror_of
 from PIL import Image
 
+import digitgan
 from digitgan.cli import main
 from digitgan.export import export
 from digitgan.store.exported import read_export, write_export_files
@@ -106,6 +107,31 @@ def cond_site(site, cond_run):
 @pytest.fixture(scope="module")
 def cat_site(site, cat_run):
     return site(cat_run)
+
+
+@pytest.fixture(scope="module")
+def sub_site(site, tmp_path_factory, tiny, small_data):
+    """The page of a class-conditional model with 3 clusters within each class."""
+    out = tmp_path_factory.mktemp("subclusters") / "run"
+    cfg = tiny("cdcgan", model__categories=3, model__clusters=True, model__z_dim=12)
+    digitgan.train(cfg, out, dataset=small_data, progress=False)
+    return site(out)
+
+
+def test_a_conditional_page_draws_one_cluster_and_refuses_a_grid_of_them(page, sub_site):
+    """As the server: a category beside a label, but no "all" for a conditional model."""
+    opened(page, sub_site, "10 (conditional)")
+    got = page.evaluate(
+        "async (body) => { try { await backend.grid(body); return 'drawn'; }"
+        " catch (e) { return e.message; } }",
+        {"label": 7, "category": "all"},
+    )
+    assert got == 'category: expected an integer, got "all"'
+    drawn = page.evaluate(
+        "async (body) => { await backend.grid(body); return 'drawn'; }",
+        {"label": 7, "category": 2, "seed": 1},
+    )
+    assert drawn == "drawn"
 
 
 def shown(page) -> tuple[np.ndarray, dict, bytes]:
