@@ -104,13 +104,15 @@ def mutate() -> Callable[[st.DataObject, bytes], bytes]:
 @pytest.fixture(scope="session")
 def tiny():
     """A factory ``tiny(name, device="cpu", **overrides)``: preset ``name`` shrunk to a few
-    small iterations (conv presets: 4 base channels), every output on."""
+    small iterations (conv presets: 4 base channels, 3 categories), every output on."""
     return _shrink
 
 
 def _shrink(name: str, device: str = "cpu", **overrides):
     conv = {"model__dcgan__g_channels": 4, "model__dcgan__d_channels": 4} if name != "seed" else {}
     small = {"model__mlp__g_hidden": [16], "model__mlp__d_hidden": [16]} if name == "seed" else {}
+    if preset(name).model.categories:  # fewer than z's 8 entries
+        small["model__categories"] = 3
     base = {
         "data__batch_size": 8,
         "model__z_dim": 8,

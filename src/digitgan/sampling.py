@@ -130,7 +130,11 @@ class Sampler:
         self._check_category(category)
         gen = torch.Generator().manual_seed(seed)
         m = self.config.model
-        z = sample_noise(n, m.z_dim, m.noise, gen)
+        # torch's CPU normal_ transforms its numbers in blocks of 16 and redraws a last, partial
+        # block, so n vectors alone would not be the first n of a larger draw: whole blocks
+        # keep every draw of a seed the prefix of a larger one
+        size = n * m.z_dim
+        z = sample_noise(1, -(-size // 16) * 16, m.noise, gen)[0, :size].view(n, m.z_dim)
         return z if category is None else with_code(z, self.categories, category)
 
     def _check_category(self, category: int | None) -> None:

@@ -73,15 +73,18 @@ def test_the_sampler_draws_a_chosen_category(coded_run):
     assert torch.allclose(walk[-1], gan.generate(1, seed=9, category=0)[0], atol=1e-5)
 
 
-def test_bad_categories_are_refused_by_name(coded_run, cond_run, tmp_path):
+def test_bad_categories_are_refused_by_name(coded_run, small_data, tiny, tmp_path):
     gan = digitgan.load(coded_run)
     for bad in (3, -1):
         with pytest.raises(ConfigError, match=f"--category {bad}: this model has 3 categories"):
             gan.generate(2, category=bad)
     with pytest.raises(ConfigError, match="--category True: expected an integer"):
         gan.generate(2, category=True)
+    plain = tmp_path / "plain"  # hinge-sn without categories
+    cfg = tiny("hinge-sn", train__iters=1, log__tb_every=0, log__sample_every=0)
+    digitgan.train(cfg, plain, dataset=small_data, progress=False)
     with pytest.raises(ConfigError, match="--category: this model learnt no categories"):
-        digitgan.load(cond_run).save_samples(tmp_path / "s.npy", 2, category=0)
+        digitgan.load(plain).save_samples(tmp_path / "s.npy", 2, category=0)
     assert not (tmp_path / "s.npy").exists()
 
 

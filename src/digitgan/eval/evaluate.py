@@ -590,7 +590,9 @@ def evaluate(
         z = gan.noise(count, seed)
         images = gan.decode(z, labels, truncation=truncation)
         k = gan.generator.categories
-        if k:  # the category each sample was drawn in (scored on digits, not stacks)
+        # the class each category draws (scored on digits, not stacks); a conditional
+        # model's categories lie within the class asked for, so it has no such score
+        if k and labels is None:
             categories = code_of(truncate_noise(z, truncation, gan.config.model.noise), k), k
     _check_shape(str(source), images.shape[1:], data, clf)
     floor = None

@@ -42,11 +42,6 @@ class MersenneTwister {
   float24() { // a float32 in [0, 1) from the low 24 bits of one draw (torch.rand)
     return (this.next() & 0xffffff) / 2 ** 24;
   }
-
-  float53() { // a double in [0, 1) from 53 bits of two draws, the first the high bits
-    const high = this.next() & 0x1fffff;
-    return (high * 2 ** 32 + this.next()) / 2 ** 53;
-  }
 }
 
 // Box-Muller on 16 uniform floats in place, as PyTorch's normal_fill_16: the first 8 give
@@ -60,27 +55,11 @@ function boxMuller16(data, at) {
   }
 }
 
-// torch.randn(size): 16 or more floats are drawn as uniform floats and transformed 16 at a
-// time (the last 16 drawn again when size is not a multiple of 16); fewer, one pair per two
-// double draws.
+// torch.randn(size) for a multiple of 16: uniform floats, transformed 16 at a time.
 function randn(size, rng) {
   const out = new Float32Array(size);
-  if (size >= 16) {
-    for (let i = 0; i < size; i++) out[i] = rng.float24();
-    for (let i = 0; i + 16 <= size; i += 16) boxMuller16(out, i);
-    if (size % 16 !== 0) {
-      for (let i = size - 16; i < size; i++) out[i] = rng.float24();
-      boxMuller16(out, size - 16);
-    }
-    return out;
-  }
-  for (let i = 0; i < size; i += 2) {
-    const u1 = rng.float53();
-    const u2 = rng.float53();
-    const radius = Math.sqrt(-2 * Math.log1p(-u2));
-    out[i] = radius * Math.cos(2 * Math.PI * u1);
-    if (i + 1 < size) out[i + 1] = radius * Math.sin(2 * Math.PI * u1);
-  }
+  for (let i = 0; i < size; i++) out[i] = rng.float24();
+  for (let i = 0; i < size; i += 16) boxMuller16(out, i);
   return out;
 }
 
@@ -89,7 +68,8 @@ function randn(size, rng) {
 function noise(n, seed, category) {
   const size = n * model.z_dim;
   const rng = new MersenneTwister(seed);
-  const z = model.noise === "normal" ? randn(size, rng)
+  // normal noise in whole blocks of 16, as Sampler.noise draws it
+  const z = model.noise === "normal" ? randn(Math.ceil(size / 16) * 16, rng).subarray(0, size)
     : Float32Array.from({length: size}, () => 2 * rng.float24() - 1);
   return category === undefined ? z : withCode(z, category);
 }
