@@ -58,6 +58,8 @@ def test_a_checkpoint_is_read_no_further_than_its_header_declares(
         (["--batch-size", "60000", "--set", "model.z_dim=60000"], "a batch of 60,000 images"),
         (["--set", "model.mlp.g_hidden=[2000000000]"], "parameters, which need about"),
         (["--preset", "dcgan", "--set", "model.dcgan.g_channels=100000"], "use a smaller model"),
+        # spectral norm (a layer that counts its outputs on the meta device too)
+        (["--preset", "cdcgan", "--batch-size", "1000000"], "a batch of 1,000,000 images"),
     ],
 )
 def test_a_model_or_batch_too_large_for_the_machine_is_refused_before_any_work(
