@@ -109,9 +109,10 @@ def tiny():
 
 
 def _shrink(name: str, device: str = "cpu", **overrides):
+    cfg = preset(name)
     conv = {"model__dcgan__g_channels": 4, "model__dcgan__d_channels": 4} if name != "seed" else {}
     small = {"model__mlp__g_hidden": [16], "model__mlp__d_hidden": [16]} if name == "seed" else {}
-    if preset(name).model.categories:  # fewer than z's 8 entries
+    if cfg.model.categories:  # fewer than z's 8 entries
         small["model__categories"] = 3
     base = {
         "data__batch_size": 8,
@@ -125,7 +126,7 @@ def _shrink(name: str, device: str = "cpu", **overrides):
         "log__ckpt_every": 0,
         "log__grid_rows": 2,
     }
-    return preset(name).replace(**base | conv | small | overrides)
+    return cfg.replace(**base | conv | small | overrides)
 
 
 @pytest.fixture
