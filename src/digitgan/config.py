@@ -433,10 +433,10 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "cdcgan": (
         "class-conditional DCGAN (label embedding in G, projection D with spectral norm, "
         "hinge loss), learning rate 6e-4 decayed to a tenth, Adam beta2 0.99, 10,000 "
-        "iterations, bfloat16 on CPUs with AMX units, 10 clusters within each class (a code "
-        "in z's last 10 entries, judged by D with the label): the best digits here; choose "
+        "iterations, bfloat16 on CPUs with AMX units, 5 clusters within each class (a code "
+        "in z's last 5 entries, judged by D with the label): the best digits here; choose "
         "one with --label",
-        _conv(_CDCGAN, model={"categories": 10, "clusters": True, "z_dim": 74}),
+        _conv(_CDCGAN, model={"categories": 5, "clusters": True, "z_dim": 69}),
     ),
     "wgan-gp": (
         "Wasserstein critic with gradient penalty 10, 5 critic steps per G step, no norm "

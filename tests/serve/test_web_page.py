@@ -244,7 +244,7 @@ def test_the_page_draws_what_digitgan_sample_draws(page, seed_site, tmp_path, ar
 
 def test_the_page_draws_pytorchs_noise(page, cond_site, cond_run):
     """The page's noise for a seed is torch's (normal: 16 numbers at a time), and a draw of n
-    vectors is Sampler.noise's, whole blocks of 16 or not (z has 74 entries)."""
+    vectors is Sampler.noise's, whole blocks of 16 or not (z has 69 entries)."""
     page.goto(cond_site[0])
     page.locator("#grid[data-seed='0']").wait_for()
     sampler = digitgan.load(cond_run)
