@@ -122,6 +122,11 @@ def main() -> None:
         def stacked() -> None:
             digitgan.train(cfg, out / "stacked", dataset=dataset, progress=False, seeds=range(k))
 
+        # untimed: what the first training call of a process pays once (lazy imports, the
+        # libraries' initialisation), so that neither side is charged for it
+        digitgan.train(
+            cfg.replace(train__iters=2), out / "warm-up", dataset=dataset, progress=False
+        )
         sequential_s = _seconds(one_after_another)
         stacked_s = _seconds(stacked)
         row("`digitgan.train` in one process", stacked_s, sequential_s)
