@@ -2,8 +2,11 @@
 
 For each preset (seed, dcgan, cdcgan, wgan-gp, hinge-sn) and variant (fp32, bf16, compile,
 bf16+compile: ``train.precision`` and ``train.compile``; nchw: fp32 with the weights in the
-default layout instead of the trainer's channels-last on the CPU) a trainer is built on the device,
-stepped ``--warmup`` times (this includes torch.compile's compilation), then timed over
+default layout instead of the trainer's channels-last on the CPU; eager: fp32 with
+``train.cuda_graph`` off, every operation launched from Python, the baseline of the CUDA
+graph that fp32 replays on CUDA) a trainer is built on the device,
+stepped ``--warmup`` times (this includes torch.compile's compilation and the CUDA graph's
+capture), then timed over
 ``--rounds`` rounds of ``--iters`` steps; each round ends with a device synchronisation
 (``torch.cuda.synchronize()`` on CUDA), so it counts finished work.
 
@@ -21,9 +24,9 @@ and the distinct messages printed below the table. A variant that cannot run (sa
 compile with a gradient penalty) is reported in its row and the rest go on.
 
 Usage: python benchmarks/bench_presets.py [--device auto|cpu|cuda]
-    [--variants fp32,bf16,compile,bf16+compile,nchw] [--presets seed,dcgan,...]
+    [--variants fp32,bf16,compile,bf16+compile,nchw,eager] [--presets seed,dcgan,...]
     [--iters N] [--rounds 3] [--warmup 10] [--check-sync] [--json PATH] [--record]
-Defaults: fp32 and 50 iterations on a CPU; fp32,bf16,compile and 200 iterations on CUDA
+Defaults: fp32 and 50 iterations on a CPU; fp32,eager,bf16,compile and 200 iterations on CUDA
 (sized for about 3 minutes on one GPU).
 """
 
@@ -37,7 +40,7 @@ import time
 import warnings
 
 import torch
-from common import cpu_model, machine, markdown_table, record
+from common import device_name, machine, markdown_table, record
 
 import digitgan
 from digitgan.config import resolve_device
@@ -45,6 +48,7 @@ from digitgan.data import load_dataset
 from digitgan.errors import DigitganError
 from digitgan.fileio import atomic_write_text
 from digitgan.training.dense import DenseStep
+from digitgan.training.graph import GraphStep
 from digitgan.training.loop import make_step
 from digitgan.training.step import read_scalars
 from digitgan.training.trainer import Trainer
@@ -57,6 +61,7 @@ VARIANTS = {
     "compile": FP32 | {"train__compile": True},
     "bf16+compile": {"train__precision": "bf16", "train__compile": True},
     "nchw": FP32,  # fp32 with the weights put back in the default layout: see as_nchw()
+    "eager": FP32 | {"train__cuda_graph": False},  # on CUDA, every operation launched
 }
 
 
@@ -66,12 +71,6 @@ def as_nchw(trainer: Trainer) -> None:
     models = [trainer.G, trainer.D] + ([trainer.ema.model] if trainer.ema else [])
     for model in models:
         model.to(memory_format=torch.contiguous_format)
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    return f"CPU {cpu_model()} ({torch.get_num_threads()} threads)"
 
 
 def is_sync(w: warnings.WarningMessage) -> bool:
@@ -95,7 +94,10 @@ def time_variant(dataset, device, name: str, variant: str, args) -> dict:
     if variant == "nchw":
         as_nchw(trainer)
     step = make_step(trainer)
-    row["step"] = "dense kernel" if isinstance(step, DenseStep) else "generic"
+    inner = step.step if isinstance(step, GraphStep) else step
+    row["step"] = "dense kernel" if isinstance(inner, DenseStep) else "generic"
+    if isinstance(step, GraphStep):
+        row["step"] += ", CUDA graph"
     t0 = time.perf_counter()
     for _ in range(args.warmup):
         result = step()
@@ -151,7 +153,7 @@ def main() -> None:
     except DigitganError as e:
         ap.error(str(e))
     cuda = device.type == "cuda"
-    variants = (args.variants or ("fp32,bf16,compile" if cuda else "fp32")).split(",")
+    variants = (args.variants or ("fp32,eager,bf16,compile" if cuda else "fp32")).split(",")
     presets = args.presets.split(",")
     for v in variants:
         if v not in VARIANTS:

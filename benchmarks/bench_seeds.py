@@ -6,7 +6,13 @@ preset's own logging, sample grids and checkpoints:
 - in process: ``digitgan.train(cfg, seeds=range(K))`` against ``digitgan.train(cfg)`` once per
   seed, one after another (the baseline, run in the same script);
 - whole commands: ``digitgan train --seeds 0-(K-1)`` against K ``digitgan train --seed S``
-  commands one after another (start-up, imports and writing included).
+  commands one after another (start-up, imports and writing included);
+- the step alone (``--step``): the training step of the K stacked runs against one run's,
+  timed after warm-up (and, on CUDA, the graph's capture), with no logging.
+
+``--baseline one`` times seed 0's run alone in place of the K runs one after another and
+counts its throughput as theirs (runs of one configuration cost the same): for many seeds
+on a GPU, where the sequence would take most of the benchmark's time.
 
 Throughput is seed-iterations per second (K x iters / wall seconds); the table gives each
 and the stacked/sequential ratio.
@@ -17,7 +23,8 @@ and convolutions, forward and backward) and everything else, with the products' 
 GFLOP/s: where stacking saves time and where it cannot.
 
 Usage: python benchmarks/bench_seeds.py [--preset seed] [--seeds 8] [--iters 1000]
-       [--threads N] [--skip-commands] [--split] [--record]
+       [--device cpu|cuda] [--baseline all|one] [--threads N] [--skip-commands] [--step]
+       [--split] [--record]
 """
 
 from __future__ import annotations
@@ -31,12 +38,14 @@ import time
 from pathlib import Path
 
 import torch
-from common import markdown_table, record
+from common import device_name, markdown_table, record
 from torch.profiler import profile
 
 import digitgan
 from digitgan.training.loop import seed_configs, seeds_step
 from digitgan.training.trainer import Trainer
+
+CPU = torch.device("cpu")
 
 PRODUCTS = (
     *("mm", "addmm", "addmm_", "bmm", "baddbmm"),
@@ -74,10 +83,23 @@ def split_step(cfg, dataset, runs: int, iters: int = 400, profiled: int = 100) -
     ]
 
 
-def _seconds(fn) -> float:
+def _seconds(fn, device: torch.device = CPU) -> float:
+    """The wall time of ``fn()``, its device work finished."""
     t0 = time.perf_counter()
     fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return time.perf_counter() - t0
+
+
+def step_seconds(cfg, dataset, runs: int, iters: int, device: torch.device) -> float:
+    """The seconds of ``iters`` iterations of the step of ``runs`` seeds (stacked when more
+    than one), after 20 untimed ones (warm-up, and on CUDA the graph's capture)."""
+    configs = seed_configs(cfg, range(runs))
+    step = seeds_step([Trainer(c, dataset, device) for c in configs])
+    for _ in range(20):
+        step()
+    return _seconds(lambda: [step() for _ in range(iters)], device)
 
 
 def main() -> None:
@@ -86,18 +108,29 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=8, help="how many seeds (0..K-1)")
     ap.add_argument("--iters", type=int, default=1000, help="iterations per run")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    ap.add_argument(
+        "--baseline",
+        choices=("all", "one"),
+        default="all",
+        help="the runs one after another, or one run's throughput as theirs",
+    )
     ap.add_argument("--skip-commands", action="store_true", help="only the in-process rows")
+    ap.add_argument("--step", action="store_true", help="also time the step alone")
     ap.add_argument("--split", action="store_true", help="also profile the step: products/rest")
     ap.add_argument("--record", action="store_true", help="append the table to RESULTS.md")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    k, iters = args.seeds, args.iters
-    cfg = digitgan.preset(args.preset).replace(train__iters=iters, train__device="cpu")
+    k, iters, device = args.seeds, args.iters, torch.device(args.device)
+    if args.split and device.type != "cpu":
+        ap.error("--split profiles the CPU's operators; use it with --device cpu")
+    cfg = digitgan.preset(args.preset).replace(train__iters=iters, train__device=args.device)
+    baseline = k if args.baseline == "all" else 1  # runs timed one after another
     dataset = digitgan.load_dataset(cfg.data.dataset)
     rows = []
 
-    def row(what: str, stacked: float, sequential: float) -> None:
-        rate_s, rate_q = k * iters / stacked, k * iters / sequential
+    def row(what: str, stacked: float, sequential: float, runs: int = baseline) -> None:
+        rate_s, rate_q = k * iters / stacked, runs * iters / sequential
         rows.append(
             [
                 what,
@@ -114,7 +147,7 @@ def main() -> None:
         out = Path(tmp)
 
         def one_after_another() -> None:
-            for s in range(k):
+            for s in range(baseline):
                 digitgan.train(
                     cfg.replace(train__seed=s), out / f"seq-{s}", dataset=dataset, progress=False
                 )
@@ -123,31 +156,37 @@ def main() -> None:
             digitgan.train(cfg, out / "stacked", dataset=dataset, progress=False, seeds=range(k))
 
         # untimed: what the first training call of a process pays once (lazy imports, the
-        # libraries' initialisation), so that neither side is charged for it
+        # device's and its libraries' initialisation), so that neither side is charged for it
         digitgan.train(
             cfg.replace(train__iters=2), out / "warm-up", dataset=dataset, progress=False
         )
-        sequential_s = _seconds(one_after_another)
-        stacked_s = _seconds(stacked)
+        sequential_s = _seconds(one_after_another, device)
+        stacked_s = _seconds(stacked, device)
         row("`digitgan.train` in one process", stacked_s, sequential_s)
 
         if not args.skip_commands:
             env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
             base = [sys.executable, "-m", "digitgan", "train", "--preset", args.preset]
-            base += ["--iters", str(iters), "--no-progress", "--device", "cpu"]
+            base += ["--iters", str(iters), "--no-progress", "--device", args.device]
 
             def run(extra: list[str]) -> None:
                 subprocess.run([*base, *extra], check=True, env=env, stdout=subprocess.DEVNULL)
 
             sequential_s = _seconds(
-                lambda: [run(["--seed", str(s), "--out", str(out / f"cmd-{s}")]) for s in range(k)]
+                lambda: [
+                    run(["--seed", str(s), "--out", str(out / f"cmd-{s}")]) for s in range(baseline)
+                ]
             )
             stacked_s = _seconds(lambda: run(["--seeds", f"0-{k - 1}", "--out", str(out / "cmd")]))
             row("whole `digitgan train` commands", stacked_s, sequential_s)
 
+    if args.step:
+        one = step_seconds(cfg, dataset, 1, iters, device)
+        row("the step alone (no logging)", step_seconds(cfg, dataset, k, iters, device), one, 1)
+
     headers = [
         "what",
-        f"{k} runs one after another, s",
+        f"{baseline} run{'s one after another' if baseline > 1 else ''}, s",
         "seed-it/s",
         f"{k} seeds stacked, s",
         "seed-it/s",
@@ -168,8 +207,10 @@ def main() -> None:
     if args.record:
         note = (
             f"Preset {args.preset}, {k} seeds (0..{k - 1}), {iters:,} iterations each, with the "
-            f"preset's logging, grids and checkpoints; CPU, {args.threads} torch threads. "
-            "Seed-iterations per second = seeds x iterations / wall seconds."
+            f"preset's logging, grids and checkpoints; {device_name(device)}. "
+            "Seed-iterations per second = seeds x iterations / wall seconds"
+            + ("" if baseline > 1 else "; the baseline is seed 0's run alone")
+            + "."
         )
         record(f"Many seeds in one process: {args.preset}, {k} seeds", f"{note}\n\n{table}")
 

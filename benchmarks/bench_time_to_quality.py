@@ -15,7 +15,8 @@ line (``--png``, default benchmarks/assets/time_to_quality.png).
 
 Usage: python benchmarks/bench_time_to_quality.py [--presets cdcgan] [--seeds 0,1,2]
     [--target 3] [--accuracy 0.97] [--eval-every N] [--n 10000] [--iters N]
-    [--max-minutes M] [--set KEY=VALUE ...] [--threads T] [--png PATH] [--record]
+    [--max-minutes M] [--set KEY=VALUE ...] [--threads T] [--device cpu|cuda] [--png PATH]
+    [--record]
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from common import markdown_table, record
+from common import device_name, markdown_table, record
 
 import digitgan
 from digitgan.eval.evaluate import evaluate_real
@@ -81,6 +82,7 @@ def main() -> None:
     ap.add_argument("--max-minutes", type=float, default=0.0, help="at most this training time")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     ap.add_argument(
         "--png", default=str(Path(__file__).with_name("assets") / "time_to_quality.png")
     )
@@ -92,7 +94,7 @@ def main() -> None:
     runs = []  # (preset, seed, points, reached point or None)
     with tempfile.TemporaryDirectory() as tmp:
         for preset in presets:
-            base = digitgan.build_config(preset, None, args.set, {"train.device": "cpu"})
+            base = digitgan.build_config(preset, None, args.set, {"train.device": args.device})
             iters = args.iters or base.train.iters
             every = args.eval_every or max(1, iters // 10)
             dataset = digitgan.load_dataset(base.data.dataset)
@@ -158,10 +160,13 @@ def main() -> None:
             f"Target: FID <= {args.target:g}x the real-data floor at {args.n:,} samples, and "
             f"label accuracy >= {args.accuracy:g} for conditional presets; evaluated every "
             f"{args.eval_every or 'tenth of the iterations'} iterations; training seconds exclude "
-            f"the evaluations' own time; CPU, {args.threads} torch threads, one run at a time. "
+            f"the evaluations' own time; {device_name(torch.device(args.device))}, one run at a "
+            f"time. "
             f"Curve: `{args.png}`."
         )
-        record(f"Time to quality: {', '.join(presets)}", f"{note}\n\n{totals}\n\n{table}")
+        where = " on a GPU" if args.device.startswith("cuda") else ""
+        title = f"Time to quality{where}: {', '.join(presets)}"
+        record(title, f"{note}\n\n{totals}\n\n{table}")
 
 
 def _plot(runs, target: float, path: Path) -> None:

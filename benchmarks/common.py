@@ -41,6 +41,13 @@ def machine() -> str:
     )
 
 
+def device_name(device: torch.device) -> str:
+    """The device a benchmark ran on: the GPU's name, or the CPU's and its torch threads."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    return f"CPU {cpu_model()} ({torch.get_num_threads()} threads)"
+
+
 METRICS = [  # (key in digitgan's evaluation metrics, label, format)
     ("fid", "FID (lower is better)", "{:.3f}"),
     ("kid", "KID x 1000 (lower)", "{:.3f}"),

@@ -250,6 +250,13 @@ class TrainConfig:
         "unconditional MLPs, fp32, one process, no penalties, instance noise or augmentation): "
         "the same math as the generic step with less overhead; false = always the generic step",
     )
+    cuda_graph: bool = opt(
+        True,
+        "on CUDA, record the training iteration once as a CUDA graph and replay it, where it "
+        "applies (one process; no compile, bf16, augmentation, instance noise, cluster views, "
+        "or lazy or scheduled penalties): the same iterations without launching each "
+        "operation from Python; false = launch every operation",
+    )
     ema_decay: float = opt(
         0.0,
         "exponential moving average of G's weights with this decay, used for samples and "

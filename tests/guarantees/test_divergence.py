@@ -43,9 +43,8 @@ def test_divergence_stops_keeps_the_last_good_checkpoint_and_resume_recovers(
     assert result.step == kept + 4 and _all_finite(latest)
     meta = read_checkpoint(latest)[1]
     assert meta["config"]["optim"]["lr_d"] == 2e-4
-    assert {g["lr"] for g in meta["opt_d"]["param_groups"] + meta["opt_g"]["param_groups"]} == {
-        2e-4
-    }
+    for group in meta["opt_d"]["param_groups"] + meta["opt_g"]["param_groups"]:
+        assert group["lr"] == pytest.approx(2e-4, rel=1e-7)  # (as float32, as Adam applies it)
 
 
 def test_divergence_before_any_checkpoint_on_the_command_line(tmp_path, capsys, tiny_data):

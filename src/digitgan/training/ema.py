@@ -31,10 +31,17 @@ class EMA:
         """The decay used for update number ``t`` (0-based)."""
         return min(self.decay, (1.0 + t) / (10.0 + t))
 
-    @torch.no_grad()
     def update(self, model: nn.Module, t: int) -> None:
         """Update number ``t`` of the average towards ``model``'s current weights."""
-        weight = 1.0 - self.decay_at(t)
-        torch._foreach_lerp_(self._params, list(model.parameters()), weight)
+        self.blend(model, 1.0 - self.decay_at(t))
+
+    @torch.no_grad()
+    def blend(self, model: nn.Module, weight: float | torch.Tensor) -> None:
+        """Move the average ``weight`` of the way towards ``model``'s weights: a float, or a
+        scalar tensor on the device (the same numbers; a CUDA graph reads it as it changes)."""
+        params = list(model.parameters())
+        if isinstance(weight, torch.Tensor):
+            weight = [weight] * len(params)
+        torch._foreach_lerp_(self._params, params, weight)
         for mine, theirs in zip(self._buffers, model.buffers(), strict=True):
             mine.copy_(theirs)

@@ -28,6 +28,7 @@ from ..store.checkpoint import (
 from ..store.rundir import RunDir
 from .dense import DenseStep
 from .distributed import SINGLE, Dist, session
+from .graph import GraphStep, graphable
 from .hooks import Hook, default_hooks, make_scorer
 from .logger import RunLogger
 from .seeds import StackedTrainer
@@ -38,14 +39,15 @@ KERNELS: list[type[Step]] = [DenseStep]
 """Specialised steps, tried in order before the generic one (see :func:`make_step`)."""
 
 
-def make_step(trainer: Trainer) -> Step:
+def make_step(trainer: Trainer) -> Step | GraphStep:
     """The generic step, or (with ``train.fast_step``) the first kernel that handles this
-    run: it declares every one of the run's :func:`~.step.features`, and its models fit."""
+    run: it declares every one of the run's :func:`~.step.features`, and its models fit;
+    replayed as a CUDA graph where that applies (:func:`~.graph.graphable`)."""
+    step = Step
     if trainer.cfg.train.fast_step:
-        for kernel in KERNELS:
-            if features(trainer) <= kernel.FEATURES and kernel.fits(trainer):
-                return kernel(trainer)
-    return Step(trainer)
+        fitting = (k for k in KERNELS if features(trainer) <= k.FEATURES and k.fits(trainer))
+        step = next(fitting, Step)
+    return GraphStep(step(trainer)) if graphable(trainer) else step(trainer)
 
 
 @dataclass

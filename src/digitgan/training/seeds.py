@@ -179,7 +179,7 @@ class StackedTrainer:
 
     @staticmethod
     def _adam(model: Stacked, runs: Sequence[torch.optim.Adam]) -> torch.optim.Adam:
-        defaults = {k: runs[0].defaults[k] for k in ("lr", "betas", "eps", "fused")}
+        defaults = {k: runs[0].defaults[k] for k in ("lr", "betas", "eps", "fused", "capturable")}
         opt = torch.optim.Adam(model.parameters(), **defaults)
         _stack_adam(opt, runs)
         return opt

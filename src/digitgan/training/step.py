@@ -37,6 +37,7 @@ import functools
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -145,6 +146,7 @@ def optimizer_step(opt: torch.optim.Optimizer) -> None:
         weight_decay=group["weight_decay"],
         eps=group["eps"],
         maximize=group["maximize"],
+        capturable=group["capturable"],
     )
 
 
@@ -262,13 +264,25 @@ class Step:
         are disjoint, so each run's gradient is its own loss's."""
         (loss if self.runs == 1 else loss.sum()).backward()
 
-    def __call__(self) -> StepResult:
+    @property
+    def batches_taken(self) -> int:
+        """How many real batches an iteration takes: one per D step, and one more for a
+        relativistic objective's G step."""
+        return self.trainer.cfg.train.d_steps + self.objective.pairs_real
+
+    def schedule(self) -> None:
+        """Set this iteration's learning rates on the optimisers (``optim.lr_end``), as
+        float32 numbers: the value that Adam's kernel reads from a float32 device scalar
+        too (:mod:`.graph`), so eager and replayed iterations take the same steps."""
         tr = self.trainer
         o = tr.cfg.optim
-        if o.lr_end != 1.0:
-            scale = half_cosine(tr.step_count, tr.cfg.train.iters, o.lr_end)
-            tr.opt_g.param_groups[0]["lr"] = o.lr_g * scale
-            tr.opt_d.param_groups[0]["lr"] = o.lr_d * scale
+        scale = half_cosine(tr.step_count, tr.cfg.train.iters, o.lr_end)
+        tr.opt_g.param_groups[0]["lr"] = float(np.float32(o.lr_g * scale))
+        tr.opt_d.param_groups[0]["lr"] = float(np.float32(o.lr_d * scale))
+
+    def __call__(self) -> StepResult:
+        tr = self.trainer
+        self.schedule()
         result = self.iterate()
         if tr.ema:
             tr.ema.update(tr.G, tr.step_count)
