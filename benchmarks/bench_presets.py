@@ -1,10 +1,11 @@
 """Training speed of every preset's inner loop, the training step, per precision/compile.
 
 For each preset (seed, dcgan, cdcgan, wgan-gp, hinge-sn) and variant (fp32, bf16, compile,
-bf16+compile: ``train.precision`` and ``train.compile``; nchw: fp32 with the weights in the
-default layout instead of the trainer's channels-last on the CPU; eager: fp32 with
+bf16+compile: ``train.precision`` and ``train.compile``; nchw and nhwc: fp32 with the
+weights in the default layout, or channels-last, whatever the trainer chose; eager: fp32 with
 ``train.cuda_graph`` off, every operation launched from Python, the baseline of the CUDA
-graph that fp32 replays on CUDA) a trainer is built on the device,
+graph that fp32 replays on CUDA; tf32: ``train.precision = tf32``, CUDA only;
+cudnn-benchmark: fp32 with ``train.cudnn_benchmark``) a trainer is built on the device,
 stepped ``--warmup`` times (this includes torch.compile's compilation and the CUDA graph's
 capture), then timed over
 ``--rounds`` rounds of ``--iters`` steps; each round ends with a device synchronisation
@@ -24,7 +25,8 @@ and the distinct messages printed below the table. A variant that cannot run (sa
 compile with a gradient penalty) is reported in its row and the rest go on.
 
 Usage: python benchmarks/bench_presets.py [--device auto|cpu|cuda]
-    [--variants fp32,bf16,compile,bf16+compile,nchw,eager] [--presets seed,dcgan,...]
+    [--variants fp32,bf16,compile,bf16+compile,nchw,nhwc,eager,tf32,cudnn-benchmark]
+    [--presets seed,dcgan,...]
     [--iters N] [--rounds 3] [--warmup 10] [--check-sync] [--json PATH] [--record]
 Defaults: fp32 and 50 iterations on a CPU; fp32,eager,bf16,compile and 200 iterations on CUDA
 (sized for about 3 minutes on one GPU).
@@ -60,17 +62,24 @@ VARIANTS = {
     "bf16": {"train__precision": "bf16"},
     "compile": FP32 | {"train__compile": True},
     "bf16+compile": {"train__precision": "bf16", "train__compile": True},
-    "nchw": FP32,  # fp32 with the weights put back in the default layout: see as_nchw()
+    "nchw": FP32,  # fp32 with the weights in another layout than the trainer's: see LAYOUTS
+    "nhwc": FP32,
     "eager": FP32 | {"train__cuda_graph": False},  # on CUDA, every operation launched
+    "tf32": {"train__precision": "tf32"},  # CUDA only
+    "cudnn-benchmark": FP32 | {"train__cudnn_benchmark": True},
 }
 
 
-def as_nchw(trainer: Trainer) -> None:
-    """The ``nchw`` variant: the models' weights in the default contiguous layout, the
-    baseline for the trainer's channels-last weights on the CPU (same run, same machine)."""
+LAYOUTS = {"nchw": torch.contiguous_format, "nhwc": torch.channels_last}
+"""The variants that put the models' weights in a layout of their own after the trainer has
+laid them out (channels-last on a CPU, the default contiguous one elsewhere): the baselines
+of the trainer's choice, in the same run on the same machine."""
+
+
+def relayout(trainer: Trainer, layout: torch.memory_format) -> None:
     models = [trainer.G, trainer.D] + ([trainer.ema.model] if trainer.ema else [])
     for model in models:
-        model.to(memory_format=torch.contiguous_format)
+        model.to(memory_format=layout)
 
 
 def is_sync(w: warnings.WarningMessage) -> bool:
@@ -91,8 +100,8 @@ def time_variant(dataset, device, name: str, variant: str, args) -> dict:
     row = {"preset": name, "variant": variant, "batch_size": cfg.data.batch_size}
     row["images_per_iter"] = cfg.data.batch_size * (2 * cfg.train.d_steps + 1)
     trainer = Trainer(cfg, dataset, device)
-    if variant == "nchw":
-        as_nchw(trainer)
+    if variant in LAYOUTS:
+        relayout(trainer, LAYOUTS[variant])
     step = make_step(trainer)
     inner = step.step if isinstance(step, GraphStep) else step
     row["step"] = "dense kernel" if isinstance(inner, DenseStep) else "generic"

@@ -23,8 +23,8 @@ and convolutions, forward and backward) and everything else, with the products' 
 GFLOP/s: where stacking saves time and where it cannot.
 
 Usage: python benchmarks/bench_seeds.py [--preset seed] [--seeds 8] [--iters 1000]
-       [--device cpu|cuda] [--baseline all|one] [--threads N] [--skip-commands] [--step]
-       [--split] [--record]
+       [--device cpu|cuda] [--baseline all|one] [--set KEY=VALUE ...] [--threads N]
+       [--skip-commands] [--step] [--split] [--record]
 """
 
 from __future__ import annotations
@@ -115,6 +115,7 @@ def main() -> None:
         default="all",
         help="the runs one after another, or one run's throughput as theirs",
     )
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config")
     ap.add_argument("--skip-commands", action="store_true", help="only the in-process rows")
     ap.add_argument("--step", action="store_true", help="also time the step alone")
     ap.add_argument("--split", action="store_true", help="also profile the step: products/rest")
@@ -124,7 +125,8 @@ def main() -> None:
     k, iters, device = args.seeds, args.iters, torch.device(args.device)
     if args.split and device.type != "cpu":
         ap.error("--split profiles the CPU's operators; use it with --device cpu")
-    cfg = digitgan.preset(args.preset).replace(train__iters=iters, train__device=args.device)
+    overrides = {"train.iters": iters, "train.device": args.device}
+    cfg = digitgan.build_config(args.preset, None, args.set, overrides)
     baseline = k if args.baseline == "all" else 1  # runs timed one after another
     dataset = digitgan.load_dataset(cfg.data.dataset)
     rows = []
@@ -168,6 +170,7 @@ def main() -> None:
             env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
             base = [sys.executable, "-m", "digitgan", "train", "--preset", args.preset]
             base += ["--iters", str(iters), "--no-progress", "--device", args.device]
+            base += [arg for kv in args.set for arg in ("--set", kv)]
 
             def run(extra: list[str]) -> None:
                 subprocess.run([*base, *extra], check=True, env=env, stdout=subprocess.DEVNULL)
@@ -207,7 +210,9 @@ def main() -> None:
     if args.record:
         note = (
             f"Preset {args.preset}, {k} seeds (0..{k - 1}), {iters:,} iterations each, with the "
-            f"preset's logging, grids and checkpoints; {device_name(device)}. "
+            f"preset's logging, grids and checkpoints"
+            + "".join(f", `{kv}`" for kv in args.set)
+            + f"; {device_name(device)}. "
             "Seed-iterations per second = seeds x iterations / wall seconds"
             + ("" if baseline > 1 else "; the baseline is seed 0's run alone")
             + "."

@@ -278,8 +278,15 @@ class TrainConfig:
         "fp32",
         "fp32; bf16: G and D forward passes under bfloat16 autocast, losses, weights, "
         "optimiser state and checkpoints in float32; auto: bf16 on a CPU with AMX matrix units "
-        "(Intel Xeon 4th generation and later), fp32 elsewhere",
-        choices=("fp32", "bf16", "auto"),
+        "(Intel Xeon 4th generation and later), fp32 elsewhere; tf32 (CUDA only): fp32 with "
+        "the matrix products on the tensor cores in TF32 (10-bit mantissa inputs, float32 "
+        "sums), as PyTorch's convolutions on CUDA are by default",
+        choices=("fp32", "bf16", "auto", "tf32"),
+    )
+    cudnn_benchmark: bool = opt(
+        False,
+        "on CUDA, let cuDNN time its convolution algorithms on the first iterations and keep "
+        "the fastest for the run's fixed shapes (torch.backends.cudnn.benchmark)",
     )
     compile: bool = opt(
         False,

@@ -100,9 +100,14 @@ def test_a_run_is_graphed_only_on_cuda_where_nothing_is_decided_on_the_host(tiny
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
+TF32 = {"train__precision": "tf32", "train__cudnn_benchmark": True}
+
+
 @cuda
 @pytest.mark.parametrize("seeds", [[0], [0, 5]], ids=["one run", "stacked runs"])
-@pytest.mark.parametrize("name, overrides", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    "name, overrides", [*CASES, ("dcgan", TF32)], ids=[c[0] for c in CASES] + ["dcgan-tf32"]
+)
 def test_a_captured_iteration_gives_the_eager_weights(tiny, small_data, name, overrides, seeds):
     cfg = tiny(name, "cuda", **overrides)
     eager_trainers = _trainers(cfg.replace(train__cuda_graph=False), small_data, "cuda", seeds)
@@ -119,7 +124,9 @@ def test_a_captured_iteration_gives_the_eager_weights(tiny, small_data, name, ov
         if key.startswith(("0.rng.", "1.rng.", "0.data.", "1.data.")):
             assert torch.equal(a[key], b[key]), key  # the streams: exactly
         else:
-            torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6, msg=key)
+            loose = overrides is TF32  # (cuDNN may pick other algorithms for the second run)
+            tol = {"rtol": 1e-3, "atol": 1e-4} if loose else {"rtol": 1e-5, "atol": 1e-6}
+            torch.testing.assert_close(b[key], a[key], **tol, msg=key)
 
 
 @cuda

@@ -1,4 +1,5 @@
-"""train.precision = bf16, train.compile and the inner loop's freedom from host syncs.
+"""train.precision (bf16, tf32), train.cudnn_benchmark, train.compile and the inner loop's
+freedom from host syncs.
 
 The bf16 tests run on the CPU and, where there is one, on a GPU (CUDA autocast casts more
 operations than the CPU's, e.g. the matrix-vector products of spectral norm). The compile
@@ -15,10 +16,13 @@ import pytest
 import torch
 from helpers import Stepping
 from safetensors.torch import load_file
+from torch.backends import cudnn
 
 import digitgan
 from digitgan.config import preset
 from digitgan.errors import ConfigError
+from digitgan.training.loop import make_step
+from digitgan.training.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models
 
@@ -128,7 +132,7 @@ def test_hand_written_step_only_in_fp32_and_eager(tiny, overrides, small_data):
 
 
 def test_precision_and_compile_are_validated():
-    with pytest.raises(ConfigError, match="train.precision: 'fp16' is not one of fp32, bf16, auto"):
+    with pytest.raises(ConfigError, match="'fp16' is not one of fp32, bf16, auto, tf32"):
         preset("seed").replace(train__precision="fp16")
     with pytest.raises(ConfigError, match="train.compile: expected true or false"):
         digitgan.build_config("seed", sets=["train.compile=maybe"])
@@ -235,3 +239,35 @@ def test_step_makes_no_host_sync(tiny, name, overrides, small_data, no_sync_call
     # the guard works: the logging path (which may sync) trips it
     with pytest.raises(AssertionError, match="host sync: Tensor.tolist"):
         tr.stats()
+
+
+def test_tf32_needs_a_cuda_device(tiny, small_data):
+    with pytest.raises(ConfigError, match="train.precision: tf32 needs a CUDA device"):
+        Trainer(tiny("dcgan", train__precision="tf32"), small_data, "cpu")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_library_settings_hold_during_each_iteration_and_are_restored(
+    tiny, small_data, device, monkeypatch
+):
+    """train.precision = tf32 (CUDA) and train.cudnn_benchmark are in force while an iteration
+    runs, eager or as the CUDA graph records it, and the process's settings are back after."""
+    overrides = {"train__cudnn_benchmark": True}
+    if device == "cuda":
+        overrides["train__precision"] = "tf32"
+    trainer = Trainer(tiny("dcgan", device, **overrides), small_data, device)
+    step = make_step(trainer)
+    inner = getattr(step, "step", step)  # (the step a CUDA graph records)
+    seen = []
+    iterate = inner.iterate
+    monkeypatch.setattr(
+        inner,
+        "iterate",
+        lambda: seen.append((torch.get_float32_matmul_precision(), cudnn.benchmark)) or iterate(),
+    )
+    before = torch.get_float32_matmul_precision(), cudnn.benchmark
+    for _ in range(5):
+        assert torch.isfinite(step().d_loss)
+    want = ("high" if device == "cuda" else before[0], True)
+    assert seen and set(seen) == {want}
+    assert (torch.get_float32_matmul_precision(), cudnn.benchmark) == before == ("highest", False)

@@ -178,7 +178,7 @@ class GraphStep:
         """The part of the iteration the graph holds: the step's D and G steps on the replay
         batches at the device learning rates, then the EMA update at the device weight."""
         tr = self.trainer
-        with self._on_device_scalars():
+        with self._on_device_scalars(), self.step.kernels():
             result = self.step.iterate()
             if tr.ema:
                 tr.ema.blend(tr.G, self.scalars["ema_weight"])

@@ -326,7 +326,7 @@ def _train_seeds(cfg, out, seeds, force, progress, dataset, hooks) -> list[Train
             return _fit_seeds(step, trainers, dirs, scorers, progress, dist, hooks, fresh=True)
 
 
-def seeds_step(trainers: list[Trainer]) -> Step:
+def seeds_step(trainers: list[Trainer]) -> Step | GraphStep:
     """The step of several seeds' trainers: of their :class:`StackedTrainer` (of one alone)."""
     return make_step(StackedTrainer(trainers) if len(trainers) > 1 else trainers[0])
 

@@ -34,7 +34,8 @@ describe.
 from __future__ import annotations
 
 import functools
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -280,10 +281,30 @@ class Step:
         tr.opt_g.param_groups[0]["lr"] = float(np.float32(o.lr_g * scale))
         tr.opt_d.param_groups[0]["lr"] = float(np.float32(o.lr_d * scale))
 
+    @contextmanager
+    def kernels(self) -> Iterator[None]:
+        """The library settings an iteration runs under, restored after it: TF32 matrix
+        products for ``train.precision = tf32`` (``torch.set_float32_matmul_precision``), and
+        cuDNN's autotuning for ``train.cudnn_benchmark``."""
+        train = self.trainer.cfg.train
+        if not (train.precision == "tf32" or train.cudnn_benchmark):
+            yield
+            return
+        saved = torch.get_float32_matmul_precision(), torch.backends.cudnn.benchmark
+        if train.precision == "tf32":
+            torch.set_float32_matmul_precision("high")
+        torch.backends.cudnn.benchmark = saved[1] or train.cudnn_benchmark
+        try:
+            yield
+        finally:
+            torch.set_float32_matmul_precision(saved[0])
+            torch.backends.cudnn.benchmark = saved[1]
+
     def __call__(self) -> StepResult:
         tr = self.trainer
         self.schedule()
-        result = self.iterate()
+        with self.kernels():
+            result = self.iterate()
         if tr.ema:
             tr.ema.update(tr.G, tr.step_count)
         tr.step_count += 1

@@ -142,6 +142,11 @@ class Trainer:
         self.cfg = cfg
         self.device = torch.device(device)
         self.dist = dist
+        if cfg.train.precision == "tf32" and self.device.type != "cuda":
+            raise ConfigError(
+                f"train.precision: tf32 needs a CUDA device (NVIDIA tensor cores), not "
+                f"{self.device}; use fp32, or bf16 on a CPU with bf16 units"
+            )
         if cfg.data.batch_size % dist.world:
             raise ConfigError(
                 f"data.batch_size: {cfg.data.batch_size} images do not divide among "
