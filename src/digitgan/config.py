@@ -496,13 +496,13 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
         _conv(_CONDITIONAL, data={"dataset": "fashion-mnist"}),
     ),
     "stacked": (
-        "the hinge-sn recipe with a wider G and cdcgan's decaying learning rate, 20,000 "
+        "the hinge-sn recipe with wider networks and cdcgan's decaying learning rate, 20,000 "
         "iterations, on Stacked MNIST (stacked-mnist20k: three digits as red, green and blue, "
         "1,000 modes): the mode-collapse benchmark; digitgan evaluate counts the modes",
         _conv(
             _conv(_HINGE_SN, **_FAST),
             data={"dataset": "stacked-mnist20k"},
-            model={"dcgan": {"g_channels": 48}},
+            model={"dcgan": {"g_channels": 64, "d_channels": 48}},
             train={"iters": 20000},
         ),
     ),
