@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check in one script (under 10 minutes on one H200): the CUDA tests (the captured
+# The GPU check in one script (270 s on one H200): the CUDA tests (the captured
 # iteration against the eager one, its resume and sync audit; bf16), and only when they pass
 # the benchmarks with --record: bench_presets.py (CUDA graph against eager, host syncs
 # checked), bench_seeds.py (64 seeds of the seed preset and 8 of dcgan against one run),

@@ -31,9 +31,13 @@ class EMA:
         """The decay used for update number ``t`` (0-based)."""
         return min(self.decay, (1.0 + t) / (10.0 + t))
 
+    def weight_at(self, t: int) -> float:
+        """How far update number ``t`` moves the average towards the model: 1 - decay."""
+        return 1.0 - self.decay_at(t)
+
     def update(self, model: nn.Module, t: int) -> None:
         """Update number ``t`` of the average towards ``model``'s current weights."""
-        self.blend(model, 1.0 - self.decay_at(t))
+        self.blend(model, self.weight_at(t))
 
     @torch.no_grad()
     def blend(self, model: nn.Module, weight: float | torch.Tensor) -> None:

@@ -214,7 +214,7 @@ class GraphStep:
         values = {
             "lr_d": tr.opt_d.param_groups[0]["lr"],
             "lr_g": tr.opt_g.param_groups[0]["lr"],
-            "ema_weight": 1.0 - tr.ema.decay_at(tr.step_count) if tr.ema else 0.0,
+            "ema_weight": tr.ema.weight_at(tr.step_count) if tr.ema else 0.0,
         }
         for name, value in values.items():
             if self.written.get(name) != value:
