@@ -112,8 +112,8 @@ def _shrink(name: str, device: str = "cpu", **overrides):
     cfg = preset(name)
     conv = {"model__dcgan__g_channels": 4, "model__dcgan__d_channels": 4} if name != "seed" else {}
     small = {"model__mlp__g_hidden": [16], "model__mlp__d_hidden": [16]} if name == "seed" else {}
-    if cfg.model.categories:  # fewer than z's 8 entries
-        small["model__categories"] = 3
+    if cfg.model.categories:  # fewer than z's 8 entries; a code in parts: 2 values each
+        small["model__categories"] = 3 if cfg.model.code_parts == 1 else 2**cfg.model.code_parts
     base = {
         "data__batch_size": 8,
         "model__z_dim": 8,

@@ -135,7 +135,9 @@ class Sampler:
         # keep every draw of a seed the prefix of a larger one
         size = n * m.z_dim
         z = sample_noise(1, -(-size // 16) * 16, m.noise, gen)[0, :size].view(n, m.z_dim)
-        return z if category is None else with_code(z, self.categories, category)
+        if category is None:
+            return z
+        return with_code(z, self.categories, category, self.generator.code_parts)
 
     def _check_category(self, category: int | None) -> None:
         """A ConfigError unless ``category`` is None or one of the model's categories."""
@@ -251,7 +253,7 @@ class Sampler:
             raise ConfigError(f"--n {per_class}: a class grid needs at least one per class")
         z = self.noise(per_class, seed)
         if not self.num_classes:
-            rows = [with_code(z, k, c) for c in range(k)]
+            rows = [with_code(z, k, c, self.generator.code_parts) for c in range(k)]
             return self.decode(torch.cat(rows), truncation=truncation)
         labels = torch.arange(k).repeat_interleave(per_class)
         return self.decode(z.repeat(k, 1), labels, truncation=truncation)

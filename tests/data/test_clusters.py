@@ -10,6 +10,7 @@ import torch
 from digitgan.data.clusters import (
     balanced_assignment,
     balanced_kmeans,
+    channel_clusters,
     deskew,
     fill,
     image_clusters,
@@ -98,6 +99,22 @@ def test_image_clusters_group_the_images_and_refuse_more_clusters_than_images():
         image_clusters(images, 13, torch.Generator())
     with pytest.raises(ValueError, match="cannot make 0 clusters"):
         balanced_kmeans(torch.zeros(3, 2), 0, torch.Generator())
+
+
+def test_channel_clusters_cluster_each_picture_once_and_read_the_channels_in_base_k():
+    """Stacked images: a picture has one cluster whichever channel holds it, and an image's
+    category is its channels' clusters as a number in base k, the first channel first."""
+    blank, square = np.zeros((4, 4), np.uint8), np.zeros((4, 4), np.uint8)
+    square[1:3, 1:3] = 255
+    pictures = np.stack([blank, square])
+    which = np.array([[0, 0, 1], [1, 0, 0], [0, 1, 1], [1, 1, 1], [0, 0, 0], [1, 0, 1]])
+    images = pictures[which]  # (6, 3, 4, 4): each channel a blank or a square
+    category = channel_clusters(images, 2, torch.Generator().manual_seed(0))
+    square_cluster = int(category[3]) & 1  # the image of three squares
+    bits = np.where(which == 1, square_cluster, 1 - square_cluster)
+    assert category.tolist() == (bits @ [4, 2, 1]).tolist()
+    with pytest.raises(ConfigError, match=r"model\.categories: 3 clusters of each channel need"):
+        channel_clusters(images, 3, torch.Generator())
 
 
 def test_clusters_within_classes_split_each_class_evenly_and_keep_it():

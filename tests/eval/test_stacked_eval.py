@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import digitgan
@@ -109,3 +110,50 @@ def test_channels_adds_the_usual_metrics_per_channel(stacked, tmp_path, capsys):
         assert report.metrics[f"{channel}/fid"] < 10  # real test digits against the test split
     assert main(["evaluate", "--real", "--channels", "--n", "5"]) == 2
     assert "--channels: only for a stacked dataset" in capsys.readouterr().err
+
+
+def test_a_code_in_three_parts_takes_each_channels_cluster(tmp_path, tiny, stacked):
+    """model.code_parts on Stacked MNIST: a category per channel's cluster, read in base k;
+    the run resumes exactly and draws a chosen category, whose parts G's noise picks."""
+    from safetensors.torch import load_file
+
+    from digitgan.models.base import category_parts, code_of
+
+    cfg = tiny(
+        "clusters",
+        **OPTIONS,
+        data__dataset="stacked-mnist20k",
+        model__categories=8,  # 2 clusters of each of the 3 channels
+        model__code_parts=3,
+        model__z_dim=10,
+        optim__lr_end=1.0,  # a constant learning rate: the runs below differ in train.iters
+        train__iters=4,
+        log__ckpt_every=2,
+    )
+    digitgan.train(cfg, tmp_path / "a", progress=False)
+    digitgan.train(cfg.replace(train__iters=2), tmp_path / "b", progress=False)
+    digitgan.resume(tmp_path / "b", iters=4, progress=False)
+    a, b = (load_file(tmp_path / r / "checkpoints" / "latest.safetensors") for r in "ab")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    parts = category_parts(a["data.clusters"], 8, 3)  # (2000, 3): each channel's cluster
+    cluster_of = {}
+    pictures = stacked.train.images.reshape(-1, 28 * 28)  # channel by channel, as parts
+    for picture, part in zip(pictures, parts.flatten().tolist(), strict=True):
+        assert cluster_of.setdefault(picture.tobytes(), part) == part  # one per picture
+    assert set(cluster_of.values()) == {0, 1}
+
+    gan = digitgan.load(tmp_path / "a")
+    assert gan.categories == 8
+    assert (code_of(gan.noise(50, seed=3, category=6), 8, 3) == 6).all()
+    out = tmp_path / "six.npy"
+    argv = ["sample", str(tmp_path / "a"), "--n", "4", "--category", "6", "--out", str(out)]
+    assert main(argv) == 0
+    assert np.array_equal(np.load(out), gan.sample(4, 0, category=6))  # (4, 3, 28, 28)
+
+
+def test_a_code_in_parts_needs_as_many_parts_as_channels(tmp_path, tiny, small_data):
+    cfg = tiny("clusters", model__categories=8, model__code_parts=3, model__z_dim=10)
+    with pytest.raises(ConfigError, match="model.code_parts: 3 parts .* mnist20k has 1"):
+        digitgan.train(cfg, tmp_path / "run", dataset=small_data, progress=False)
+    assert not (tmp_path / "run").exists()

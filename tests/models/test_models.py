@@ -6,6 +6,7 @@ import torch
 
 import digitgan
 from digitgan.config import PRESETS, preset
+from digitgan.data import StackedOptions, load_stacked
 from digitgan.errors import ConfigError
 from digitgan.models import build_models
 from digitgan.training.trainer import Trainer
@@ -76,12 +77,16 @@ def test_every_preset_trains_a_few_iterations(name, tmp_path, small_data):
         log__tb_every=1,
         log__ckpt_every=1,
     )
-    result = digitgan.train(cfg, tmp_path / name, dataset=small_data, progress=False)
+    data = small_data
+    if cfg.model.code_parts > 1:  # a part per channel: stacked digits
+        data = load_stacked("mnist20k", None, StackedOptions(train_size=300, test_size=2))
+    result = digitgan.train(cfg, tmp_path / name, dataset=data, progress=False)
     assert result.step == 2 and all(np.isfinite(v) for v in result.stats.values())
     gan = digitgan.load(tmp_path / name)
     assert gan.ema == (cfg.train.ema_decay > 0)
     images = gan.generate(5, seed=1)
-    assert images.shape == (5, 1, 28, 28) and 0 <= images.min() and images.max() <= 1
+    shape = (5, data.image_shape[0], 28, 28)
+    assert images.shape == shape and 0 <= images.min() and images.max() <= 1
 
 
 @pytest.mark.parametrize("arch", ["mlp", "dcgan"])
@@ -140,6 +145,29 @@ def test_with_clusters_within_classes_d_judges_each_class_and_category_pair():
     assert G(torch.randn(5, cfg.z_dim), y % 4).shape == (5, 1, 28, 28)
 
 
+def test_a_code_in_parts_is_read_block_by_block_and_projected_as_a_sum():
+    """Stacked MNIST's 1,000 modes as 3 parts of 10 (here 8 = 2^3): G sees a one-hot per
+    block of z's last entries; D embeds a category as the sum of its parts' rows."""
+    from digitgan.models.base import category_parts, code_of
+
+    cfg = _model_cfg(model__z_dim=9, model__categories=8, model__clusters=True, model__code_parts=3)
+    G, D = build_models(cfg, (3, 28, 28))
+    G.eval()
+    assert G.categories == 8 and G.code_parts == 3 and D.num_classes == 8
+    assert D.embed.num_embeddings == 6  # 3 parts x 2 values, not 8 categories
+    z = torch.randn(2, 9)
+    z[:, 3:] = torch.tensor([[5.0, 0, 0, 5, 5, 0], [0, 5, 5, 0, 0, 5]])  # parts 0,1,0 and 1,0,1
+    assert code_of(z, 8, 3).tolist() == [0b010, 0b101]
+    assert category_parts(torch.tensor([0b010, 0b101]), 8, 3).tolist() == [[0, 1, 0], [1, 0, 1]]
+    seen = torch.cat([z[:, :3], torch.tensor([[1.0, 0, 0, 1, 1, 0], [0, 1, 1, 0, 0, 1]])], 1)
+    torch.testing.assert_close(G(z), G.body(seen).view(2, 3, 28, 28))
+    x, y = torch.randn(2, 3, 28, 28), torch.tensor([0b010, 0b101])
+    rows = D.embed.weight  # (under spectral norm: the normalised table)
+    h = D.features(x)
+    projected = torch.stack([rows[0] + rows[3] + rows[4], rows[1] + rows[2] + rows[5]])
+    torch.testing.assert_close(D(x, y), D.head(h).squeeze(1) + (projected * h).sum(1))
+
+
 def test_noise_draws_every_category_equally_often():
     from digitgan.models import sample_noise
     from digitgan.models.base import code_of
@@ -148,6 +176,9 @@ def test_noise_draws_every_category_equally_often():
         z = sample_noise(60_000, 12, kind, torch.Generator().manual_seed(0))
         shares = torch.bincount(code_of(z, 10), minlength=10) / 60_000
         assert shares.min() > 0.09 and shares.max() < 0.11
+        # a code in 2 parts of 3: 9 categories, each part's block drawn independently
+        shares = torch.bincount(code_of(z, 9, 2), minlength=9) / 60_000
+        assert shares.min() > 0.1 and shares.max() < 0.122
 
 
 @pytest.mark.parametrize(
@@ -166,11 +197,20 @@ def test_noise_draws_every_category_equally_often():
         ({"model__categories": 3, "model__clusters": True, "model__self_condition": True}, "one"),
         ({"model__categories": 3, "model__clusters": True, "loss__cluster_weight": 1.0}, "one"),
         ({"loss__cluster_weight": 1.0}, "needs model.categories"),
+        ({"model__categories": 4, "model__code_parts": 2}, "needs model.clusters and an unc"),
+        (
+            {"model__categories": 4, "model__code_parts": 2, "model__clusters": True}
+            | {"model__conditional": True},
+            "needs model.clusters and an unconditional",
+        ),
+        ({"model__categories": 5, "model__code_parts": 2, "model__clusters": True}, r"k\^2 for"),
+        ({"model__categories": 9, "model__code_parts": 2, "model__clusters": True}, "6 entries"),
         ({"model__categories": 3, "loss__cluster_views": ["affine"]}, "needs loss.cluster_w"),
         ({"model__categories": 3, "loss__cluster_views": ["spin"]}, "'spin' is not one of"),
     ],
 )
 def test_impossible_categories_are_refused(change, message):
-    keys = "model.(categories|self_condition|clusters|cond_d)|loss.cluster_(weight|views)"
+    model = "categories|code_parts|self_condition|clusters|cond_d"
+    keys = f"model.({model})|loss.cluster_(weight|views)"
     with pytest.raises(ConfigError, match=f"({keys}): .*{message}"):
         preset("seed").replace(model__z_dim=6, **change)

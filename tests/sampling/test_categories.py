@@ -36,6 +36,16 @@ def test_with_code_swaps_the_largest_code_entry_into_place(kind):
     assert code_of(z, 4).unique().numel() == 4  # (z itself is left as it was)
 
 
+def test_with_code_in_parts_swaps_within_each_parts_block():
+    z = sample_noise(300, 9, "normal", torch.Generator().manual_seed(0))
+    for c in range(8):  # 3 parts of 2 in the last 6 entries
+        made = with_code(z, 8, c, parts=3)
+        assert (code_of(made, 8, parts=3) == c).all()
+        assert torch.equal(made[:, :3], z[:, :3])
+        for block in (slice(3, 5), slice(5, 7), slice(7, 9)):  # swaps stay in their block
+            assert torch.equal(made[:, block].sort(1).values, z[:, block].sort(1).values)
+
+
 def test_with_code_draws_noise_as_distributed_given_its_category():
     z = sample_noise(200_000, 5, "normal", torch.Generator().manual_seed(1))
     picked = z[code_of(z, 3) == 1]  # noise that picks category 1 by chance

@@ -118,6 +118,24 @@ def sub_site(site, tmp_path_factory, tiny, small_data):
     return site(out)
 
 
+@pytest.fixture(scope="module")
+def colour_site(site, colour_run):
+    return site(colour_run)
+
+
+def test_a_page_draws_a_category_of_a_code_in_parts(page, colour_site):
+    """Stacked MNIST's code in 3 parts (here of 2 each): the page makes each part's block of
+    the noise pick its digit of the category, as digitgan sample does."""
+    from playwright.sync_api import expect
+
+    model, grid = opened(page, colour_site, "unconditional, 8 learnt categories")
+    page.select_option("#digit", "5")
+    expect(grid).to_have_attribute("data-category", "5")
+    fives = shown(page, colour=True)[0]
+    assert near(fives, drawn(model, "--n", 16, "--seed", 0, "--category", 5))
+    assert not near(fives, drawn(model, "--n", 16, "--seed", 0, "--category", 2))
+
+
 def test_a_conditional_page_draws_one_cluster_and_refuses_a_grid_of_them(page, sub_site):
     """As the server: a category beside a label, but no "all" for a conditional model."""
     opened(page, sub_site, "10 (conditional)")
@@ -134,10 +152,10 @@ def test_a_conditional_page_draws_one_cluster_and_refuses_a_grid_of_them(page, s
     assert drawn == "drawn"
 
 
-def shown(page) -> tuple[np.ndarray, dict, bytes]:
+def shown(page, colour: bool = False) -> tuple[np.ndarray, dict, bytes]:
     """The grid the page shows, at its own size (a pixel per pixel: the page's upscaling
-    undone, after checking that every pixel is a square of equal values), its request, and
-    the PNG's bytes."""
+    undone, after checking that every pixel is a square of equal values), grey or (``colour``)
+    RGB, its request, and the PNG's bytes."""
     data = page.locator("#grid").evaluate("img => ({...img.dataset})")
     png = bytes(
         page.evaluate(
@@ -149,7 +167,10 @@ def shown(page) -> tuple[np.ndarray, dict, bytes]:
     s = int(data["scale"])
     small = rgba[::s, ::s]
     assert np.array_equal(small.repeat(s, 0).repeat(s, 1), rgba)
-    assert (small[..., 3] == 255).all() and (small[..., 0] == small[..., 1]).all()
+    assert (small[..., 3] == 255).all()
+    if colour:
+        return small[..., :3], data, png
+    assert (small[..., 0] == small[..., 1]).all()
     return small[..., 0], data, png
 
 

@@ -5,6 +5,7 @@ import torch
 
 import digitgan
 from digitgan.cli import main
+from digitgan.data import StackedOptions, load_stacked
 from digitgan.errors import CheckpointError, ConfigError, DivergenceError
 from digitgan.store.checkpoint import read_checkpoint
 from digitgan.training.dense import DenseStep
@@ -50,10 +51,14 @@ def _compare(single: Trainer, stacked_run: Trainer, lr: float) -> None:
         ("wgan-gp", {"train__d_steps": 2}),  # a penalty drawing its own randomness
         ("hinge-sn", {"model__categories": 3, "model__self_condition": True}),  # 2 outputs
         ("clusters", {"model__categories": 3}),  # each run's own clusters as D's labels
+        # a code in 3 parts, D's projection the sum of its parts' rows, on stacked digits
+        ("clusters", {"model__categories": 8, "model__code_parts": 3, "model__z_dim": 10}),
     ],
 )
 def test_each_stacked_run_equals_its_one_seed_run(tiny, small_data, name, overrides):
     cfg = tiny(name, **overrides)
+    if cfg.model.code_parts > 1:
+        small_data = load_stacked("mnist20k", None, StackedOptions(train_size=300, test_size=2))
     steps = 3
     singles = []
     for seed in SEEDS:

@@ -17,6 +17,9 @@ images (see :mod:`digitgan.models.base`); the clusters come from here (:func:`im
    clusters whose sizes differ by one at most. Equal sizes let the generator draw its
    categories uniformly.
 
+Images whose channels each hold a picture of their own (Stacked MNIST) are clustered channel
+by channel instead (:func:`channel_clusters`, for ``model.code_parts``).
+
 On mnist20k, 100 clusters: 94% of the images fall in a cluster of their digit's majority,
 against 92% for k-means of the deskewed pixels and 85% of the raw ones.
 """
@@ -230,3 +233,23 @@ def image_clusters(
     pixels = deskew(torch.from_numpy(images).float().div_(255.0)).flatten(1)
     embedded = spectral_embedding(pixels, min(k, EMBEDDING_DIMS), generator)
     return balanced_kmeans(embedded, k, generator)[0]
+
+
+def channel_clusters(images: np.ndarray, k: int, generator: torch.Generator) -> Tensor:
+    """The category (0..k^C - 1) of each image of ``images`` (N, C, H, W; uint8) whose
+    channels each hold a picture of their own (Stacked MNIST): every distinct picture found in
+    any channel is put in one of ``k`` clusters as a one-channel image (:func:`image_clusters`,
+    so a picture has the same cluster in every channel), and an image's category is its
+    channels' clusters read as a number in base k, the first channel the most significant
+    (:func:`digitgan.models.base.category_parts` reads it back)."""
+    n, c = images.shape[:2]
+    pictures = np.ascontiguousarray(images.reshape(n * c, 1, *images.shape[2:]))
+    distinct, which = np.unique(pictures.reshape(n * c, -1), axis=0, return_inverse=True)
+    if k > len(distinct):
+        raise ConfigError(
+            f"model.categories: {k} clusters of each channel need at least {k} distinct "
+            f"pictures; the dataset's channels hold {len(distinct)}"
+        )
+    found = image_clusters(distinct.reshape(-1, *pictures.shape[1:]), k, generator)
+    parts = found[torch.from_numpy(which.reshape(n, c))]
+    return (parts * k ** torch.arange(c - 1, -1, -1)).sum(1)

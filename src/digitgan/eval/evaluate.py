@@ -593,7 +593,8 @@ def evaluate(
         # the class each category draws (scored on digits, not stacks); a conditional
         # model's categories lie within the class asked for, so it has no such score
         if k and labels is None:
-            categories = code_of(truncate_noise(z, truncation, gan.config.model.noise), k), k
+            z = truncate_noise(z, truncation, gan.config.model.noise)
+            categories = code_of(z, k, gan.generator.code_parts), k
     _check_shape(str(source), images.shape[1:], data, clf)
     floor = None
     if data.stack_of is not None:

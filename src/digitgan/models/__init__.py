@@ -41,17 +41,18 @@ def build_models(cfg, image_shape: tuple[int, int, int], num_classes: int = 0):
 
     ``num_classes`` > 0 makes both class-conditional when ``cfg.conditional`` is set;
     ``cfg.categories`` gives them the categorical code (see base.py), whatever the
-    architecture; with ``cfg.clusters`` D has no code head and takes each image's category as
-    its label instead (of a conditional model: its class's category, label class * K +
-    category). Weights are initialised by ``cfg.init`` from the global torch RNG.
+    architecture, in ``cfg.code_parts`` parts; with ``cfg.clusters`` D has no code head and
+    takes each image's category as its label instead (of a conditional model: its class's
+    category, label class * K + category). Weights are initialised by ``cfg.init`` from the
+    global torch RNG.
     """
     wrap = _float32_spectral_norm if cfg.spectral_norm else (lambda m: m)
     classes = num_classes if cfg.conditional else 0
     g, d = ARCHITECTURES[cfg.arch](cfg, tuple(image_shape), classes, wrap)
     if cfg.categories:
-        g.categories = cfg.categories
+        g.categories, g.code_parts = cfg.categories, cfg.code_parts
         if cfg.clusters:  # a label per category, per category of each class if conditional
-            d.project_labels(cfg.categories * max(classes, 1), wrap)
+            d.project_labels(cfg.categories * max(classes, 1), wrap, cfg.code_parts)
         else:
             d.add_code_head(cfg.categories, cfg.self_condition, wrap)
     for module in (g, d):

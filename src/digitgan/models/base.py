@@ -64,26 +64,60 @@ def check_label_values(labels: torch.Tensor, num_classes: int) -> None:
 
 
 def one_hot(index: torch.Tensor, k: int, dtype: torch.dtype) -> torch.Tensor:
-    """(N,) integers -> (N, k) one-hot rows (a comparison: batched by vmap, exported by ONNX)."""
-    return (index.unsqueeze(1) == torch.arange(k, device=index.device)).to(dtype)
+    """Integers (...) -> one-hot rows (..., k) (a comparison: batched by vmap, exported by
+    ONNX)."""
+    return (index.unsqueeze(-1) == torch.arange(k, device=index.device)).to(dtype)
 
 
-def code_of(z: torch.Tensor, k: int) -> torch.Tensor:
-    """The category (N,) that noise ``z`` (N, z_dim) picks among ``k``: its last k's argmax."""
-    return z[:, -k:].argmax(1)
+def part_size(k: int, parts: int) -> int:
+    """The categories of each of a code's ``parts`` parts, for ``k`` categories in all (k is
+    that number to the power ``parts``)."""
+    return round(k ** (1 / parts)) if parts > 1 else k
 
 
-def with_code(z: torch.Tensor, k: int, category: int) -> torch.Tensor:
+def category_parts(category: torch.Tensor, k: int, parts: int) -> torch.Tensor:
+    """Each of ``parts`` parts (N, parts) of the categories (N,) among ``k``: their digits in
+    base :func:`part_size`, the first part the most significant (Stacked MNIST's red, green,
+    blue digits of a label)."""
+    powers = _place_values(k, parts, category.device)
+    return category.unsqueeze(-1).div(powers, rounding_mode="floor").remainder(part_size(k, parts))
+
+
+def _place_values(k: int, parts: int, device) -> torch.Tensor:
+    """What each part of a category among ``k`` counts for (parts,): the powers of the base,
+    the first part's the highest."""
+    return part_size(k, parts) ** torch.arange(parts - 1, -1, -1, device=device)
+
+
+def _code_blocks(z: torch.Tensor, k: int, parts: int) -> torch.Tensor:
+    """The entries of noise ``z`` (N, z_dim) that pick its category among ``k``: the last
+    ``parts`` blocks of :func:`part_size` entries, as (N, parts, size)."""
+    base = part_size(k, parts)
+    return z[:, z.shape[1] - parts * base :].unflatten(1, (parts, base))
+
+
+def code_of(z: torch.Tensor, k: int, parts: int = 1) -> torch.Tensor:
+    """The category (N,) that noise ``z`` (N, z_dim) picks among ``k``: the argmax of its
+    last k entries; of a code in ``parts`` parts, each part the argmax of its own block of the
+    last entries (:func:`category_parts` read back)."""
+    return (_code_blocks(z, k, parts).argmax(2) * _place_values(k, parts, z.device)).sum(1)
+
+
+def with_code(z: torch.Tensor, k: int, category: int, parts: int = 1) -> torch.Tensor:
     """Noise ``z`` (N, z_dim) made to pick ``category`` among ``k`` (see :func:`code_of`): in
-    each row the largest of the last k entries trades places with the entry at ``category``.
-    The k entries are independent draws of one distribution, so the rows are distributed as
-    noise conditioned on picking ``category``; a row that picks it already is unchanged."""
+    each row and each part's block the largest entry trades places with the entry at the
+    category's part. The entries are independent draws of one distribution, so the rows are
+    distributed as noise conditioned on picking ``category``; a row that picks it already is
+    unchanged."""
     z = z.clone()
-    code = z[:, -k:]
-    rows, top = torch.arange(z.shape[0]), code.argmax(1)
-    largest = code[rows, top].clone()
-    code[rows, top] = code[rows, category]
-    code[rows, category] = largest
+    blocks = _code_blocks(z, k, parts)  # a view: the swaps write into z
+    rows = torch.arange(z.shape[0])
+    for part, want in enumerate(category_parts(torch.tensor(category), k, parts).tolist()):
+        code = blocks[:, part]
+        top = code.argmax(1)
+        largest = code[rows, top].clone()
+        code[rows, top] = code[rows, want]
+        code[rows, want] = largest
     return z
 
 
@@ -92,6 +126,8 @@ class Generator(nn.Module):
 
     categories = 0
     """K of the categorical code (0: none); set by :func:`~digitgan.models.build_models`."""
+    code_parts = 1
+    """The parts the code comes in (``model.code_parts``): K is their categories' product."""
 
     def __init__(
         self, body: nn.Module, z_dim: int, image_shape, out_range, num_classes=0, embed_dim=0
@@ -115,10 +151,13 @@ class Generator(nn.Module):
 
     def body_input(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """What the body reads for noise ``z`` and (already checked) ``labels``: ``z`` with the
-        categorical code one-hot in its last K entries, then the label's embedding."""
+        categorical code one-hot in its last K entries (each part's one-hot in its own block,
+        for a code in parts), then the label's embedding."""
         if self.categories:
-            k = self.categories
-            z = torch.cat([z[:, :-k], one_hot(code_of(z, k), k, z.dtype)], 1)
+            k, parts = self.categories, self.code_parts
+            blocks = _code_blocks(z, k, parts)
+            code = one_hot(blocks.argmax(2), blocks.shape[2], z.dtype).flatten(1)
+            z = torch.cat([z[:, : z.shape[1] - code.shape[1]], code], 1)
         if self.embed is not None:
             z = torch.cat([z, self.embed(labels)], dim=1)
         return z
@@ -126,6 +165,9 @@ class Generator(nn.Module):
 
 class Discriminator(nn.Module):
     """images (N, C, H, W) [+ labels (N,)] -> one logit per image (N,)."""
+
+    label_parts = 1
+    """The parts D's projected labels come in (:meth:`project_labels`)."""
 
     def __init__(
         self,
@@ -160,12 +202,23 @@ class Discriminator(nn.Module):
         if self_condition:
             self.embed = wrap(nn.Embedding(k, self.feature_dim))
 
-    def project_labels(self, k: int, wrap=lambda m: m) -> None:
+    def project_labels(self, k: int, wrap=lambda m: m, parts: int = 1) -> None:
         """Make D a projection discriminator on labels 0..k-1 (a conditional D's class
         embedding gives way), which it then requires (``model.clusters``: a real image's
-        cluster, a generated image's category)."""
-        self.num_classes, self.cond_d = k, "projection"
-        self.embed = wrap(nn.Embedding(k, self.feature_dim))
+        cluster, a generated image's category). Labels of a code in ``parts`` parts
+        (:func:`category_parts`) are embedded as the sum of their parts' embeddings, one
+        table row per part and value, so that each row learns from every label sharing it."""
+        self.num_classes, self.cond_d, self.label_parts = k, "projection", parts
+        self.embed = wrap(nn.Embedding(parts * part_size(k, parts), self.feature_dim))
+
+    def embedding(self, y: torch.Tensor) -> torch.Tensor:
+        """The projection's embedding (N, features) of labels ``y`` (N,)."""
+        if self.label_parts == 1:
+            return self.embed(y)
+        base = part_size(self.num_classes, self.label_parts)
+        rows = category_parts(y, self.num_classes, self.label_parts)
+        rows = rows + base * torch.arange(self.label_parts, device=y.device)
+        return self.embed(rows).sum(1)
 
     def forward(
         self, x: torch.Tensor, labels: torch.Tensor | None = None, codes: bool = False
@@ -181,5 +234,5 @@ class Discriminator(nn.Module):
         if self.embed is not None:
             # self-conditioned: each image is judged as the category the head guesses
             y = labels if self.num_classes else guess.detach().argmax(1)
-            out = out + (self.embed(y) * h).sum(dim=1)
+            out = out + (self.embedding(y) * h).sum(dim=1)
         return (out, guess) if codes else out

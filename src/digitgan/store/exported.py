@@ -68,6 +68,8 @@ def config_document(meta: dict[str, Any]) -> dict[str, Any]:
     }
     if model.get("categories"):  # learnt categories (model.categories): the web page draws them
         doc["categories"] = model["categories"]
+        if model.get("code_parts", 1) > 1:  # drawn part by part (models.base.with_code)
+            doc["code_parts"] = model["code_parts"]
     if meta.get("onnx") is not None:
         doc["onnx"] = meta["onnx"]
     return doc

@@ -66,7 +66,8 @@ class Stacked(nn.Module):
         )
         for i, name in enumerate(self._buffer_names):
             self.register_buffer(f"buffer{i}", _stack([m.get_buffer(name) for m in modules]))
-        for attr in ("z_dim", "image_shape", "out_range", "num_classes", "categories"):
+        shared = ("z_dim", "image_shape", "out_range", "num_classes", "categories", "code_parts")
+        for attr in shared:
             if hasattr(first, attr):
                 setattr(self, attr, getattr(first, attr))
 

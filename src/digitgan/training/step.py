@@ -221,7 +221,7 @@ class Step:
         self.one_d_pass = not has_forward_state(trainer.D)
         self.runs = trainer.runs
         self.policy = cfg.augment.policy
-        self.categories = cfg.model.categories
+        self.categories, self.code_parts = cfg.model.categories, cfg.model.code_parts
         self.clusters = cfg.model.clusters
         self.coded = self.categories > 0 and not self.clusters
         """Whether D has a code head (learnt categories, InfoGAN's term), so returns codes."""
@@ -423,7 +423,7 @@ class Step:
         within their class ``y`` for a conditional model (label y * K + category)."""
         if not self.clusters:
             return y
-        code = code_of(z, self.categories)
+        code = code_of(z, self.categories, self.code_parts)
         return code if y is None else y * self.categories + code
 
     @torch.no_grad()

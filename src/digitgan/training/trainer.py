@@ -24,11 +24,12 @@ import torch
 from ..augment import AUGMENTS, FixedStrength
 from ..config import Config
 from ..data import Dataset
-from ..data.clusters import image_clusters
+from ..data.clusters import channel_clusters, image_clusters
 from ..errors import CheckpointError, ConfigError, DivergenceError
 from ..fileio import memory_limit
 from ..losses import PENALTIES
 from ..models import build_models, footprint, has_batch_stats, sample_noise
+from ..models.base import part_size
 from ..store.checkpoint import (
     load_module_state,
     load_optimizer,
@@ -282,19 +283,21 @@ class Trainer:
     def _find_clusters(self, dataset: Dataset) -> torch.Tensor:
         """The training images' clusters (model.clusters), found on rank 0 from the run's seed
         and shared, so that every rank has the same."""
-        cpu, m = torch.device("cpu"), self.cfg.model
-        found = self.dist.on_main(
-            lambda: (
-                image_clusters(
-                    dataset.train.images,
-                    m.categories,
-                    _stream(cpu, self.cfg.train.seed, _CLUSTER_STREAM),
-                    dataset.train.labels if self.conditional else None,
-                )
-                .numpy()
-                .tobytes()
+        cpu, m, images = torch.device("cpu"), self.cfg.model, dataset.train.images
+        if m.code_parts > 1 and m.code_parts != images.shape[1]:
+            raise ConfigError(
+                f"model.code_parts: {m.code_parts} parts are the clusters of as many image "
+                f"channels; {dataset.name} has {images.shape[1]}"
             )
-        )
+
+        def find() -> torch.Tensor:
+            gen = _stream(cpu, self.cfg.train.seed, _CLUSTER_STREAM)
+            if m.code_parts > 1:  # a part per channel
+                return channel_clusters(images, part_size(m.categories, m.code_parts), gen)
+            labels = dataset.train.labels if self.conditional else None
+            return image_clusters(images, m.categories, gen, labels)
+
+        found = self.dist.on_main(lambda: find().numpy().tobytes())
         return torch.frombuffer(bytearray(self.dist.broadcast_bytes(found)), dtype=torch.long)
 
     def _load_clusters(self, clusters: torch.Tensor) -> None:

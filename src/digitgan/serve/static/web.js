@@ -75,16 +75,23 @@ function noise(n, seed, category) {
 }
 
 // digitgan.models.base.with_code: noise (flat) made to draw learnt category `category`: in each
-// vector the largest of the last `model.categories` entries trades places with the entry of
-// the category.
+// vector and in each of the code's `model.code_parts` blocks of its last entries (one block of
+// `model.categories` for a code in one part), the largest entry trades places with the entry
+// of the category's digit for that block (the category in base k, the first block the most
+// significant).
 function withCode(z, category) {
   const out = Float32Array.from(z);
-  const [d, k] = [model.z_dim, model.categories];
+  const parts = model.code_parts;
+  const k = Math.round(model.categories ** (1 / parts));
+  const d = model.z_dim;
   for (let row = 0; row < out.length; row += d) {
-    const code = row + d - k;
-    let top = code;
-    for (let i = code + 1; i < code + k; i++) if (out[i] > out[top]) top = i;
-    [out[top], out[code + category]] = [out[code + category], out[top]];
+    for (let part = 0; part < parts; part++) {
+      const code = row + d - (parts - part) * k;
+      const want = code + (Math.floor(category / k ** (parts - 1 - part)) % k);
+      let top = code;
+      for (let i = code + 1; i < code + k; i++) if (out[i] > out[top]) top = i;
+      [out[top], out[want]] = [out[want], out[top]];
+    }
   }
   return out;
 }
@@ -230,6 +237,7 @@ const backend = {
       num_classes: config.num_classes,
       class_names: config.num_classes ? config.class_names : [],
       categories: config.categories || 0,
+      code_parts: config.code_parts || 1,
       metrics: evaluation && evaluation.metrics,
       floor: evaluation && evaluation.floor,
       limits: LIMITS,
