@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from digitgan.data.stacked import stack_labels
 from digitgan.errors import ConfigError
 
 SINKHORN_ITERS = 100
@@ -241,15 +242,14 @@ def channel_clusters(images: np.ndarray, k: int, generator: torch.Generator) -> 
     any channel is put in one of ``k`` clusters as a one-channel image (:func:`image_clusters`,
     so a picture has the same cluster in every channel), and an image's category is its
     channels' clusters read as a number in base k, the first channel the most significant
-    (:func:`digitgan.models.base.category_parts` reads it back)."""
-    n, c = images.shape[:2]
-    pictures = np.ascontiguousarray(images.reshape(n * c, 1, *images.shape[2:]))
-    distinct, which = np.unique(pictures.reshape(n * c, -1), axis=0, return_inverse=True)
+    (:func:`~digitgan.data.stacked.stack_labels`, as Stacked MNIST's labels;
+    :func:`digitgan.models.base.category_parts` reads it back)."""
+    n, c, *size = images.shape
+    distinct, which = np.unique(images.reshape(n * c, -1), axis=0, return_inverse=True)
     if k > len(distinct):
         raise ConfigError(
             f"model.categories: {k} clusters of each channel need at least {k} distinct "
             f"pictures; the dataset's channels hold {len(distinct)}"
         )
-    found = image_clusters(distinct.reshape(-1, *pictures.shape[1:]), k, generator)
-    parts = found[torch.from_numpy(which.reshape(n, c))]
-    return (parts * k ** torch.arange(c - 1, -1, -1)).sum(1)
+    found = image_clusters(distinct.reshape(-1, 1, *size), k, generator).numpy()
+    return torch.from_numpy(stack_labels(found[which.reshape(n, c)], k))
