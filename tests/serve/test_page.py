@@ -300,3 +300,29 @@ def test_page_for_a_colour_model(page, running, colour_run, artifacts):
         floor = str(saved["floor"]["modes_covered"])
         expect(row.locator("td").nth(2)).to_have_text(floor)
         page.screenshot(path=artifacts / "serve-page-colour.png", full_page=True)
+
+
+@pytest.mark.parametrize("max_n", [19, 20])
+def test_page_offers_a_grid_of_every_class_only_where_it_fits(page, running, cond_gan, max_n):
+    """Two samples of each of 10 classes are 20 images: under a server limit of 19 (as
+    stacked's 1,000 categories against 256) the page leaves "all" out and draws the rest."""
+    from playwright.sync_api import expect
+
+    from digitgan.serve import create_app
+
+    def with_limit(route):
+        info = route.fetch().json()
+        info["limits"]["max_n"] = max_n
+        route.fulfill(json=info)
+
+    with running(create_app(cond_gan)) as url:
+        page.route("**/api/info", with_limit)
+        page.goto(url)
+        grid = page.locator("#grid")
+        expect(grid).to_have_attribute("data-seed", "0")
+        options = page.locator("#digit option").all_inner_texts()
+        every = ["all, one row each"] if max_n == 20 else []
+        assert options == ["any", *map(str, range(10)), *every]
+        page.select_option("#digit", "3")
+        expect(grid).to_have_attribute("data-label", "3")
+        assert shown_png(page) == api_png(url, shown_request(page))
