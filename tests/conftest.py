@@ -118,7 +118,7 @@ def _shrink(name: str, device: str = "cpu", **overrides):
         "data__batch_size": 8,
         "model__z_dim": 8,
         "train__device": device,
-        "train__precision": "fp32",  # the same arithmetic whether or not the CPU has AMX
+        "train__precision": "fp32",  # the same arithmetic whether or not the CPU has bf16 units
         "train__iters": 4,
         "log__sample_every": 2,
         "log__tb_every": 2,

@@ -288,8 +288,9 @@ class TrainConfig:
     precision: str = opt(
         "fp32",
         "fp32; bf16: G and D forward passes under bfloat16 autocast, losses, weights, "
-        "optimiser state and checkpoints in float32; auto: bf16 on a CPU with AMX matrix units "
-        "(Intel Xeon 4th generation and later), fp32 elsewhere; tf32 (CUDA only): fp32 with "
+        "optimiser state and checkpoints in float32; auto: bf16 on a CPU that multiplies "
+        "bfloat16 in hardware (AMX units or AVX-512 BF16: Intel Xeon 4th generation and later, "
+        "AMD EPYC from Zen 4), fp32 elsewhere; tf32 (CUDA only): fp32 with "
         "the matrix products on the tensor cores in TF32 (10-bit mantissa inputs, float32 "
         "sums), as PyTorch's convolutions on CUDA are by default",
         choices=("fp32", "bf16", "auto", "tf32"),
@@ -465,7 +466,7 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "cdcgan": (
         "class-conditional DCGAN (label embedding in G, projection D with spectral norm, "
         "hinge loss), learning rate 6e-4 decayed to a tenth, Adam beta2 0.99, 10,000 "
-        "iterations, bfloat16 on CPUs with AMX units, 5 clusters within each class (a code "
+        "iterations, bfloat16 on CPUs with bf16 units, 5 clusters within each class (a code "
         "in z's last 5 entries, judged by D with the label): the best digits here; choose "
         "one with --label",
         _conv(_CDCGAN, model={"categories": 5, "clusters": True, "z_dim": 69}),

@@ -111,17 +111,21 @@ def test_bf16_run_checkpoints_float32_and_resumes_bit_identically(tiny, tmp_path
     assert gan.sample(3, seed=1).shape == (3, 1, 28, 28)
 
 
-@pytest.mark.parametrize("amx", [True, False])
-def test_auto_precision_is_bf16_on_a_cpu_with_amx_units_only(tiny, small_data, monkeypatch, amx):
+@pytest.mark.parametrize(("amx", "avx512_bf16"), [(True, True), (False, True), (False, False)])
+def test_auto_precision_is_bf16_on_a_cpu_with_bf16_units_only(
+    tiny, small_data, monkeypatch, amx, avx512_bf16
+):
     from digitgan.training.step import uses_bf16
 
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    units = amx or avx512_bf16
     tr = Stepping(tiny("dcgan", train__precision="auto"), small_data)
     seen = set()
     tr.G.body.register_forward_hook(lambda m, i, out: seen.add(out.dtype))
     tr.step()
-    assert seen == {torch.bfloat16 if amx else torch.float32}
-    assert Stepping(tiny("seed", train__precision="auto"), small_data).hand_written is not amx
+    assert seen == {torch.bfloat16 if units else torch.float32}
+    assert Stepping(tiny("seed", train__precision="auto"), small_data).hand_written is not units
     assert uses_bf16("auto", torch.device("cuda")) is False  # measured slower there
 
 
@@ -140,7 +144,7 @@ def test_precision_and_compile_are_validated():
         preset("wgan-gp").replace(train__compile=True)  # (aot_autograd: no double backward)
     for name in ("seed", "dcgan", "wgan-gp", "hinge-sn", "fashion"):
         assert preset(name).train.precision == "fp32" and preset(name).train.compile is False
-    for name in ("cdcgan", "stacked"):  # bf16 where the CPU has AMX units
+    for name in ("cdcgan", "stacked"):  # bf16 where the CPU has bf16 units
         assert preset(name).train.precision == "auto" and preset(name).train.compile is False
 
 

@@ -101,14 +101,21 @@ class StepResult:
         }
 
 
+def cpu_has_bf16_units() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware: AMX tiles (Intel Xeon of the
+    4th generation and later) or AVX-512 BF16 dot products (AMD EPYC from Zen 4, Intel Cooper
+    Lake), as PyTorch reports them."""
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
 def uses_bf16(precision: str, device: torch.device) -> bool:
     """Whether G's and D's forward passes run under bfloat16 autocast: ``train.precision`` is
-    bf16, or auto on a CPU whose AMX units multiply bfloat16 matrices (there the convolutional
-    presets' step was measured 1.5 times as fast; on a GPU, bf16 was slower for models this
-    small, and CPUs without AMX are left at fp32 unmeasured)."""
+    bf16, or auto on a CPU with bf16 matrix units (there the convolutional presets' step was
+    measured 1.05-1.6 times as fast, benchmarks/RESULTS.md; on a GPU, bf16 was slower for
+    models this small)."""
     if precision == "auto":
-        amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-        return device.type == "cpu" and bool(amx())
+        return device.type == "cpu" and cpu_has_bf16_units()
     return precision == "bf16"
 
 
