@@ -387,7 +387,8 @@ function setUpDigits() {
   const digits = Array.from({length: rows()}, (_, i) => new Option(className(i), String(i)));
   const any = () => new Option("any", "any");
   // a grid of them all, one row each, where the fewest per row fits the server's limit
-  const all = PER_CLASS[0] * rows() <= info.limits.max_n ? [new Option("all, one row each", "all")] : [];
+  const fits = PER_CLASS[0] * rows() <= info.limits.max_n;
+  const all = fits ? [new Option("all, one row each", "all")] : [];
   $("digit").replaceChildren(any(), ...digits.map((o) => o.cloneNode(true)), ...all);
   const walk = digits.map((o) => o.cloneNode(true));
   $("walk-digit").replaceChildren(...(field === "category" ? [any(), ...walk] : walk));
