@@ -820,18 +820,19 @@ def _check_combinations(cfg: Config) -> None:
             "model.clusters fixes before training; use one"
         )
     parts = cfg.model.code_parts
+    base = part_size(k, parts)  # each part's categories (0 without categories)
     if parts > 1:
         if not (cfg.model.clusters and not cfg.model.conditional):
             raise ConfigError(
                 "model.code_parts: a code in parts is read from the clusters of the image "
                 "channels: it needs model.clusters and an unconditional model"
             )
-        if part_size(k, parts) ** parts != k or part_size(k, parts) < 2:
+        if base**parts != k or base < 2:
             raise ConfigError(
                 f"model.code_parts: {parts} parts need model.categories = k^{parts} for a "
                 f"whole k of 2 or more (as 1000 = 10^3), not {k}"
             )
-    entries = parts * part_size(k, parts) if k else 0
+    entries = parts * base
     if k == 1 or entries >= cfg.model.z_dim:
         raise ConfigError(
             f"model.categories: {k} categories need 2 or more, and their code's {entries} "

@@ -113,8 +113,8 @@ def uses_bf16(precision: str, device: torch.device) -> bool:
     """Whether G's and D's forward passes run under bfloat16 autocast: ``train.precision`` is
     bf16, or auto on a CPU with bf16 matrix units (measured there, benchmarks/RESULTS.md: on
     an Intel Xeon with AMX the convolutional presets' step 1.45-1.6 times as fast; on an AMD
-    EPYC with AVX-512 BF16 the presets that set auto reached their quality targets 1.2-1.9
-    times as fast, with the same quality; on a GPU, bf16 was slower for models this small)."""
+    EPYC with AVX-512 BF16 the presets that set auto trained 1.2-1.9 times as fast to the
+    quality they reach in fp32; on a GPU, bf16 was slower for models this small)."""
     if precision == "auto":
         return device.type == "cpu" and cpu_has_bf16_units()
     return precision == "bf16"

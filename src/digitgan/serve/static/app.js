@@ -49,13 +49,15 @@ const rows = () => info.num_classes || info.categories; // the rows of a grid of
 
 // --- the sample grid ---------------------------------------------------------------------
 
+// The per-row counts of a grid of every class or category that fit the server's limit (none:
+// such a grid is not offered).
+const perRowCounts = () => PER_CLASS.filter((k) => k * rows() <= info.limits.max_n);
+
 function fillCounts() {
   const all = $("digit").value === "all";
   const select = $("count");
   const old = Number(select.value) || 16;
-  const options = all
-    ? PER_CLASS.filter((k) => k * rows() <= info.limits.max_n)
-    : COUNTS.filter((k) => k <= info.limits.max_n);
+  const options = all ? perRowCounts() : COUNTS.filter((k) => k <= info.limits.max_n);
   select.replaceChildren(...options.map((k) => new Option(String(k), String(k))));
   select.value = String(options.includes(old) ? old : all ? Math.min(8, options.at(-1)) : 16);
   const per = choice() === "category" ? "Per category " : "Per digit ";
@@ -386,9 +388,7 @@ function setUpDigits() {
   if (field === null) return;
   const digits = Array.from({length: rows()}, (_, i) => new Option(className(i), String(i)));
   const any = () => new Option("any", "any");
-  // a grid of them all, one row each, where the fewest per row fits the server's limit
-  const fits = PER_CLASS[0] * rows() <= info.limits.max_n;
-  const all = fits ? [new Option("all, one row each", "all")] : [];
+  const all = perRowCounts().length ? [new Option("all, one row each", "all")] : [];
   $("digit").replaceChildren(any(), ...digits.map((o) => o.cloneNode(true)), ...all);
   const walk = digits.map((o) => o.cloneNode(true));
   $("walk-digit").replaceChildren(...(field === "category" ? [any(), ...walk] : walk));
