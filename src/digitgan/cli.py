@@ -128,6 +128,7 @@ MAX_SEEDS = 1024
 
 
 def _sample(args) -> int:
+    from .models.base import category_text
     from .sampling import check_truncation, load, save_image_rows
 
     psi = check_truncation(args.truncation)  # before loading anything
@@ -148,7 +149,7 @@ def _sample(args) -> int:
         path = gan.save_samples(args.out, args.n, args.seed, args.label, psi, category)
         what = f"{args.n} samples"
     if category is not None:
-        what += f" of category {category}"
+        what += f" of category {category_text(category)}"
     truncated = f" (truncation {psi:g})" if psi != 1 else ""
     print(f"wrote {what}{truncated} to {path}")
     return 0
@@ -395,6 +396,15 @@ SEED = _int(0, 2**63 - 1)
 """A noise seed: any integer torch's generators take."""
 
 
+def _category(text: str) -> int | list[int | None]:
+    """An argparse type: a learnt category, ``7``, or part by part, ``3,any,7`` (the model
+    checks the range)."""
+    one = _int(0, 2**31 - 1)
+    if "," not in text:
+        return one(text)
+    return [None if v.strip() == "any" else one(v.strip()) for v in text.split(",")]
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line, like every other digitgan error."""
 
@@ -484,8 +494,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--category",
-        type=_int(0, 2**31 - 1),
-        help="models with learnt categories (model.categories): draw this category",
+        type=_category,
+        help="models with learnt categories (model.categories): draw this category; of a code "
+        "in parts (model.code_parts), one value per part, 'any' for a part left to the noise, "
+        "e.g. 3,any,7",
     )
     mode = s.add_mutually_exclusive_group()
     mode.add_argument(

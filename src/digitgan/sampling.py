@@ -12,7 +12,7 @@ import torch
 from .config import Config
 from .errors import ConfigError
 from .models import build_models, interpolate_noise, sample_noise, truncate_noise
-from .models.base import check_label_values, with_code
+from .models.base import Category, category_choice, category_text, check_label_values, with_code
 from .projection import (
     Found,
     Projection,
@@ -97,6 +97,12 @@ class Sampler:
         return self.generator.categories
 
     @property
+    def code_parts(self) -> int:
+        """The parts a model's categories come in (``model.code_parts``: one digit of the
+        category each, as Stacked MNIST's channels); 1 for a category in one piece."""
+        return self.generator.code_parts
+
+    @property
     def class_names(self) -> tuple[str, ...]:
         names = self.meta.get("class_names") or [str(i) for i in range(self.num_classes)]
         return tuple(names)
@@ -120,10 +126,12 @@ class Sampler:
                 "draws over several calls with other seeds)"
             )
 
-    def noise(self, n: int, seed: int = 0, category: int | None = None) -> torch.Tensor:
+    def noise(self, n: int, seed: int = 0, category: Category | None = None) -> torch.Tensor:
         """``n`` noise vectors, the same for a given seed on every device; with ``category``
         (models with learnt categories), each made to draw that category
-        (:func:`~digitgan.models.base.with_code`)."""
+        (:func:`~digitgan.models.base.with_code`). A model whose categories are a code in
+        parts (:attr:`code_parts`, as ``stacked``'s, one per channel) also takes one value
+        per part, None (or "any") for a part left to the noise: ``(3, None, 7)``."""
         if not 0 <= seed < 2**63:
             raise ConfigError(f"--seed {seed}: a seed is an integer in 0..2^63-1")
         self._check_count(n)
@@ -137,23 +145,24 @@ class Sampler:
         z = sample_noise(1, -(-size // 16) * 16, m.noise, gen)[0, :size].view(n, m.z_dim)
         if category is None:
             return z
-        return with_code(z, self.categories, category, self.generator.code_parts)
+        return with_code(z, self.categories, category, self.code_parts)
 
-    def _check_category(self, category: int | None) -> None:
-        """A ConfigError unless ``category`` is None or one of the model's categories."""
+    def _check_category(self, category: Category | None) -> None:
+        """A ConfigError unless ``category`` is None or one of the model's categories (of a
+        code in parts, possibly part by part: :func:`~digitgan.models.base.category_choice`)."""
         if category is None:
             return
         if not self.categories:
             raise ConfigError(
                 "--category: this model learnt no categories (its model.categories is 0)"
             )
-        if isinstance(category, bool) or not isinstance(category, int):
-            raise ConfigError(f"--category {category!r}: expected an integer")
-        if not 0 <= category < self.categories:
+        try:
+            category_choice(category, self.categories, self.code_parts)
+        except ValueError as e:
             raise ConfigError(
-                f"--category {category}: this model has {self.categories} categories, "
-                f"0 to {self.categories - 1}"
-            )
+                f"--category {category_text(category)}: this model has {self.categories} "
+                f"categories: {e}"
+            ) from None
 
     def labels(self, n: int, labels: Labels = None) -> torch.Tensor | None:
         """Labels for ``n`` samples: one int for all, one per sample, or (default) the classes
@@ -209,7 +218,7 @@ class Sampler:
         labels: Labels = None,
         batch_size: int = 1000,
         truncation: float = 1.0,
-        category: int | None = None,
+        category: Category | None = None,
     ) -> torch.Tensor:
         """``n`` images as a float tensor (n, C, H, W) in [0, 1], reproducible for ``seed``.
 
@@ -229,7 +238,7 @@ class Sampler:
         seed: int = 0,
         labels: Labels = None,
         truncation: float = 1.0,
-        category: int | None = None,
+        category: Category | None = None,
     ) -> np.ndarray:
         """``n`` images as a uint8 array (n, C, H, W), reproducible for ``seed``."""
         return to_uint8(self.generate(n, seed, labels, truncation=truncation, category=category))
@@ -253,7 +262,7 @@ class Sampler:
             raise ConfigError(f"--n {per_class}: a class grid needs at least one per class")
         z = self.noise(per_class, seed)
         if not self.num_classes:
-            rows = [with_code(z, k, c, self.generator.code_parts) for c in range(k)]
+            rows = [with_code(z, k, c, self.code_parts) for c in range(k)]
             return self.decode(torch.cat(rows), truncation=truncation)
         labels = torch.arange(k).repeat_interleave(per_class)
         return self.decode(z.repeat(k, 1), labels, truncation=truncation)
@@ -265,7 +274,7 @@ class Sampler:
         steps: int = 10,
         label: int | None = None,
         truncation: float = 1.0,
-        category: int | None = None,
+        category: Category | None = None,
     ) -> torch.Tensor:
         """``steps`` images walking from seed_a's first sample to seed_b's (both included), along
         :func:`~digitgan.models.interpolate_noise`: linear for uniform noise, slerp for normal.
@@ -323,7 +332,7 @@ class Sampler:
         seed: int = 0,
         labels: Labels = None,
         truncation: float = 1.0,
-        category: int | None = None,
+        category: Category | None = None,
     ) -> Path:
         """Write ``n`` samples to ``.png`` (a grid) or ``.npy`` (uint8, (n, H, W) for one
         channel, (n, C, H, W) for more); ``category`` as in :meth:`generate`."""

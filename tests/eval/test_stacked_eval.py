@@ -112,7 +112,7 @@ def test_channels_adds_the_usual_metrics_per_channel(stacked, tmp_path, capsys):
     assert "--channels: only for a stacked dataset" in capsys.readouterr().err
 
 
-def test_a_code_in_three_parts_takes_each_channels_cluster(tmp_path, tiny, stacked):
+def test_a_code_in_three_parts_takes_each_channels_cluster(tmp_path, tiny, stacked, capsys):
     """model.code_parts on Stacked MNIST: a category per channel's cluster, read in base k;
     the run resumes exactly and draws a chosen category, whose parts G's noise picks."""
     from safetensors.torch import load_file
@@ -150,6 +150,22 @@ def test_a_code_in_three_parts_takes_each_channels_cluster(tmp_path, tiny, stack
     argv = ["sample", str(tmp_path / "a"), "--n", "4", "--category", "6", "--out", str(out)]
     assert main(argv) == 0
     assert np.array_equal(np.load(out), gan.sample(4, 0, category=6))  # (4, 3, 28, 28)
+    # part by part: red's cluster 1, green's any, blue's 0
+    assert main([*argv[:-3], "1,any,0", "--out", str(out)]) == 0
+    assert "wrote 4 samples of category 1,any,0 to" in capsys.readouterr().out
+    assert np.array_equal(np.load(out), gan.sample(4, 0, category=[1, None, 0]))
+    picked = category_parts(code_of(gan.noise(50, seed=3, category=[1, None, 0]), 8, 3), 8, 3)
+    assert (picked[:, 0] == 1).all() and (picked[:, 2] == 0).all()
+    assert main([*argv[:-3], "1,2,0", "--out", str(tmp_path / "bad.npy")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "--category 1,2,0: this model has 8 categories: expected an integer from 0 to 7 or 3 "
+        in err
+    )
+    with pytest.raises(SystemExit, match="2"):  # argparse's own error
+        main([*argv[:-3], "1,x,0", "--out", str(tmp_path / "bad.npy")])
+    assert "argument --category: expected an integer, got 'x'" in capsys.readouterr().err
+    assert not (tmp_path / "bad.npy").exists()
 
 
 def test_a_code_in_parts_needs_as_many_parts_as_channels(tmp_path, tiny, small_data):

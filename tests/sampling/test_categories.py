@@ -9,7 +9,7 @@ import digitgan
 from digitgan.cli import main
 from digitgan.errors import ConfigError
 from digitgan.models import interpolate_noise, sample_noise
-from digitgan.models.base import code_of, with_code
+from digitgan.models.base import category_parts, code_of, with_code
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +44,25 @@ def test_with_code_in_parts_swaps_within_each_parts_block():
         assert torch.equal(made[:, :3], z[:, :3])
         for block in (slice(3, 5), slice(5, 7), slice(7, 9)):  # swaps stay in their block
             assert torch.equal(made[:, block].sort(1).values, z[:, block].sort(1).values)
+
+
+def test_a_code_in_parts_is_chosen_part_by_part():
+    """Of 8 categories in 3 parts of 2, [1, None, 0] fixes the first and last parts' blocks and
+    leaves the middle one, and the category it picks, to the noise."""
+    z = sample_noise(300, 9, "normal", torch.Generator().manual_seed(0))
+    made = with_code(z, 8, [1, None, 0], parts=3)
+    parts, before = (category_parts(code_of(x, 8, parts=3), 8, 3) for x in (made, z))
+    assert (parts[:, 0] == 1).all() and (parts[:, 2] == 0).all()
+    assert torch.equal(made[:, 5:7], z[:, 5:7]) and torch.equal(parts[:, 1], before[:, 1])
+    assert set(parts[:, 1].tolist()) == {0, 1}
+    assert torch.equal(with_code(z, 8, (1, 1, 0), parts=3), with_code(z, 8, 6, parts=3))
+    assert torch.equal(with_code(z, 8, ["any", None, "any"], parts=3), z)
+    expected = r"expected an integer from 0 to 7 or 3 values \(one per part, each 0 to 1 or any\)"
+    for bad in ([1, 2, 0], [1, 0], [1, 0, 0, 0], 8, [True, 0, 0], "1,0,0", [1.0, 0, 0]):
+        with pytest.raises(ValueError, match=expected):
+            with_code(z, 8, bad, parts=3)
+    with pytest.raises(ValueError, match="expected an integer from 0 to 3$"):
+        with_code(z[:, :5], 4, [1])  # a code in one part is chosen whole
 
 
 def test_with_code_draws_noise_as_distributed_given_its_category():
@@ -88,8 +107,9 @@ def test_bad_categories_are_refused_by_name(coded_run, small_data, tiny, tmp_pat
     for bad in (3, -1):
         with pytest.raises(ConfigError, match=f"--category {bad}: this model has 3 categories"):
             gan.generate(2, category=bad)
-    with pytest.raises(ConfigError, match="--category True: expected an integer"):
-        gan.generate(2, category=True)
+    for bad in (True, [1]):  # (a category in one piece is not given part by part)
+        with pytest.raises(ConfigError, match="expected an integer from 0 to 2$"):
+            gan.generate(2, category=bad)
     plain = tmp_path / "plain"  # hinge-sn without categories
     cfg = tiny("hinge-sn", train__iters=1, log__tb_every=0, log__sample_every=0)
     digitgan.train(cfg, plain, dataset=small_data, progress=False)
@@ -111,5 +131,6 @@ def test_sample_command_draws_a_category(coded_run, tmp_path, capsys):
     assert main([*argv, "--class-grid", "--out", str(tmp_path / "g.png")]) == 2
     assert "--category: not with --class-grid" in capsys.readouterr().err
     assert main([*argv[:-1], "7", "--out", str(tmp_path / "bad.npy")]) == 2
-    assert "--category 7: this model has 3 categories, 0 to 2" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--category 7: this model has 3 categories: expected an integer from 0 to 2" in err
     assert not (tmp_path / "g.png").exists() and not (tmp_path / "bad.npy").exists()

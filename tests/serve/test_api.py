@@ -286,6 +286,7 @@ def test_a_walk_within_one_learnt_category(cat_client, cat_gan):
             'category: expected an integer from 0 to 3 or "all", got 4',
         ),
         ("/api/samples", {"category": "2"}, "category: expected an integer from 0 to 3"),
+        ("/api/samples", {"category": [2]}, 'from 0 to 3 or "all", got [2]'),  # one part
         ("/api/interpolate", {"category": "all"}, "category: expected an integer from 0 to 3, got"),
         ("/api/samples", {"category": "all", "n": 65}, "65 per category x 4 categories = 260"),
         ("/api/samples", {"label": 1}, "label: this model is unconditional"),
@@ -294,6 +295,27 @@ def test_a_walk_within_one_learnt_category(cat_client, cat_gan):
 def test_bad_categories_get_a_clear_message(cat_client, path, body, message):
     r = cat_client.post(path, json=body)
     assert r.status_code in (413, 422) and message in r.json()["error"]
+
+
+def test_a_code_in_parts_is_chosen_part_by_part(colour_run):
+    """stacked's categories (here 8, 3 parts of 2): a value per part, null or "any" for any."""
+    gan = digitgan.load(colour_run)
+    with TestClient(create_app(gan, hosts="testserver")) as c:
+        info = c.get("/api/info").json()
+        assert info["categories"] == 8 and info["code_parts"] == 3
+        body = {"n": 4, "seed": 1, "category": [1, None, "any"], "format": "json"}
+        r = c.post("/api/samples", json=body)
+        assert r.json()["category"] == [1, None, None]
+        want = gan.generate(4, seed=1, category=[1, None, None])
+        assert np.array_equal(images(r), to_uint8(want))
+        body = {"seed_a": 2, "seed_b": 3, "steps": 4, "category": [None, 0, 1], "format": "json"}
+        want = gan.interpolate(2, 3, steps=4, category=[None, 0, 1])
+        assert np.array_equal(images(c.post("/api/interpolate", json=body)), to_uint8(want))
+        r = c.post("/api/samples", json={"category": [1, 2, 0]})
+        assert r.status_code == 422 and r.json()["error"] == (
+            "category: expected an integer from 0 to 7 or 3 values (one per part, each 0 to 1 or "
+            'any) or "all", got [1, 2, 0]'
+        )
 
 
 def test_a_model_without_categories_refuses_one(client):

@@ -38,6 +38,13 @@ def shown_request(page) -> dict:
     body = {"n": int(data["n"]), "seed": int(data["seed"]), "scale": int(data["scale"])}
     if data["label"]:
         body["label"] = data["label"] if data["label"] == "all" else int(data["label"])
+    if data["category"]:  # a number, "all", or part by part, 3,any,7
+        parts = [None if v == "any" else int(v) for v in data["category"].split(",")]
+        body["category"] = (
+            data["category"]
+            if data["category"] == "all"
+            else (parts if len(parts) > 1 else parts[0])
+        )
     if float(data["truncation"]) != 1:
         body["truncation"] = float(data["truncation"])
     return body
@@ -283,6 +290,11 @@ def test_page_for_a_colour_model(page, running, colour_run, artifacts):
         png = shown_png(page)
         assert png == api_png(url, shown_request(page))
         assert Image.open(io.BytesIO(png)).mode == "RGB"
+        # a category chosen channel by channel, as the server draws it
+        page.select_option("#digit-part-0", "1")
+        expect(grid).to_have_attribute("data-category", "1,any,any")
+        assert shown_request(page)["category"] == [1, None, None]
+        assert shown_png(page) == api_png(url, shown_request(page)) != png
         # the walk's frames in colour: somewhere red, green and blue differ
         frame = page.locator("#walk-frame")
         expect(frame).to_have_attribute("data-seeds", "0-1")

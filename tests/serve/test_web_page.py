@@ -123,17 +123,36 @@ def colour_site(site, colour_run):
     return site(colour_run)
 
 
-def test_a_page_draws_a_category_of_a_code_in_parts(page, colour_site):
-    """Stacked MNIST's code in 3 parts (here of 2 each): the page makes each part's block of
-    the noise pick its digit of the category, as digitgan sample does."""
+def test_a_page_draws_a_category_of_a_code_in_parts(page, colour_site, artifacts):
+    """Stacked MNIST's code in 3 parts (here of 2 each), chosen channel by channel: the page
+    makes each chosen part's block of the noise pick its value, as digitgan sample does, and
+    leaves a part set to any to the noise."""
     from playwright.sync_api import expect
 
-    model, grid = opened(page, colour_site, "unconditional, 8 learnt categories")
-    page.select_option("#digit", "5")
-    expect(grid).to_have_attribute("data-category", "5")
+    model, grid = opened(page, colour_site, "unconditional, 8 learnt categories (3 parts of 2)")
+    expect(page.locator("#digit")).to_be_hidden()  # no list of all 8: a select per channel
+    red = page.get_by_label("category, red").first
+    expect(red).to_have_attribute("title", "red")
+    for i, value in enumerate("101"):
+        page.select_option(f"#digit-part-{i}", value)
+    expect(grid).to_have_attribute("data-category", "1,0,1")
     fives = shown(page, colour=True)[0]
-    assert near(fives, drawn(model, "--n", 16, "--seed", 0, "--category", 5))
+    assert near(fives, drawn(model, "--n", 16, "--seed", 0, "--category", 5))  # 101 in base 2
     assert not near(fives, drawn(model, "--n", 16, "--seed", 0, "--category", 2))
+    page.select_option("#digit-part-1", "any")
+    expect(grid).to_have_attribute("data-category", "1,any,1")
+    either = drawn(model, "--n", 16, "--seed", 0, "--category", "1,any,1")
+    assert near(shown(page, colour=True)[0], either) and not near(either, fives)
+    # the walk: any category, then blue's part fixed
+    walk = ["--seed", 0, "--walk", 1, "--n", 24]
+    expect(page.locator("#walk-frame")).to_have_attribute("data-seeds", "0-1")
+    frame = page.locator("#walk-frame")
+    expect(frame).to_have_attribute("data-category", "")
+    assert walk_becomes(page, drawn(model, *walk), colour=True)
+    page.select_option("#walk-digit-part-2", "0")
+    expect(frame).to_have_attribute("data-category", "any,any,0")
+    assert walk_becomes(page, drawn(model, *walk, "--category", "any,any,0"), colour=True)
+    page.screenshot(path=artifacts / "web-page-code-in-parts.png", full_page=True)
 
 
 def test_a_conditional_page_draws_one_cluster_and_refuses_a_grid_of_them(page, sub_site):
@@ -144,7 +163,7 @@ def test_a_conditional_page_draws_one_cluster_and_refuses_a_grid_of_them(page, s
         " catch (e) { return e.message; } }",
         {"label": 7, "category": "all"},
     )
-    assert got == 'category: expected an integer, got "all"'
+    assert got == 'category: expected an integer from 0 to 2, got "all"'
     drawn = page.evaluate(
         "async (body) => { await backend.grid(body); return 'drawn'; }",
         {"label": 7, "category": 2, "seed": 1},
@@ -174,13 +193,14 @@ def shown(page, colour: bool = False) -> tuple[np.ndarray, dict, bytes]:
     return small[..., 0], data, png
 
 
-def walk_frames(page) -> np.ndarray:
-    """The frames of the walk the page shows, (24, 1, 28, 28) uint8 (grey: their red)."""
+def walk_frames(page, colour: bool = False) -> np.ndarray:
+    """The frames of the walk the page shows, (24, C, 28, 28) uint8: grey (their red, C = 1)
+    or (``colour``) RGB."""
     frames = page.evaluate(
-        "frames.map(f => Array.from(f.getContext('2d')"
-        ".getImageData(0, 0, f.width, f.height).data).filter((_, i) => i % 4 === 0))"
+        "frames.map(f => Array.from(f.getContext('2d').getImageData(0, 0, f.width, f.height).data))"
     )
-    return np.array(frames, dtype=np.uint8).reshape(24, 1, 28, 28)
+    rgba = np.array(frames, dtype=np.uint8).reshape(24, 28, 28, 4).transpose(0, 3, 1, 2)
+    return rgba[:, :3] if colour else rgba[:, :1]
 
 
 def opened(page, site: tuple[str, Path], classes: str):
@@ -196,11 +216,11 @@ def opened(page, site: tuple[str, Path], classes: str):
     return model, grid
 
 
-def walk_becomes(page, want: np.ndarray) -> bool:
+def walk_becomes(page, want: np.ndarray, colour: bool = False) -> bool:
     """Whether the walk the page shows, as one row of frames, becomes ``want`` (to 1/255)
     within 5 seconds: a walk asked for is drawn a moment later."""
     for _ in range(100):
-        if near(make_grid(walk_frames(page), nrow=24), want):
+        if near(make_grid(walk_frames(page, colour), nrow=24), want):
             return True
         page.wait_for_timeout(50)
     return False

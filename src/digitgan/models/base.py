@@ -35,6 +35,8 @@ judges an image of class y and category k by the label y * K + k.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -103,16 +105,49 @@ def code_of(z: torch.Tensor, k: int, parts: int = 1) -> torch.Tensor:
     return (_code_blocks(z, k, parts).argmax(2) * _place_values(k, parts, z.device)).sum(1)
 
 
-def with_code(z: torch.Tensor, k: int, category: int, parts: int = 1) -> torch.Tensor:
+Category = int | Sequence[int | str | None]
+"""A learnt category as a sampler takes it: its number among K, or, for a code in parts, one
+value per part, each that part's category or None (also written "any": the noise decides)."""
+
+
+def category_choice(category: Category, k: int, parts: int = 1) -> list[int | None]:
+    """The category each part of a code in ``parts`` parts among ``k`` is made to take for
+    ``category`` (see :data:`Category`; None: any); a ValueError saying what is expected
+    when ``category`` is none of those."""
+    base = part_size(k, parts)
+
+    def whole(v, top: int) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < top
+
+    if whole(category, k):
+        return category_parts(torch.tensor(category), k, parts).tolist()
+    if parts > 1 and isinstance(category, list | tuple) and len(category) == parts:
+        values = [None if v is None or v == "any" else v for v in category]
+        if all(v is None or whole(v, base) for v in values):
+            return values
+    either = f" or {parts} values (one per part, each 0 to {base - 1} or any)" if parts > 1 else ""
+    raise ValueError(f"expected an integer from 0 to {k - 1}{either}")
+
+
+def category_text(category: Category) -> str:
+    """``category`` as the command line writes it: ``7``, or part by part ``3,any,7``."""
+    if isinstance(category, list | tuple):
+        return ",".join("any" if v is None or v == "any" else str(v) for v in category)
+    return str(category)
+
+
+def with_code(z: torch.Tensor, k: int, category: Category, parts: int = 1) -> torch.Tensor:
     """Noise ``z`` (N, z_dim) made to pick ``category`` among ``k`` (see :func:`code_of`): in
-    each row and each part's block the largest entry trades places with the entry at the
-    category's part. The entries are independent draws of one distribution, so the rows are
-    distributed as noise conditioned on picking ``category``; a row that picks it already is
-    unchanged."""
+    each row and the block of each part that the category fixes (:func:`category_choice`),
+    the largest entry trades places with the entry at the category's part. The entries are
+    independent draws of one distribution, so the rows are distributed as noise conditioned
+    on picking ``category``; a row that picks it already is unchanged."""
     z = z.clone()
     blocks = _code_blocks(z, k, parts)  # a view: the swaps write into z
     rows = torch.arange(z.shape[0])
-    for part, want in enumerate(category_parts(torch.tensor(category), k, parts).tolist()):
+    for part, want in enumerate(category_choice(category, k, parts)):
+        if want is None:
+            continue
         code = blocks[:, part]
         top = code.argmax(1)
         largest = code[rows, top].clone()

@@ -11,7 +11,9 @@ Routes (README-serve.md documents them with examples):
 Both POST routes take ``truncation``, the truncation trick's psi (a number from 0 to 1;
 default 1, plain sampling; see ``digitgan.sampling.Sampler``), and for a model with learnt
 categories (``model.categories``, as the ``clusters`` preset) ``category``: the samples or the
-walk drawn from that category, or (samples) ``"all"`` for one row per category.
+walk drawn from that category, or (samples) ``"all"`` for one row per category; categories
+that are a code in parts (``stacked``'s, one per channel) may also be given part by part,
+``[3, null, 7]``, null (or ``"any"``) for a part left to the noise.
 
 Request bodies are JSON objects sent as ``Content-Type: application/json`` (an empty body
 means all defaults). Every error is a JSON object ``{"error": "..."}`` with a 4xx status that
@@ -61,10 +63,19 @@ from starlette.staticfiles import StaticFiles
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..errors import ConfigError, ImageError, ImageTooLargeError
+from ..models.base import category_choice
 from ..projection import decode_image, find_drawing, training_digits_or_note
 from ..sampling import load
 from ..viz import make_grid, png_bytes, to_uint8
-from .model import class_grid, model_info, num_categories, num_classes, samples, walk
+from .model import (
+    class_grid,
+    code_parts,
+    model_info,
+    num_categories,
+    num_classes,
+    samples,
+    walk,
+)
 
 MAX_N = 256  # images per request (for a class grid: classes x per-class count)
 MAX_STEPS = 64  # frames of a latent walk
@@ -194,10 +205,12 @@ def _choice(body: dict, name: str, choices: tuple[str, ...]) -> str:
 
 
 def _class_index(
-    body: dict, classes: int, allow_all: bool, name: str = "label"
-) -> int | str | None:
+    body: dict, classes: int, allow_all: bool, name: str = "label", parts: int = 1
+) -> int | str | list | None:
     """The optional class ``label`` (or, with ``name="category"``, a learnt category): an index
-    below ``classes`` (or "all" where allowed); None when absent."""
+    below ``classes`` (or "all" where allowed), or for a code in ``parts`` parts one value per
+    part, null (or "any") for any (:func:`~digitgan.models.base.category_choice`); None when
+    absent."""
     value = body.get(name)
     if value is None:
         return None
@@ -209,12 +222,12 @@ def _class_index(
         )
     if allow_all and value == "all":
         return value
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < classes:
+    try:
+        chosen = category_choice(value, classes, parts)
+    except ValueError as e:
         also = ' or "all"' if allow_all else ""
-        raise BadRequest(
-            f"{name}: expected an integer from 0 to {classes - 1}{also}, got {json.dumps(value)}"
-        )
-    return value
+        raise BadRequest(f"{name}: {e}{also}, got {json.dumps(value)[:100]}") from None
+    return value if isinstance(value, int) else chosen
 
 
 _DATA_URL = re.compile(r"data:image/[a-z0-9.+-]+;base64,", re.IGNORECASE)
@@ -334,7 +347,7 @@ def create_app(gan, hosts: Iterable[str] | str = LOOPBACK_HOSTS) -> Starlette:
     """
     allowed = _hosts(hosts)
     lock = threading.Lock()
-    classes, categories = num_classes(gan), num_categories(gan)
+    classes, categories, parts = num_classes(gan), num_categories(gan), code_parts(gan)
 
     def locked(work):
         with lock:
@@ -354,7 +367,7 @@ def create_app(gan, hosts: Iterable[str] | str = LOOPBACK_HOSTS) -> Starlette:
         )
         label = _class_index(body, classes, allow_all=True)
         # "all": a row per category, of a model whose categories stand in for classes
-        category = _class_index(body, categories, allow_all=not classes, name="category")
+        category = _class_index(body, categories, not classes, "category", parts)
         n = _int(body, "n", 16, 1, MAX_N, over=413)
         rows = classes if label == "all" else categories if category == "all" else 1
         if rows > 1 and n * rows > MAX_N:
@@ -383,7 +396,7 @@ def create_app(gan, hosts: Iterable[str] | str = LOOPBACK_HOSTS) -> Starlette:
             ("seed_a", "seed_b", "steps", "label", "category", "format", "scale", "truncation"),
         )
         label = _class_index(body, classes, allow_all=False)
-        category = _class_index(body, categories, allow_all=False, name="category")
+        category = _class_index(body, categories, False, "category", parts)
         seed_a = _int(body, "seed_a", 0, 0, MAX_SEED)
         seed_b = _int(body, "seed_b", 1, 0, MAX_SEED)
         steps = _int(body, "steps", 16, 2, MAX_STEPS, over=413)

@@ -17,6 +17,7 @@ import torch
 
 from ..errors import DigitganError
 from ..eval.evaluate import read_evaluation as read_saved_evaluation
+from ..models.base import Category
 
 log = logging.getLogger("digitgan.serve")
 
@@ -31,7 +32,12 @@ def num_categories(gan) -> int:
     return int(getattr(gan, "categories", 0))
 
 
-def _options(truncation: float, category: int | None = None) -> dict:
+def code_parts(gan) -> int:
+    """The parts a model's categories come in (``model.code_parts``; 1: one piece)."""
+    return int(getattr(gan, "code_parts", 1))
+
+
+def _options(truncation: float, category: Category | None = None) -> dict:
     """The keywords for a truncation and a category: none for plain sampling of any category,
     so that a model object without the truncation trick or categories still serves plain
     draws."""
@@ -47,7 +53,7 @@ def samples(
     seed: int,
     label: int | None = None,
     truncation: float = 1.0,
-    category: int | None = None,
+    category: Category | None = None,
 ) -> torch.Tensor:
     """``n`` samples for ``seed``, all of class ``label`` if set (else the classes in turn),
     or of learnt ``category`` if set, drawn with the truncation trick at ``truncation`` (1:
@@ -68,7 +74,7 @@ def walk(
     steps: int,
     label: int | None = None,
     truncation: float = 1.0,
-    category: int | None = None,
+    category: Category | None = None,
 ) -> torch.Tensor:
     """A latent walk of ``steps`` images from seed_a's first sample to seed_b's, within learnt
     ``category`` if set (see ``Sampler.interpolate``)."""
@@ -91,6 +97,7 @@ def model_info(gan) -> dict:
         "num_classes": num_classes(gan),
         "class_names": list(gan.class_names) if num_classes(gan) else [],
         "categories": num_categories(gan),
+        "code_parts": code_parts(gan),
         "saved_at": gan.meta.get("saved_at"),
         "metrics": metrics,
         "floor": floor,

@@ -46,6 +46,25 @@ const truncation = () => Number($("truncation").value);
 // categories of a model trained with model.categories ("category"), or nothing.
 const choice = () => (info.num_classes > 0 ? "label" : info.categories > 0 ? "category" : null);
 const rows = () => info.num_classes || info.categories; // the rows of a grid of them all
+// The parts a category is chosen in: 1, or those of a code in parts (model.code_parts, as
+// stacked's, one per channel), each chosen in its own select as any or one of its k values.
+const codeParts = () => (choice() === "category" ? info.code_parts || 1 : 1);
+const partSize = () => Math.round(info.categories ** (1 / codeParts()));
+
+// What a "Digit" field (`id`: digit, walk-digit) picks: "any", "all", a class or category, or
+// for a code in parts one value per part (null: any), "any" when every part is any.
+function picked(id) {
+  if (codeParts() === 1) {
+    const value = $(id).value;
+    return value === "any" || value === "all" ? value : Number(value);
+  }
+  const values = Array.from({length: codeParts()}, (_, i) => $(`${id}-part-${i}`).value);
+  if (values.every((v) => v === "any")) return "any";
+  return values.map((v) => (v === "any" ? null : Number(v)));
+}
+
+// A pick as digitgan sample's --category writes it: 7, or part by part 3,any,7.
+const pickText = (value) => (Array.isArray(value) ? value.map((v) => v ?? "any").join(",") : String(value));
 
 // --- the sample grid ---------------------------------------------------------------------
 
@@ -54,7 +73,7 @@ const rows = () => info.num_classes || info.categories; // the rows of a grid of
 const perRowCounts = () => PER_CLASS.filter((k) => k * rows() <= info.limits.max_n);
 
 function fillCounts() {
-  const all = $("digit").value === "all";
+  const all = picked("digit") === "all";
   const select = $("count");
   const old = Number(select.value) || 16;
   const options = all ? perRowCounts() : COUNTS.filter((k) => k <= info.limits.max_n);
@@ -81,9 +100,9 @@ function gridScale(n, label) {
 async function drawGrid() {
   const token = ++gridToken;
   const body = {n: Number($("count").value), seed: seedOf($("seed")), truncation: truncation()};
-  const digit = $("digit").value;
+  const digit = picked("digit");
   const field = choice();
-  if (field && digit !== "any") body[field] = digit === "all" ? "all" : Number(digit);
+  if (field && digit !== "any") body[field] = digit;
   body.scale = gridScale(body.n, body[field]);
   $("samples-card").classList.add("busy");
   try {
@@ -97,7 +116,8 @@ async function drawGrid() {
     gridUrl = url;
     const link = $("download");
     link.href = url;
-    const what = body[field] === undefined ? "" : `-${field === "label" ? "digit" : field}-${body[field]}`;
+    const what = body[field] === undefined ? ""
+      : `-${field === "label" ? "digit" : field}-${pickText(body[field])}`;
     const psi = body.truncation === 1 ? "" : `-psi${body.truncation}`;
     link.download = `digitgan-seed${body.seed}-n${body.n}${what}${psi}.png`;
     link.setAttribute("aria-disabled", "false");
@@ -105,7 +125,7 @@ async function drawGrid() {
     img.dataset.seed = String(body.seed);
     img.dataset.n = String(body.n);
     img.dataset.label = body.label === undefined ? "" : String(body.label);
-    img.dataset.category = body.category === undefined ? "" : String(body.category);
+    img.dataset.category = body.category === undefined ? "" : pickText(body.category);
     img.dataset.truncation = String(body.truncation);
     showError("samples-error", "");
   } catch (e) {
@@ -162,10 +182,8 @@ async function loadWalk() {
   const token = ++walkToken;
   const body = {seed_a: seedOf($("seed-a")), seed_b: seedOf($("seed-b")), steps: WALK_STEPS,
                 truncation: truncation()};
-  if (info.num_classes > 0) body.label = Number($("walk-digit").value);
-  else if (choice() === "category" && $("walk-digit").value !== "any") {
-    body.category = Number($("walk-digit").value);
-  }
+  const digit = choice() && picked("walk-digit");
+  if (digit !== null && digit !== "any") body[choice()] = digit;
   try {
     const images = await backend.walk(body);
     if (token !== walkToken) return;
@@ -182,6 +200,7 @@ async function loadWalk() {
     showFrame(Number(slider.value));
     $("walk-frame").dataset.seeds = `${body.seed_a}-${body.seed_b}`;
     $("walk-frame").dataset.truncation = String(body.truncation);
+    $("walk-frame").dataset.category = body.category === undefined ? "" : pickText(body.category);
     showError("walk-error", "");
   } catch (e) {
     if (token === walkToken) showError("walk-error", e.message);
@@ -341,7 +360,8 @@ function showFacts() {
     ["Noise", `${info.noise}, ${info.z_dim} dimensions`],
     ["Images", `${w}\u00d7${h}, ${c === 1 ? "grey" : `${c} channels`}`],
     ["Classes", info.num_classes > 0 ? `${info.num_classes} (conditional)`
-      : info.categories > 0 ? `unconditional, ${info.categories} learnt categories` : "unconditional"],
+      : info.categories > 0 ? `unconditional, ${info.categories} learnt categories${
+        codeParts() > 1 ? ` (${codeParts()} parts of ${partSize()})` : ""}` : "unconditional"],
   ];
   if (info.saved_at) facts.push(["Saved", info.saved_at.replace("T", " ")]);
   $("facts").replaceChildren(...facts.flatMap(([name, value, title]) => {
@@ -380,24 +400,53 @@ function className(i) {
   return name === undefined || name === String(i) ? String(i) : `${i}: ${name}`;
 }
 
+// The names of a code's parts: its channels' colours where there is a part per channel (Stacked
+// MNIST), else their numbers.
+function partNames() {
+  const channels = info.image_shape[0];
+  return codeParts() === 3 && channels === 3 ? ["red", "green", "blue"]
+    : Array.from({length: codeParts()}, (_, i) => `part ${i + 1}`);
+}
+
+// In place of the select `id` of every category, one select per part of the code, each any or
+// one of its values (a walk's parts too may be any: the noise picks them).
+function setUpParts(id) {
+  const names = partNames();
+  $(id).hidden = true;
+  $(id).after(...names.map((name, i) => {
+    const select = document.createElement("select");
+    select.id = `${id}-part-${i}`;
+    select.title = name;
+    select.setAttribute("aria-label", `category, ${name}`);
+    const values = Array.from({length: partSize()}, (_, v) => new Option(`${name}: ${v}`, String(v)));
+    select.append(new Option(`${name}: any`, "any"), ...values);
+    return select;
+  }));
+}
+
 // The "Digit" fields: a conditional model's classes (a walk stays within one), or the learnt
-// categories of a model trained with them (named "Category"; the search of a drawing takes
-// none).
+// categories of a model trained with them (named "Category", chosen part by part for a code
+// in parts; the search of a drawing takes none).
 function setUpDigits() {
   const field = choice();
   if (field === null) return;
+  $("digit-field").hidden = false;
+  $("walk-digit-field").hidden = false;
+  if (field === "category") {
+    for (const id of ["digit-field", "walk-digit-field"]) $(id).firstChild.textContent = "Category ";
+  }
+  if (codeParts() > 1) {
+    setUpParts("digit");
+    setUpParts("walk-digit");
+    return;
+  }
   const digits = Array.from({length: rows()}, (_, i) => new Option(className(i), String(i)));
   const any = () => new Option("any", "any");
   const all = perRowCounts().length ? [new Option("all, one row each", "all")] : [];
   $("digit").replaceChildren(any(), ...digits.map((o) => o.cloneNode(true)), ...all);
   const walk = digits.map((o) => o.cloneNode(true));
   $("walk-digit").replaceChildren(...(field === "category" ? [any(), ...walk] : walk));
-  $("digit-field").hidden = false;
-  $("walk-digit-field").hidden = false;
-  if (field === "category") {
-    for (const id of ["digit-field", "walk-digit-field"]) $(id).firstChild.textContent = "Category ";
-    return;
-  }
+  if (field === "category") return;
   $("draw-digit").replaceChildren(any(), ...digits);
   $("draw-digit-field").hidden = false;
 }
@@ -419,7 +468,7 @@ async function start() {
   $("again").addEventListener("click", () => { $("seed").value = String(randomSeed()); drawGrid(); });
   $("count").addEventListener("change", drawGrid);
   $("seed").addEventListener("change", drawGrid);
-  $("digit").addEventListener("change", () => { fillCounts(); drawGrid(); });
+  $("digit-field").addEventListener("change", () => { fillCounts(); drawGrid(); });
   $("truncation").addEventListener("input", () => {
     $("truncation-value").textContent = truncation().toFixed(2);
   });
@@ -432,7 +481,7 @@ async function start() {
     $("seed-b").value = String(randomSeed());
     loadWalk();
   });
-  for (const id of ["seed-a", "seed-b", "walk-digit"]) $(id).addEventListener("change", loadWalk);
+  for (const id of ["seed-a", "seed-b", "walk-digit-field"]) $(id).addEventListener("change", loadWalk);
 
   if (backend.project) {
     $("nearest-hint").dataset.text = $("nearest-hint").textContent;

@@ -74,20 +74,40 @@ function noise(n, seed, category) {
   return category === undefined ? z : withCode(z, category);
 }
 
+// digitgan.models.base.category_choice: the category each of the code's `model.code_parts`
+// parts is made to take (null: any) for `category`, a number among `model.categories` (its
+// digits in base k, the first part the most significant) or, for a code in parts, one value
+// per part, null or "any" for any; an Error saying what is expected otherwise.
+function categoryChoice(category) {
+  const parts = model.code_parts;
+  const k = Math.round(model.categories ** (1 / parts));
+  const whole = (v, top) => Number.isInteger(v) && v >= 0 && v < top;
+  if (whole(category, model.categories)) {
+    return Array.from({length: parts}, (_, part) => Math.floor(category / k ** (parts - 1 - part)) % k);
+  }
+  if (parts > 1 && Array.isArray(category) && category.length === parts) {
+    const values = category.map((v) => (v === null || v === "any" ? null : v));
+    if (values.every((v) => v === null || whole(v, k))) return values;
+  }
+  const either = parts > 1 ? ` or ${parts} values (one per part, each 0 to ${k - 1} or any)` : "";
+  throw new Error(`expected an integer from 0 to ${model.categories - 1}${either}`);
+}
+
 // digitgan.models.base.with_code: noise (flat) made to draw learnt category `category`: in each
-// vector and in each of the code's `model.code_parts` blocks of its last entries (one block of
+// vector and in the block of its last entries of each part the category fixes (one block of
 // `model.categories` for a code in one part), the largest entry trades places with the entry
-// of the category's digit for that block (the category in base k, the first block the most
-// significant).
+// of that part's category.
 function withCode(z, category) {
   const out = Float32Array.from(z);
   const parts = model.code_parts;
   const k = Math.round(model.categories ** (1 / parts));
   const d = model.z_dim;
+  const chosen = categoryChoice(category);
   for (let row = 0; row < out.length; row += d) {
     for (let part = 0; part < parts; part++) {
+      if (chosen[part] === null) continue;
       const code = row + d - (parts - part) * k;
-      const want = code + (Math.floor(category / k ** (parts - 1 - part)) % k);
+      const want = code + chosen[part];
       let top = code;
       for (let i = code + 1; i < code + k; i++) if (out[i] > out[top]) top = i;
       [out[top], out[want]] = [out[want], out[top]];
@@ -167,13 +187,19 @@ function integer(body, name, fallback, lo, hi) {
   return value;
 }
 
-// The optional learnt category of `body` (undefined when absent; "all" where allowed).
+// The optional learnt category of `body` (undefined when absent; "all" where allowed): a
+// number, or for a code in parts one value per part.
 function categoryOf(body, allowAll) {
   const value = body.category;
-  if (value === undefined) return undefined;
+  if (value === undefined || value === null) return undefined;
   if (!model.categories) throw new Error("category: this model learnt no categories (its model.categories is 0)");
   if (allowAll && value === "all") return value;
-  return integer(body, "category", 0, 0, model.categories - 1);
+  try {
+    categoryChoice(value);
+  } catch (e) {
+    throw new Error(`category: ${e.message}${allowAll ? ' or "all"' : ""}, got ${JSON.stringify(value)}`);
+  }
+  return value;
 }
 
 // The PNG grid of `pixels` (uint8, flat N x C x H x W), `nrow` images a row, each pixel a
