@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from numbers import Real
+from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,7 @@ from .store.checkpoint import (
 from .store.exported import read_export
 from .viz import make_grid, save_png, to_uint8
 
-Labels = int | Sequence[int] | torch.Tensor | None
+Labels = int | Sequence[int] | np.ndarray | torch.Tensor | None
 
 MAX_DRAW_BYTES = 2 << 30
 """The most memory one draw may take (its noise and its float images): 2 GiB."""
@@ -132,8 +132,9 @@ class Sampler:
         (:func:`~digitgan.models.base.with_code`). A model whose categories are a code in
         parts (:attr:`code_parts`, as ``stacked``'s, one per channel) also takes one value
         per part, None (or "any") for a part left to the noise: ``(3, None, 7)``."""
-        if not 0 <= seed < 2**63:
-            raise ConfigError(f"--seed {seed}: a seed is an integer in 0..2^63-1")
+        if not isinstance(seed, Integral) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+            raise ConfigError(f"--seed {seed!r}: a seed is an integer in 0..2^63-1")
+        seed = int(seed)  # (numpy's integers too)
         self._check_count(n)
         self._check_category(category)
         gen = torch.Generator().manual_seed(seed)
@@ -173,9 +174,13 @@ class Sampler:
             return None
         if labels is None:
             return torch.arange(n) % self.num_classes
-        if isinstance(labels, int):
-            labels = [labels] * n
-        t = torch.as_tensor(labels, dtype=torch.long).flatten()
+        try:
+            t = torch.as_tensor(labels)
+        except (TypeError, ValueError, RuntimeError):
+            t = None
+        if t is None or t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+            raise ConfigError(f"--label: expected an integer or one per sample, got {labels!r}")
+        t = (t.expand(n) if t.dim() == 0 else t.flatten()).long()  # one for all, or one each
         if t.numel() != n:
             raise ConfigError(f"--label: {t.numel()} labels for {n} samples")
         try:

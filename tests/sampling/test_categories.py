@@ -56,6 +56,8 @@ def test_a_code_in_parts_is_chosen_part_by_part():
     assert torch.equal(made[:, 5:7], z[:, 5:7]) and torch.equal(parts[:, 1], before[:, 1])
     assert set(parts[:, 1].tolist()) == {0, 1}
     assert torch.equal(with_code(z, 8, (1, 1, 0), parts=3), with_code(z, 8, 6, parts=3))
+    assert torch.equal(with_code(z, 8, [np.int64(1), None, 0], parts=3), made)  # numpy's ints
+    assert torch.equal(with_code(z, 8, np.int64(6), parts=3), with_code(z, 8, 6, parts=3))
     assert torch.equal(with_code(z, 8, ["any", None, "any"], parts=3), z)
     expected = r"expected an integer from 0 to 7 or 3 values \(one per part, each 0 to 1 or any\)"
     for bad in ([1, 2, 0], [1, 0], [1, 0, 0, 0], 8, [True, 0, 0], "1,0,0", [1.0, 0, 0]):

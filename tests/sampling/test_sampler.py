@@ -27,6 +27,22 @@ def test_conditional_sampling_api(cond_run):
     assert torch.allclose(walk[-1], gan.generate(1, seed=9, labels=2)[0], atol=1e-5)
 
 
+def test_numpy_and_torch_integers_serve_as_labels_and_seeds(cond_run):
+    """What a loop over ``np.arange`` or a tensor of classes hands the sampler."""
+    gan = digitgan.load(cond_run)
+    sevens = gan.generate(4, seed=2, labels=7)
+    for seven in (np.int64(7), torch.tensor(7), np.full(4, 7), torch.full((4,), 7)):
+        assert torch.equal(gan.generate(4, seed=np.int64(2), labels=seven), sevens)
+    for bad in (7.0, [7.0, 7, 7, 7], [7, None, 7, 7], True, "7"):
+        with pytest.raises(ConfigError, match="--label: expected an integer or one per sample"):
+            gan.generate(4, labels=bad)
+    with pytest.raises(ConfigError, match="--label: 1 labels for 4 samples"):
+        gan.generate(4, labels=[7])  # a list gives one label per sample
+    for bad in (True, 2.0, "2", -1):
+        with pytest.raises(ConfigError, match="a seed is an integer in 0..2\\^63-1"):
+            gan.generate(4, seed=bad)
+
+
 def test_draws_are_reproducible_and_prefixes_of_larger_draws(cond_run):
     sampler = digitgan.load(cond_run)
     assert torch.equal(sampler.generate(6, seed=4), sampler.generate(6, seed=4))

@@ -36,6 +36,7 @@ judges an image of class y and category k by the label y * K + k.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Integral
 
 import torch
 import torch.nn.functional as F
@@ -116,15 +117,15 @@ def category_choice(category: Category, k: int, parts: int = 1) -> list[int | No
     when ``category`` is none of those."""
     base = part_size(k, parts)
 
-    def whole(v, top: int) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < top
+    def whole(v, top: int) -> bool:  # (numpy's integers too)
+        return isinstance(v, Integral) and not isinstance(v, bool) and 0 <= v < top
 
     if whole(category, k):
-        return category_parts(torch.tensor(category), k, parts).tolist()
+        return category_parts(torch.tensor(int(category)), k, parts).tolist()
     if parts > 1 and isinstance(category, list | tuple) and len(category) == parts:
         values = [None if v is None or v == "any" else v for v in category]
         if all(v is None or whole(v, base) for v in values):
-            return values
+            return [None if v is None else int(v) for v in values]
     either = f" or {parts} values (one per part, each 0 to {base - 1} or any)" if parts > 1 else ""
     raise ValueError(f"expected an integer from 0 to {k - 1}{either}")
 
