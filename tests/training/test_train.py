@@ -25,6 +25,26 @@ def _event_tags(tb_dir: Path) -> dict:
     return acc
 
 
+def test_the_result_holds_the_last_iterations_numbers(tmp_path, tiny_cfg, small_data):
+    """Not those of the last logged iteration (4, of 0..5 here): those of the last one."""
+    from digitgan.training.hooks import Hook
+
+    class Last(Hook):
+        def after_step(self, loop, result):
+            self.step, self.stats = (
+                loop.iteration,
+                {k: float(v) for k, v in result.scalars().items()},
+            )
+
+    last = Last()
+    result = digitgan.train(
+        tiny_cfg, tmp_path / "run", dataset=small_data, progress=False, hooks=[last]
+    )
+    assert last.step == 5 and result.stats == pytest.approx(last.stats)
+    more = digitgan.resume(tmp_path / "run", progress=False, dataset=small_data)  # no more to do
+    assert more.step == 6 and more.stats == {}
+
+
 def test_short_run_writes_every_output(tmp_path, tiny_cfg, small_data):
     out = tmp_path / "run"
     result = digitgan.train(tiny_cfg, out, dataset=small_data, progress=False)

@@ -59,6 +59,8 @@ class TrainResult:
     step: int
     interrupted: bool
     stats: dict[str, float] = field(default_factory=dict)
+    """The last iteration's losses and D outputs (:meth:`~.step.StepResult.scalars`), e.g.
+    ``D_loss``; empty when the call ran none."""
     seconds: float = 0.0
     out_of_time: bool = False
     error: DivergenceError | None = None
@@ -230,10 +232,10 @@ def fit_runs(step: Step, runs: Sequence[tuple[Loop, Sequence[Hook]]]) -> list[Tr
     for i, (loop, _) in enumerate(runs):
         steps, seconds = ended.get(i, (trainer.step_count, loop.elapsed()))
         stopped = "out_of_time" in loop.stopped
+        # the last step's numbers (a diverged run's: those that showed it)
+        stats = loop.last_stats if loop.result is None or i in errors else loop.stats()
         results.append(
-            TrainResult(
-                loop.root, steps, loop.interrupted, loop.last_stats, seconds, stopped, errors.get(i)
-            )
+            TrainResult(loop.root, steps, loop.interrupted, stats, seconds, stopped, errors.get(i))
         )
     return results
 
