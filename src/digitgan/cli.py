@@ -127,6 +127,13 @@ MAX_SEEDS = 1024
 """The most runs ``train --seeds`` trains at once."""
 
 
+def _a(n: int) -> str:
+    """``n`` after "a" or "an" as it is read aloud: a 7, an 8, an 11, an 18,000."""
+    digits = str(n)
+    lead = int(digits[: (len(digits) - 1) % 3 + 1])  # the leading group: 18 of 18000
+    return f"{'an' if digits.startswith('8') or lead in (11, 18) else 'a'} {n}"
+
+
 def _sample(args) -> int:
     from .models.base import category_text
     from .sampling import check_truncation, load, save_image_rows
@@ -144,7 +151,7 @@ def _sample(args) -> int:
     elif args.walk is not None:
         walk = gan.interpolate(args.seed, args.walk, args.n, args.label, psi, category)
         path = save_image_rows(walk, args.n, args.out)
-        what = f"a {args.n}-step walk from seed {args.seed} to seed {args.walk}"
+        what = f"{_a(args.n)}-step walk from seed {args.seed} to seed {args.walk}"
     else:
         path = gan.save_samples(args.out, args.n, args.seed, args.label, psi, category)
         what = f"{args.n} samples"
@@ -172,7 +179,7 @@ def _project(args) -> int:
         walk_to=args.walk_to,
     )
     p = found.projection
-    label = "" if found.label is None else f"as a {found.label}, "
+    label = "" if found.label is None else f"as {_a(found.label)}, "
     early = " (stopped by --time-limit)" if p.stopped_early else ""
     print(
         f"found {args.image} {label}at distance {float(p.distance[0]):.4f} (root mean squared "
@@ -182,7 +189,7 @@ def _project(args) -> int:
         print(f"note: {found.nearest_note}")
     else:
         near = ", ".join(
-            f"#{int(i)} (a {int(y)}, {float(d):.4f})"
+            f"#{int(i)} ({_a(int(y))}, {float(d):.4f})"
             for d, i, y in zip(
                 found.nearest_distance, found.nearest_index, found.nearest_label, strict=True
             )

@@ -325,6 +325,17 @@ def test_bad_images_are_refused_in_one_line(data, error, message):
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize(
+    "n, said",
+    [(7, "a 7"), (8, "an 8"), (11, "an 11"), (18, "an 18"), (80, "an 80"), (118, "a 118")]
+    + [(1800, "a 1800"), (18000, "an 18000"), (11000000, "an 11000000")],
+)
+def test_numbers_in_messages_take_the_article_they_are_read_with(n, said):
+    from digitgan.cli import _a
+
+    assert _a(n) == said
+
+
 # --- digitgan project ------------------------------------------------------------------------
 
 
@@ -349,6 +360,9 @@ def test_digitgan_project_writes_the_pictures_and_numbers(seed_gan, tmp_path, ca
     assert doc["distance"] == pytest.approx(float(again.distance[0]), abs=1e-6)
     near = [d["distance"] for d in doc["nearest"]]
     assert len(near) == 3 and near == sorted(near)
+    for d in doc["nearest"]:  # "#5046 (an 8, 0.2420)"
+        a = "an" if d["label"] == 8 else "a"
+        assert f"#{d['index']} ({a} {d['label']}, {d['distance']:.4f})" in printed
     # one row: the drawing, the model's digit, three training digits; a walk of 10 frames
     assert Image.open(out / "projection.png").size == (2 + 5 * 30, 32)
     assert Image.open(out / "walk.png").size == (2 + 10 * 30, 32)

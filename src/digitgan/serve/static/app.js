@@ -290,6 +290,13 @@ function setUpPad() {
   clearPad();
 }
 
+// A class number after "a" or "an" as it is read aloud: a 7, an 8, an 11, an 18.
+function withArticle(n) {
+  const digits = String(n);
+  const lead = Number(digits.slice(0, (digits.length - 1) % 3 + 1));
+  return `${digits.startsWith("8") || lead === 11 || lead === 18 ? "an" : "a"} ${n}`;
+}
+
 async function findDrawing() {
   if (!padInk) return;
   const token = ++findToken;
@@ -306,7 +313,7 @@ async function findDrawing() {
     paint($("found"), data.projection);
     const named = data.label === null ? undefined : (info.class_names || [])[data.label];
     const as = data.label === null ? ""
-      : `, drawn as ${named && named !== String(data.label) ? named : `a ${data.label}`}`;
+      : `, drawn as ${named && named !== String(data.label) ? named : withArticle(data.label)}`;
     $("found-caption").textContent = `The model's closest digit${as}`;
     const early = data.stopped_early
       ? ` The search stopped at the server's time limit, after ${data.steps} steps.` : "";
@@ -319,7 +326,7 @@ async function findDrawing() {
       [canvas.width, canvas.height] = [data.shape[2], data.shape[1]];
       paint(canvas, data.nearest_images[i]);
       const caption = document.createElement("figcaption");
-      caption.textContent = `#${near.index}, a ${near.label}: ${near.distance.toFixed(3)}`;
+      caption.textContent = `#${near.index}, ${withArticle(near.label)}: ${near.distance.toFixed(3)}`;
       figure.append(canvas, caption);
       return figure;
     }));
