@@ -163,6 +163,9 @@ def test_train_seeds_writes_one_ordinary_run_directory_per_seed(tiny, small_data
     # a seed's run continues as any run does
     resumed = digitgan.resume(results[1].run_dir, iters=6, dataset=small_data, progress=False)
     assert resumed.step == 6
+    # the folder itself is not a run: readers say which runs it holds
+    with pytest.raises(CheckpointError, match=r"a folder of 2 runs \(seed-3, seed-5\), not a run"):
+        digitgan.load(tmp_path / "runs")
 
 
 def test_the_command_line_takes_seed_lists_and_refuses_bad_ones(tmp_path, capsys):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -219,6 +220,14 @@ def resolve_checkpoint(path: str | Path) -> Path:
         for candidate in (p / "checkpoints" / f"{LATEST}{SUFFIX}", p / f"{LATEST}{SUFFIX}"):
             if candidate.is_file():
                 return candidate
+        runs = [q.parents[1].name for q in p.glob(f"*/checkpoints/{LATEST}{SUFFIX}")]
+        if runs:  # e.g. the folder of train --seeds, its runs seed-0, seed-1, ... (in that order)
+            runs.sort(key=lambda n: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)])
+            shown = ", ".join(runs[:4]) + (", ..." if len(runs) > 4 else "")
+            raise CheckpointError(
+                f"{p}: a folder of {len(runs)} runs ({shown}), not a run; give one of them, "
+                f"e.g. {p / runs[0]}"
+            )
         raise CheckpointError(f"{p}: no checkpoint found (expected checkpoints/{LATEST}{SUFFIX})")
     if p.suffix == ".json" and p.with_suffix(SUFFIX).is_file():
         return p.with_suffix(SUFFIX)
