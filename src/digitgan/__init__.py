@@ -10,6 +10,7 @@ The library API (the command line is a thin layer over it)::
     images = gan.generate(16, seed=0)                  # float tensor (16, 1, 28, 28) in [0, 1]
     digits = gan.sample(16, seed=0)                    # uint8 array (16, 1, 28, 28)
     report = digitgan.evaluate("runs/demo")            # FID, KID, precision/recall, ...
+    spread = digitgan.evaluate_runs("runs/sweep")      # each seed-N run: median and range
     print(report.table())                              # (digitgan.eval has each metric)
 """
 
@@ -31,6 +32,7 @@ _EXPORTS = {
     "DigitganError": "errors",
     "evaluate": "eval.evaluate",
     "evaluate_real": "eval.evaluate",
+    "evaluate_runs": "eval.runs",
 }
 
 __all__ = sorted(_EXPORTS)

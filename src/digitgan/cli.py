@@ -215,7 +215,9 @@ def _serve(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from .eval.evaluate import evaluate, evaluate_real
+    from .eval.evaluate import evaluate, evaluate_real, save_evaluation
+    from .eval.runs import evaluate_runs
+    from .store.checkpoint import runs_in
 
     if args.real == (args.source is not None):
         raise ConfigError(
@@ -237,11 +239,12 @@ def _evaluate(args) -> int:
     cas = _cas_recipe(args)
     common = {"n": args.n, "classifier": args.classifier, "seed": args.seed}
     common |= {"data_dir": args.data_dir, "channels": args.channels}
+    several = not args.real and bool(runs_in(args.source))  # each run, and their spread
     if args.real:
         dataset = {"dataset": args.dataset} if args.dataset else {}
         report = evaluate_real(**dataset, **common)
     else:
-        report = evaluate(
+        report = (evaluate_runs if several else evaluate)(
             args.source,
             dataset=args.dataset,
             device=_device(args.device),
@@ -253,13 +256,14 @@ def _evaluate(args) -> int:
         )
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
     if args.save:
-        from .eval.evaluate import save_evaluation
-
         if args.real or Path(args.source).suffix == ".npy":
             raise ConfigError("--save: only a run or checkpoint's evaluation is saved")
+        reports = list(report.reports.values()) if several else [report]
         # a stacked dataset's report holds its floor, made with the run's own options
-        floor = None if report.floor is not None else evaluate_real(report.dataset, **common)
-        print(f"wrote {save_evaluation(args.source, report, floor)}")
+        first = reports[0]
+        floor = None if first.floor is not None else evaluate_real(first.dataset, **common)
+        for one in reports:
+            print(f"wrote {save_evaluation(one.source, one, floor)}")
     return 0
 
 
@@ -621,9 +625,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="score generated digits against the test split (FID, KID, precision/recall, ...)",
         description="Every metric of a model's samples (or a .npy of uint8 images, or with "
         "--real the real training split: the floor no model beats) against the dataset's test "
-        "split, on the bundled classifier's features.",
+        "split, on the bundled classifier's features; of a folder of runs, each run's and "
+        "their median and range.",
     )
-    e.add_argument("source", nargs="?", metavar="RUN_OR_CHECKPOINT_OR_FILE.npy")
+    e.add_argument(
+        "source",
+        nargs="?",
+        metavar="RUN_OR_CHECKPOINT_OR_FILE.npy",
+        help="a folder of runs (train --seeds's) scores each run alike and gives every metric's "
+        "median and range over them",
+    )
     e.add_argument("--real", action="store_true", help="score the real training split instead")
     e.add_argument(
         "--n",

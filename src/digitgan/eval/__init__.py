@@ -7,7 +7,9 @@
   memorisation, as plain functions of features (or of images and any feature function);
 - :mod:`digitgan.eval.evaluate`: ``digitgan evaluate`` (with ``--cas``, the classification
   accuracy score of a conditional model), and the scorer the ``log.eval_every`` training
-  hook uses.
+  hook uses;
+- :mod:`digitgan.eval.runs`: several runs (a ``train --seeds`` folder) evaluated alike, each
+  metric's median and range over them.
 """
 
 from .classifier import (
@@ -39,11 +41,13 @@ from .metrics import (
     prdc,
     precision_recall,
 )
+from .runs import RunsReport, evaluate_runs
 
 __all__ = [
     "CasRecipe",
     "DigitClassifier",
     "EvalReport",
+    "RunsReport",
     "class_balance",
     "classification_accuracy",
     "classification_accuracy_score",
@@ -52,6 +56,7 @@ __all__ = [
     "evaluate",
     "evaluate_images",
     "evaluate_real",
+    "evaluate_runs",
     "extract",
     "fid",
     "fid_from_stats",

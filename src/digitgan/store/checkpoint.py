@@ -210,6 +210,19 @@ def _data_bytes(header: dict, path: Path) -> int:
     return end
 
 
+def runs_in(folder: str | Path) -> list[Path]:
+    """The run directories directly inside ``folder`` (each holding a latest checkpoint), such
+    as the ``seed-N`` runs of ``train --seeds``, in natural order (seed-2 before seed-10);
+    empty when ``folder`` is a run itself, or holds none."""
+    p = Path(folder)
+    if not p.is_dir() or (p / "checkpoints").is_dir():
+        return []
+    runs = [q.parents[1] for q in p.glob(f"*/checkpoints/{LATEST}{SUFFIX}")]
+    return sorted(
+        runs, key=lambda r: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", r.name)]
+    )
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """The checkpoint file meant by ``path``: a run directory, a checkpoints folder, an exported
     model folder (its ``model.safetensors``) or a file."""
@@ -220,9 +233,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
         for candidate in (p / "checkpoints" / f"{LATEST}{SUFFIX}", p / f"{LATEST}{SUFFIX}"):
             if candidate.is_file():
                 return candidate
-        runs = [q.parents[1].name for q in p.glob(f"*/checkpoints/{LATEST}{SUFFIX}")]
-        if runs:  # e.g. the folder of train --seeds, its runs seed-0, seed-1, ... (in that order)
-            runs.sort(key=lambda n: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)])
+        runs = [run.name for run in runs_in(p)]
+        if runs:
             shown = ", ".join(runs[:4]) + (", ..." if len(runs) > 4 else "")
             raise CheckpointError(
                 f"{p}: a folder of {len(runs)} runs ({shown}), not a run; give one of them, "
