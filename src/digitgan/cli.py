@@ -200,9 +200,11 @@ def _project(args) -> int:
 
 
 def _plot(args) -> int:
+    from .store.checkpoint import runs_in
     from .viz import plot_metrics, progress_gif
 
-    for path in (plot_metrics(args.run), progress_gif(args.run)):
+    runs = runs_in(args.run)  # a folder of runs (train --seeds's): their curves together
+    for path in [plot_metrics(runs)] if runs else [plot_metrics(args.run), progress_gif(args.run)]:
         print(f"wrote {path}")
     return 0
 
@@ -616,7 +618,11 @@ def build_parser() -> argparse.ArgumentParser:
             x.add_argument("--json", action="store_true", help="print JSON")
     d.set_defaults(func=_data)
 
-    pl = sub.add_parser("plot", help="draw a run's curves (PNG) and a GIF of its sample grids")
+    pl = sub.add_parser(
+        "plot",
+        help="draw a run's curves (PNG) and a GIF of its sample grids; of a folder of runs "
+        "(train --seeds's), their curves together",
+    )
     pl.add_argument("run", metavar="RUN_DIR")
     pl.set_defaults(func=_plot)
 

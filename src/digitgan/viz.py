@@ -7,6 +7,7 @@ import math
 import re
 import struct
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -107,13 +108,53 @@ def progress_gif(
     return out
 
 
-def plot_metrics(run_dir: str | Path, out: str | Path | None = None) -> Path:
+def plot_metrics(run_dir: str | Path | Sequence[str | Path], out: str | Path | None = None) -> Path:
     """A PNG of a run's logged curves (from metrics.jsonl): losses, D outputs, and any
-    evaluation metrics, one panel each, against the iteration."""
+    evaluation metrics, one panel each, against the iteration. A sequence of runs (the seeds
+    of ``train --seeds``) share the panels, a colour each, so that their spread shows; their
+    PNG goes to ``plots/curves.png`` in the first run's parent folder unless ``out`` says."""
     plt = _pyplot()
 
-    run_dir = Path(run_dir)
+    several = not isinstance(run_dir, str | Path)  # then a colour per run, a style per key
+    runs = [Path(r) for r in run_dir] if several else [Path(run_dir)]
+    logs = {run: _logged(run) for run in runs}
+    panels = [("losses", ["D_loss", "G_loss"]), ("discriminator outputs", ["D_real", "D_fake"])]
+    skip = {"step", "wall_s", "it_per_s", "D_loss", "G_loss", "D_real", "D_fake"}
+    extra = sorted({k for records in logs.values() for r in records for k in r if k not in skip})
+    panels += [(k, [k]) for k in extra[: MAX_PANELS - len(panels)]]
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(7, 2.4 * len(panels)), sharex=True, squeeze=False
+    )
+    styles = ("-", "--")
+    for ax, (title, keys) in zip(axes[:, 0], panels, strict=True):
+        for i, (run, records) in enumerate(logs.items()):
+            for k, style in zip(keys, styles, strict=False):
+                pts = [(r["step"], r[k]) for r in records if k in r]
+                if pts:
+                    look = {"color": f"C{i % 10}", "linestyle": style} if several else {}
+                    label = (run.name if k == keys[0] else None) if several else k
+                    ax.plot(*zip(*pts, strict=True), label=label, linewidth=1, **look)
+        if several and len(keys) > 1:
+            title += f" ({keys[0]} solid, {keys[1]} dashed)"
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="upper right")
+    axes[-1, 0].set_xlabel("iteration")
+    fig.tight_layout()
+    out = Path(out) if out else (runs[0].parent if several else runs[0]) / "plots" / "curves.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out) as f:
+        fig.savefig(f, format="png", dpi=100)
+    plt.close(fig)
+    return out
+
+
+def _logged(run_dir: Path) -> list[dict]:
+    """The plottable records of a run's metrics.jsonl (each with a ``step``); a RunDirError
+    when there are none."""
     path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        raise RunDirError(f"{run_dir}: not a run directory (no metrics.jsonl)")
     records = read_jsonl(path, MAX_METRICS_BYTES, "metrics file", RunDirError)
     records = [
         {k: x for k, v in r.items() if (x := _plottable(v)) is not None and _KEY.fullmatch(k)}
@@ -122,29 +163,7 @@ def plot_metrics(run_dir: str | Path, out: str | Path | None = None) -> Path:
     ]
     if not records:
         raise RunDirError(f"{run_dir}: no logged metrics in {path} to plot")
-    panels = [("losses", ["D_loss", "G_loss"]), ("discriminator outputs", ["D_real", "D_fake"])]
-    skip = {"step", "wall_s", "it_per_s", "D_loss", "G_loss", "D_real", "D_fake"}
-    extra = sorted({k for r in records for k in r if k not in skip})
-    panels += [(k, [k]) for k in extra[: MAX_PANELS - len(panels)]]
-    fig, axes = plt.subplots(
-        len(panels), 1, figsize=(7, 2.4 * len(panels)), sharex=True, squeeze=False
-    )
-    for ax, (title, keys) in zip(axes[:, 0], panels, strict=True):
-        for k in keys:
-            pts = [(r["step"], r[k]) for r in records if k in r]
-            if pts:
-                ax.plot(*zip(*pts, strict=True), label=k, linewidth=1)
-        ax.set_title(title, fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="upper right")
-    axes[-1, 0].set_xlabel("iteration")
-    fig.tight_layout()
-    out = Path(out) if out else run_dir / "plots" / "curves.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out) as f:
-        fig.savefig(f, format="png", dpi=100)
-    plt.close(fig)
-    return out
+    return records
 
 
 def _plottable(value) -> float | None:

@@ -2,17 +2,19 @@
 
 import pytest
 import torch
+from PIL import Image
 
 import digitgan
 from digitgan.cli import main
 from digitgan.data import StackedOptions, load_stacked
-from digitgan.errors import CheckpointError, ConfigError, DivergenceError
+from digitgan.errors import CheckpointError, ConfigError, DivergenceError, RunDirError
 from digitgan.store.checkpoint import read_checkpoint
 from digitgan.training.dense import DenseStep
 from digitgan.training.hooks import Hook
 from digitgan.training.loop import make_step
 from digitgan.training.seeds import StackedTrainer
 from digitgan.training.trainer import Trainer
+from digitgan.viz import plot_metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -163,6 +165,13 @@ def test_train_seeds_writes_one_ordinary_run_directory_per_seed(tiny, small_data
     # a seed's run continues as any run does
     resumed = digitgan.resume(results[1].run_dir, iters=6, dataset=small_data, progress=False)
     assert resumed.step == 6
+    # digitgan plot draws the runs' curves together, into the folder
+    assert main(["plot", str(tmp_path / "runs")]) == 0
+    with Image.open(tmp_path / "runs" / "plots" / "curves.png") as png:
+        assert png.size[1] > 400  # two panels at least
+    assert not (results[0].run_dir / "plots").exists()
+    with pytest.raises(RunDirError, match="not a run directory \\(no metrics.jsonl\\)"):
+        plot_metrics([results[0].run_dir, tmp_path])
     # the folder itself is not a run: readers say which runs it holds
     with pytest.raises(CheckpointError, match=r"a folder of 2 runs \(seed-3, seed-5\), not a run"):
         digitgan.load(tmp_path / "runs")
