@@ -136,23 +136,36 @@ def _a(n: int) -> str:
 
 def _sample(args) -> int:
     from .models.base import category_text
-    from .sampling import check_truncation, load, save_image_rows
+    from .sampling import check_truncation, load, runs_grid, save_image_rows
+    from .store.checkpoint import runs_in
 
     psi = check_truncation(args.truncation)  # before loading anything
-    gan = load(args.source, device=_device(args.device))
-    category = args.category
-    if args.class_grid:
+    category, device = args.category, _device(args.device)
+    runs = runs_in(args.source)  # a folder of runs (train --seeds's): a row each
+    if runs:
+        if args.class_grid or args.walk is not None:
+            mode = "--class-grid" if args.class_grid else "--walk"
+            raise ConfigError(f"{mode}: of one run; a folder of runs is drawn a row per run")
+        grid = runs_grid(runs, args.n, args.seed, args.label, psi, category, device)
+        path = save_image_rows(grid, args.n, args.out)
+        names = ", ".join(run.name for run in runs)
+        what = f"{len(runs)} runs x {args.n} samples (a row each: {names})"
+    elif args.class_grid:
         if category is not None:
             raise ConfigError("--category: not with --class-grid (it draws every category)")
+        gan = load(args.source, device=device)
         grid = gan.class_grid(args.n, args.seed, truncation=psi)
         path = save_image_rows(grid, args.n, args.out)
         kind = "classes" if gan.num_classes else "categories"
         what = f"{gan.num_classes or gan.categories} {kind} x {args.n} samples"
     elif args.walk is not None:
-        walk = gan.interpolate(args.seed, args.walk, args.n, args.label, psi, category)
+        walk = load(args.source, device=device).interpolate(
+            args.seed, args.walk, args.n, args.label, psi, category
+        )
         path = save_image_rows(walk, args.n, args.out)
         what = f"{_a(args.n)}-step walk from seed {args.seed} to seed {args.walk}"
     else:
+        gan = load(args.source, device=device)
         path = gan.save_samples(args.out, args.n, args.seed, args.label, psi, category)
         what = f"{args.n} samples"
     if category is not None:
@@ -490,7 +503,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_train)
 
     s = sub.add_parser("sample", help="draw samples from a trained run or checkpoint")
-    s.add_argument("source", metavar="RUN_OR_CHECKPOINT")
+    s.add_argument(
+        "source",
+        metavar="RUN_OR_CHECKPOINT",
+        help="a folder of runs (train --seeds's) draws a PNG row of --n samples per run, every "
+        "row from the same noise",
+    )
     s.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
     s.add_argument(
         "--out",

@@ -367,6 +367,33 @@ def _output_path(path: str | Path, suffixes: tuple[str, ...]) -> Path:
     return path
 
 
+def runs_grid(
+    runs: Sequence[str | Path],
+    n: int,
+    seed: int = 0,
+    labels: Labels = None,
+    truncation: float = 1.0,
+    category: Category | None = None,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
+    """``n`` samples of each run's model (the seeds of ``train --seeds``), from the same noise
+    seed, labels and category: (len(runs) x n, C, H, W) in [0, 1], run after run, a row per
+    run of a grid with ``n`` columns (:func:`save_image_rows`)."""
+    rows = []
+    for run in runs:
+        gan = load(run, device=device)
+        gan._check_count(n, "--n", MAX_GRID_IMAGES // len(runs))
+        if n == 0:
+            raise ConfigError("--n: a PNG grid needs at least one sample")
+        rows.append(gan.generate(n, seed, labels, truncation=truncation, category=category))
+        if rows[-1].shape[1:] != rows[0].shape[1:]:
+            raise ConfigError(
+                f"{run}: draws images of {tuple(rows[-1].shape[1:])}, {runs[0]} of "
+                f"{tuple(rows[0].shape[1:])}; a grid of runs needs one shape"
+            )
+    return torch.cat(rows)
+
+
 def save_image_rows(images: torch.Tensor, nrow: int, path: str | Path) -> Path:
     """Write float images in [0, 1] as a PNG grid with ``nrow`` per row."""
     path = _output_path(path, (".png",))

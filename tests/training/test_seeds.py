@@ -1,5 +1,6 @@
 """Several seeds trained at once (``train --seeds``): each run equals its one-seed run."""
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -14,7 +15,7 @@ from digitgan.training.hooks import Hook
 from digitgan.training.loop import make_step
 from digitgan.training.seeds import StackedTrainer
 from digitgan.training.trainer import Trainer
-from digitgan.viz import plot_metrics
+from digitgan.viz import make_grid, plot_metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -149,7 +150,7 @@ def test_a_diverging_seed_stops_alone_and_keeps_its_last_good_checkpoint(
         assert torch.isfinite(digitgan.load(r.run_dir).generate(4, seed=0)).all()
 
 
-def test_train_seeds_writes_one_ordinary_run_directory_per_seed(tiny, small_data, tmp_path):
+def test_train_seeds_writes_one_ordinary_run_directory_per_seed(tiny, small_data, tmp_path, capsys):
     cfg = tiny("seed", train__iters=4, log__ckpt_every=2)
     results = digitgan.train(
         cfg, tmp_path / "runs", dataset=small_data, progress=False, seeds=[3, 5]
@@ -172,6 +173,14 @@ def test_train_seeds_writes_one_ordinary_run_directory_per_seed(tiny, small_data
     assert not (results[0].run_dir / "plots").exists()
     with pytest.raises(RunDirError, match="not a run directory \\(no metrics.jsonl\\)"):
         plot_metrics([results[0].run_dir, tmp_path])
+    # digitgan sample draws a row per run, from the same noise
+    grid = tmp_path / "seeds.png"
+    assert main(["sample", str(tmp_path / "runs"), "--n", "3", "--out", str(grid)]) == 0
+    rows = np.concatenate([digitgan.load(r.run_dir).sample(3, seed=0) for r in results])
+    assert np.array_equal(np.asarray(Image.open(grid)), make_grid(rows, nrow=3))
+    capsys.readouterr()
+    assert main(["sample", str(tmp_path / "runs"), "--walk", "2", "--out", str(grid)]) == 2
+    assert "--walk: of one run; a folder of runs is drawn a row" in capsys.readouterr().err
     # the folder itself is not a run: readers say which runs it holds
     with pytest.raises(CheckpointError, match=r"a folder of 2 runs \(seed-3, seed-5\), not a run"):
         digitgan.load(tmp_path / "runs")
