@@ -7,7 +7,7 @@ import statistics
 import pytest
 
 import digitgan
-from digitgan.errors import CheckpointError
+from digitgan.errors import CheckpointError, ConfigError
 from digitgan.eval.classifier import SHIPPED
 from digitgan.eval.evaluate import EvalReport
 from digitgan.eval.runs import MAX_COLUMNS, RunsReport, evaluate_runs
@@ -84,3 +84,13 @@ def test_a_folder_without_runs_is_refused_by_name(tmp_path, cli):
         evaluate_runs(tmp_path)
     code, _, err = cli("evaluate", tmp_path, "--n", 100)
     assert code == 2 and f"{tmp_path}: no checkpoint found" in err
+
+
+def test_runs_on_different_datasets_are_not_summarised_together(
+    tmp_path, tiny, small_data, small_idx
+):
+    cfg = tiny("seed", train__iters=2, log__tb_every=0, log__sample_every=0)
+    digitgan.train(cfg, tmp_path / "a", dataset=small_data, progress=False)
+    digitgan.train(cfg.replace(data__dataset=small_idx), tmp_path / "b", progress=False)
+    with pytest.raises(ConfigError, match=f"b: scored on {small_idx}, .*a on mnist20k; the runs"):
+        evaluate_runs(tmp_path, n=50, classifier=SHIPPED["mnist20k"].path)

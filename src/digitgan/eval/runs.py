@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from ..store.checkpoint import LATEST, SUFFIX, runs_in
 from .evaluate import EvalReport, evaluate
 
@@ -98,5 +98,12 @@ def evaluate_runs(
     for run in runs:
         if log:
             log(f"evaluating {run}")
-        reports[run.name] = evaluate(run, log=log, **options)
+        reports[run.name] = report = evaluate(run, log=log, **options)
+        first = reports[runs[0].name]
+        if report.dataset != first.dataset:
+            raise ConfigError(
+                f"{run}: scored on {report.dataset}, {runs[0]} on {first.dataset}; the runs "
+                "of a folder are summarised on one dataset (evaluate these one by one, or "
+                "give --dataset)"
+            )
     return RunsReport(str(folder), reports)
