@@ -1,5 +1,7 @@
 """Several seeds trained at once (``train --seeds``): each run equals its one-seed run."""
 
+from contextlib import nullcontext
+
 import numpy as np
 import pytest
 import torch
@@ -110,6 +112,27 @@ def test_augmentation_is_refused_for_stacked_seeds(
     with pytest.raises(ConfigError, match=f"{key} (is )?not available"):
         digitgan.train(cfg, tmp_path / "runs", dataset=small_data, progress=False, seeds=[0, 1])
     assert not (tmp_path / "runs").exists()
+
+
+def test_several_seeds_train_in_fp32_where_auto_takes_bf16_for_one(
+    tiny, small_data, tmp_path, monkeypatch
+):
+    """bfloat16 autocast does not reach into vmap's batched convolutions (BatchNorm then met a
+    bf16 input with float32 weights): on a CPU with bf16 units, auto trains one run in bf16
+    and several at once in fp32, and an explicit bf16 is refused for them by name."""
+    from digitgan.training import step as step_module
+
+    monkeypatch.setattr(step_module, "cpu_has_bf16_units", lambda: True)
+    cfg = tiny("cdcgan", train__precision="auto")
+    assert make_step(Trainer(cfg, small_data)).autocast is not nullcontext  # one run: bf16
+    runs = [Trainer(cfg.replace(train__seed=s), small_data) for s in (0, 1)]
+    assert make_step(StackedTrainer(runs)).autocast is nullcontext
+    results = digitgan.train(cfg, tmp_path / "a", dataset=small_data, progress=False, seeds=[0, 1])
+    assert [r.step for r in results] == [cfg.train.iters] * 2
+    with pytest.raises(ConfigError, match="train.precision: bf16 is not available for several"):
+        bf16 = cfg.replace(train__precision="bf16")
+        digitgan.train(bf16, tmp_path / "b", dataset=small_data, progress=False, seeds=[0, 1])
+    assert not (tmp_path / "b").exists()
 
 
 class _Poison(Hook):

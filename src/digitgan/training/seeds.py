@@ -147,6 +147,12 @@ class StackedTrainer:
                 f"augment.mode: {first.cfg.augment.mode} is not available for several seeds at "
                 "once; train the seeds one by one"
             )
+        if first.cfg.train.precision == "bf16":  # (auto takes fp32 for them: step.uses_bf16)
+            raise ConfigError(
+                "train.precision: bf16 is not available for several seeds at once (bfloat16 "
+                "autocast does not reach into their batched convolutions and BatchNorm); use "
+                "fp32, or auto, which trains them in fp32"
+            )
         if first.cfg.loss.cluster_views:  # its views draw from one run's noise stream
             raise ConfigError(
                 "loss.cluster_views: not available for several seeds at once; train the seeds "

@@ -109,14 +109,17 @@ def cpu_has_bf16_units() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
-def uses_bf16(precision: str, device: torch.device) -> bool:
+def uses_bf16(precision: str, device: torch.device, runs: int = 1) -> bool:
     """Whether G's and D's forward passes run under bfloat16 autocast: ``train.precision`` is
-    bf16, or auto on a CPU with bf16 matrix units (measured there, benchmarks/RESULTS.md: on
-    an Intel Xeon with AMX the convolutional presets' step 1.45-1.6 times as fast; on an AMD
-    EPYC with AVX-512 BF16 the presets that set auto trained 1.2-1.9 times as fast to the
-    quality they reach in fp32; on a GPU, bf16 was slower for models this small)."""
+    bf16, or auto for one run on a CPU with bf16 matrix units (measured there,
+    benchmarks/RESULTS.md: on an Intel Xeon with AMX the convolutional presets' step 1.45-1.6
+    times as fast; on an AMD EPYC with AVX-512 BF16 the presets that set auto trained 1.2-1.9
+    times as fast to the quality they reach in fp32; on a GPU, bf16 was slower for models
+    this small). Several ``runs`` at once train in float32: autocast does not reach into
+    ``torch.vmap``'s batched convolutions and BatchNorm (:class:`~.seeds.StackedTrainer`
+    refuses bf16)."""
     if precision == "auto":
-        return device.type == "cpu" and cpu_has_bf16_units()
+        return runs == 1 and device.type == "cpu" and cpu_has_bf16_units()
     return precision == "bf16"
 
 
@@ -195,7 +198,7 @@ def features(trainer: Trainer) -> frozenset[str]:
         "pairs_real": OBJECTIVES[cfg.loss.objective].pairs_real,
         "instance_noise": cfg.loss.instance_noise > 0,
         "augment": trainer.augment is not None,
-        "bf16": uses_bf16(cfg.train.precision, trainer.device),
+        "bf16": uses_bf16(cfg.train.precision, trainer.device, trainer.runs),
         "compile": cfg.train.compile,
         "distributed": trainer.dist.world > 1,
         "stacked_runs": trainer.runs > 1,
@@ -220,7 +223,7 @@ class Step:
         self.penalties = [(n, w, PENALTIES[n]) for n, w in cfg.loss.penalties()]
         self.autocast = (
             functools.partial(torch.autocast, trainer.device.type, torch.bfloat16)
-            if uses_bf16(cfg.train.precision, trainer.device)
+            if uses_bf16(cfg.train.precision, trainer.device, trainer.runs)
             else nullcontext
         )
         """The context of G's and D's forward passes: bfloat16 autocast for train.precision =
