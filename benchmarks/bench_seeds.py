@@ -14,6 +14,9 @@ preset's own logging, sample grids and checkpoints:
 counts its throughput as theirs (runs of one configuration cost the same): for many seeds
 on a GPU, where the sequence would take most of the benchmark's time.
 
+A preset whose ``train.precision`` is auto (cdcgan, clusters, stacked) runs in fp32 on both
+sides: several seeds at once take fp32 by it, so one run does too, for like arithmetic.
+
 Throughput is seed-iterations per second (K x iters / wall seconds); the table gives each
 and the stacked/sequential ratio.
 
@@ -127,6 +130,8 @@ def main() -> None:
         ap.error("--split profiles the CPU's operators; use it with --device cpu")
     overrides = {"train.iters": iters, "train.device": args.device}
     cfg = digitgan.build_config(args.preset, None, args.set, overrides)
+    if cfg.train.precision == "auto":  # several seeds take fp32 by it: one run does the same
+        cfg = cfg.replace(train__precision="fp32")
     baseline = k if args.baseline == "all" else 1  # runs timed one after another
     dataset = digitgan.load_dataset(cfg.data.dataset)
     rows = []
@@ -171,6 +176,7 @@ def main() -> None:
             base = [sys.executable, "-m", "digitgan", "train", "--preset", args.preset]
             base += ["--iters", str(iters), "--no-progress", "--device", args.device]
             base += [arg for kv in args.set for arg in ("--set", kv)]
+            base += ["--set", f"train.precision={cfg.train.precision}"]  # (auto: fp32, above)
 
             def run(extra: list[str]) -> None:
                 subprocess.run([*base, *extra], check=True, env=env, stdout=subprocess.DEVNULL)
