@@ -136,7 +136,7 @@ def _a(n: int) -> str:
 
 def _sample(args) -> int:
     from .models.base import category_text
-    from .sampling import check_truncation, load, runs_grid, save_image_rows
+    from .sampling import check_truncation, load, save_image_rows, save_runs_grid
     from .store.checkpoint import runs_in
 
     psi = check_truncation(args.truncation)  # before loading anything
@@ -146,8 +146,8 @@ def _sample(args) -> int:
         if args.class_grid or args.walk is not None:
             mode = "--class-grid" if args.class_grid else "--walk"
             raise ConfigError(f"{mode}: of one run; a folder of runs is drawn a row per run")
-        grid = runs_grid(runs, args.n, args.seed, args.label, psi, category, device)
-        path = save_image_rows(grid, args.n, args.out)
+        options = (args.seed, args.label, psi, category, device)
+        path = save_runs_grid(runs, args.out, args.n, *options)
         names = ", ".join(run.name for run in runs)
         what = f"{len(runs)} runs x {args.n} samples (a row each: {names})"
     elif args.class_grid:

@@ -367,31 +367,33 @@ def _output_path(path: str | Path, suffixes: tuple[str, ...]) -> Path:
     return path
 
 
-def runs_grid(
+def save_runs_grid(
     runs: Sequence[str | Path],
+    path: str | Path,
     n: int,
     seed: int = 0,
     labels: Labels = None,
     truncation: float = 1.0,
     category: Category | None = None,
     device: str | torch.device = "cpu",
-) -> torch.Tensor:
-    """``n`` samples of each run's model (the seeds of ``train --seeds``), from the same noise
-    seed, labels and category: (len(runs) x n, C, H, W) in [0, 1], run after run, a row per
-    run of a grid with ``n`` columns (:func:`save_image_rows`)."""
+) -> Path:
+    """A PNG grid of ``n`` samples of each run's model (the seeds of ``train --seeds``), a row
+    per run, every row from the same noise seed, labels and category."""
+    path = _output_path(path, (".png",))
     rows = []
     for run in runs:
         gan = load(run, device=device)
         gan._check_count(n, "--n", MAX_GRID_IMAGES // len(runs))
         if n == 0:
             raise ConfigError("--n: a PNG grid needs at least one sample")
-        rows.append(gan.generate(n, seed, labels, truncation=truncation, category=category))
+        rows.append(gan.sample(n, seed, labels, truncation, category))
         if rows[-1].shape[1:] != rows[0].shape[1:]:
             raise ConfigError(
-                f"{run}: draws images of {tuple(rows[-1].shape[1:])}, {runs[0]} of "
-                f"{tuple(rows[0].shape[1:])}; a grid of runs needs one shape"
+                f"{run}: draws images of {rows[-1].shape[1:]}, {runs[0]} of "
+                f"{rows[0].shape[1:]}; a grid of runs needs one shape"
             )
-    return torch.cat(rows)
+    save_png(path, make_grid(np.concatenate(rows), nrow=n))
+    return path
 
 
 def save_image_rows(images: torch.Tensor, nrow: int, path: str | Path) -> Path:
