@@ -204,6 +204,8 @@ def test_train_seeds_writes_one_ordinary_run_directory_per_seed(tiny, small_data
     capsys.readouterr()
     assert main(["sample", str(tmp_path / "runs"), "--walk", "2", "--out", str(grid)]) == 2
     assert "--walk: of one run; a folder of runs is drawn a row" in capsys.readouterr().err
+    assert main(["sample", str(tmp_path / "runs"), "--out", str(tmp_path / "s.npy")]) == 2
+    assert "s.npy: the file must end in .png" in capsys.readouterr().err
     # the folder itself is not a run: readers say which runs it holds
     with pytest.raises(CheckpointError, match=r"a folder of 2 runs \(seed-3, seed-5\), not a run"):
         digitgan.load(tmp_path / "runs")
