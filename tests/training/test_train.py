@@ -45,6 +45,30 @@ def test_the_result_holds_the_last_iterations_numbers(tmp_path, tiny_cfg, small_
     assert more.step == 6 and more.stats == {}
 
 
+def test_a_run_stopped_before_its_first_iteration_resumes(tmp_path, tiny, small_data):
+    """Its checkpoint holds no optimiser state yet; reading it must not make empty entries
+    (Adam's fused step then looked for moments that were not there)."""
+    from digitgan.training.hooks import Hook
+
+    class Stop(Hook):
+        def start(self, loop):
+            loop.request_stop("interrupted")
+
+    cfg = tiny("dcgan")
+    stopped = digitgan.train(
+        cfg, tmp_path / "run", dataset=small_data, progress=False, hooks=[Stop()]
+    )
+    assert stopped.step == 0 and stopped.interrupted
+    resumed = digitgan.resume(tmp_path / "run", dataset=small_data, progress=False)
+    straight = digitgan.train(cfg, tmp_path / "straight", dataset=small_data, progress=False)
+    assert resumed.step == straight.step == cfg.train.iters
+    a, b = (
+        read_checkpoint(r.run_dir / "checkpoints" / "latest.safetensors")[0]
+        for r in (resumed, straight)
+    )
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_short_run_writes_every_output(tmp_path, tiny_cfg, small_data):
     out = tmp_path / "run"
     result = digitgan.train(tiny_cfg, out, dataset=small_data, progress=False)

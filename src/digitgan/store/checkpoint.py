@@ -365,8 +365,8 @@ def load_optimizer(
         raise CheckpointError(f"{source}: optimizer state {prefix} does not match: {e}") from None
     # Saved state is contiguous; a parameter may be channels-last. The fused Adam kernel walks
     # a parameter and its moments in memory order, so they must share a layout.
-    for p in params:
-        for name, value in opt.state[p].items():
+    for p in params:  # (.get: a parameter without state, before the first step, gets none)
+        for name, value in opt.state.get(p, {}).items():
             if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
                 opt.state[p][name] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
