@@ -177,7 +177,7 @@ def train_stacked(jobs: list[dict]) -> None:
     if not pending:
         return
     torch.set_num_threads(pending[0]["threads"])
-    cfg = _config(pending[0]["settings"])
+    cfg = _config(pending[0]["settings"]).replace(train__seeds_mode="stacked")
     data = digitgan.load_dataset(cfg.data.dataset, cfg.data.data_dir or None)
     seeds = [job["settings"]["seed"] for job in pending]
     root = Path(pending[0]["run"]).parent

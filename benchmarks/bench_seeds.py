@@ -14,8 +14,10 @@ preset's own logging, sample grids and checkpoints:
 counts its throughput as theirs (runs of one configuration cost the same): for many seeds
 on a GPU, where the sequence would take most of the benchmark's time.
 
-A preset whose ``train.precision`` is auto (cdcgan, clusters, stacked) runs in fp32 on both
-sides: several seeds at once take fp32 by it, so one run does too, for like arithmetic.
+The seeds are stacked (``train.seeds_mode = stacked``, which auto is not for convolutional
+models on a CPU). A preset whose ``train.precision`` is auto (cdcgan, clusters, stacked) runs
+in fp32 on both sides: stacked seeds take fp32 by it, so one run does too, for like
+arithmetic.
 
 Throughput is seed-iterations per second (K x iters / wall seconds); the table gives each
 and the stacked/sequential ratio.
@@ -130,8 +132,9 @@ def main() -> None:
         ap.error("--split profiles the CPU's operators; use it with --device cpu")
     overrides = {"train.iters": iters, "train.device": args.device}
     cfg = digitgan.build_config(args.preset, None, args.set, overrides)
-    if cfg.train.precision == "auto":  # several seeds take fp32 by it: one run does the same
+    if cfg.train.precision == "auto":  # stacked seeds take fp32 by it: one run does the same
         cfg = cfg.replace(train__precision="fp32")
+    cfg = cfg.replace(train__seeds_mode="stacked")  # (auto trains a conv model's one by one)
     baseline = k if args.baseline == "all" else 1  # runs timed one after another
     dataset = digitgan.load_dataset(cfg.data.dataset)
     rows = []
@@ -177,6 +180,7 @@ def main() -> None:
             base += ["--iters", str(iters), "--no-progress", "--device", args.device]
             base += [arg for kv in args.set for arg in ("--set", kv)]
             base += ["--set", f"train.precision={cfg.train.precision}"]  # (auto: fp32, above)
+            base += ["--set", "train.seeds_mode=stacked"]
 
             def run(extra: list[str]) -> None:
                 subprocess.run([*base, *extra], check=True, env=env, stdout=subprocess.DEVNULL)

@@ -474,8 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--seeds",
         type=_seed_list,
         metavar="LIST",
-        help="train one run per seed at once, their models stacked, into --out/seed-N each "
-        "(e.g. 0-7 or 1,4,9); under torchrun the seeds are divided among the processes",
+        help="train one run per seed into --out/seed-N each (e.g. 0-7 or 1,4,9): at once, "
+        "their models stacked, or one after another (train.seeds_mode); under torchrun the "
+        "seeds are divided among the processes",
     )
     t.add_argument("--dataset", help="dataset spec (data.dataset): name, idx:DIR or npz:FILE")
     t.add_argument("--data-dir", help="download cache (data.data_dir; env DIGITGAN_DATA)")

@@ -306,6 +306,14 @@ class TrainConfig:
         "compile G and D with torch.compile (needs a C compiler; the first iterations are "
         "slow while it compiles; checkpoints are unchanged)",
     )
+    seeds_mode: str = opt(
+        "auto",
+        "how --seeds trains several seeds: stacked (their models as one, each step one set of "
+        "larger operations), sequential (one after another in the process, each its own "
+        "step), or auto: stacked on a GPU and for the mlp architecture, sequential for "
+        "convolutional models on a CPU, where stacking them was measured slower",
+        choices=("auto", "stacked", "sequential"),
+    )
 
 
 @dataclass

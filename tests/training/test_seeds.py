@@ -108,22 +108,22 @@ def test_stacked_runs_must_differ_only_in_their_seed(tiny, small_data):
 def test_augmentation_is_refused_for_stacked_seeds(
     tiny, small_data, tmp_path, name, overrides, key
 ):
-    cfg = tiny(name, **overrides)
+    cfg = tiny(name, **overrides, train__seeds_mode="stacked")
     with pytest.raises(ConfigError, match=f"{key} (is )?not available"):
         digitgan.train(cfg, tmp_path / "runs", dataset=small_data, progress=False, seeds=[0, 1])
     assert not (tmp_path / "runs").exists()
 
 
-def test_several_seeds_train_in_fp32_where_auto_takes_bf16_for_one(
+def test_stacked_seeds_train_in_fp32_where_auto_takes_bf16_for_one(
     tiny, small_data, tmp_path, monkeypatch
 ):
     """bfloat16 autocast does not reach into vmap's batched convolutions (BatchNorm then met a
     bf16 input with float32 weights): on a CPU with bf16 units, auto trains one run in bf16
-    and several at once in fp32, and an explicit bf16 is refused for them by name."""
+    and stacked seeds in fp32, and an explicit bf16 is refused for them by name."""
     from digitgan.training import step as step_module
 
     monkeypatch.setattr(step_module, "cpu_has_bf16_units", lambda: True)
-    cfg = tiny("cdcgan", train__precision="auto")
+    cfg = tiny("cdcgan", train__precision="auto", train__seeds_mode="stacked")
     assert make_step(Trainer(cfg, small_data)).autocast is not nullcontext  # one run: bf16
     runs = [Trainer(cfg.replace(train__seed=s), small_data) for s in (0, 1)]
     assert make_step(StackedTrainer(runs)).autocast is nullcontext
@@ -133,6 +133,51 @@ def test_several_seeds_train_in_fp32_where_auto_takes_bf16_for_one(
         bf16 = cfg.replace(train__precision="bf16")
         digitgan.train(bf16, tmp_path / "b", dataset=small_data, progress=False, seeds=[0, 1])
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize(
+    ("device", "name", "stacked"), [("cpu", "seed", True), ("cpu", "dcgan", False)]
+)
+def test_auto_stacks_seeds_where_stacking_was_measured_faster(
+    tiny, small_data, device, name, stacked
+):
+    """On a CPU stacked convolutional models were slower than the same runs one after
+    another; auto trains those one by one (each then equals its one-seed run exactly)."""
+    from digitgan.training.loop import stacks_seeds
+
+    assert stacks_seeds(Trainer(tiny(name, device), small_data)) is stacked
+    for mode, want in (("stacked", True), ("sequential", False)):
+        trainer = Trainer(tiny(name, device, train__seeds_mode=mode), small_data)
+        assert stacks_seeds(trainer) is want
+
+
+def test_sequential_seeds_equal_their_one_seed_runs_and_stop_together(tiny, small_data, tmp_path):
+    """One after another, each seed is its one-seed run bit for bit; a stop (Ctrl-C) in one
+    stops the rest at once, each saving a checkpoint, and the folder continues them."""
+    cfg = tiny("dcgan", train__iters=4, log__ckpt_every=2, augment__mode="diffaugment")
+    assert cfg.train.seeds_mode == "auto"  # sequential for a conv model on the CPU
+    results = digitgan.train(
+        cfg, tmp_path / "runs", dataset=small_data, progress=False, seeds=[0, 1]
+    )
+    alone = digitgan.train(
+        cfg.replace(train__seed=1), tmp_path / "one", dataset=small_data, progress=False
+    )
+    a = read_checkpoint(results[1].run_dir / "checkpoints" / "latest.safetensors")[0]
+    b = read_checkpoint(alone.run_dir / "checkpoints" / "latest.safetensors")[0]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    class _Stop(Hook):
+        def after_step(self, loop, result):
+            if loop.iteration == 1:
+                loop.request_stop("interrupted")
+
+    stopped = digitgan.train(
+        cfg, tmp_path / "b", dataset=small_data, progress=False, seeds=[0, 1, 2], hooks=[_Stop()]
+    )
+    assert [(r.step, r.interrupted) for r in stopped] == [(2, True), (0, True), (0, True)]
+    assert digitgan.load(stopped[2].run_dir).step == 0  # saved, so that the folder continues
+    resumed = digitgan.resume(tmp_path / "b", dataset=small_data, progress=False)
+    assert [r.step for r in resumed] == [4, 4, 4]
 
 
 class _Poison(Hook):
@@ -148,10 +193,12 @@ class _Poison(Hook):
                 next(tr.G.parameters()).fill_(float("nan"))
 
 
+@pytest.mark.parametrize("mode", ["stacked", "sequential"])
 def test_a_diverging_seed_stops_alone_and_keeps_its_last_good_checkpoint(
-    tiny, small_data, tmp_path
+    tiny, small_data, tmp_path, mode
 ):
     cfg = tiny("seed", train__iters=8, log__print_every=1, log__ckpt_every=2)
+    cfg = cfg.replace(train__seeds_mode=mode)
     results = digitgan.train(
         cfg,
         tmp_path / "runs",
@@ -234,8 +281,9 @@ def test_the_command_line_takes_seed_lists_and_refuses_bad_ones(tmp_path, capsys
     assert not (tmp_path / "other").exists()
 
 
-def test_a_seeds_folder_resumes_stacked_exactly(tiny, small_data, tmp_path):
-    cfg = tiny("dcgan", train__iters=4, log__ckpt_every=2)
+@pytest.mark.parametrize("mode", ["stacked", "sequential"])
+def test_a_seeds_folder_resumes_exactly(tiny, small_data, tmp_path, mode):
+    cfg = tiny("dcgan", train__iters=4, log__ckpt_every=2, train__seeds_mode=mode)
     straight = digitgan.train(cfg, tmp_path / "a", dataset=small_data, progress=False, seeds=[0, 1])
     digitgan.train(
         cfg.replace(train__iters=2),
@@ -250,7 +298,11 @@ def test_a_seeds_folder_resumes_stacked_exactly(tiny, small_data, tmp_path):
         a = read_checkpoint(tmp_path / "a" / seed / "checkpoints" / "latest.safetensors")[0]
         b = read_checkpoint(tmp_path / "b" / seed / "checkpoints" / "latest.safetensors")[0]
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), seed
-    # runs of a folder at different iterations continue one by one
+    # runs of a folder at different iterations: one by one (sequential), not stacked
     digitgan.resume(tmp_path / "b" / "seed-1", iters=5, dataset=small_data, progress=False)
-    with pytest.raises(CheckpointError, match=r"different iterations \(seed-0 at 4, seed-1 at 5\)"):
-        digitgan.resume(tmp_path / "b", iters=6, dataset=small_data, progress=False)
+    if mode == "stacked":
+        with pytest.raises(CheckpointError, match=r"different iterations \(seed-0 at 4, seed-1"):
+            digitgan.resume(tmp_path / "b", iters=6, dataset=small_data, progress=False)
+    else:
+        again = digitgan.resume(tmp_path / "b", iters=6, dataset=small_data, progress=False)
+        assert [r.step for r in again] == [6, 6]

@@ -259,8 +259,9 @@ def train(
     Under torchrun every process calls this (as ``digitgan train`` does) and they train as
     one run (see the distributed training docs). Only rank 0 creates and writes ``out``.
 
-    ``seeds`` (``train.seed`` values) trains one run of ``cfg`` per seed at once, their
-    models stacked (:mod:`.seeds`), into ``out/seed-<seed>`` each, ordinary run directories;
+    ``seeds`` (``train.seed`` values) trains one run of ``cfg`` per seed, at once with their
+    models stacked (:mod:`.seeds`) or one after another (:func:`stacks_seeds`), into
+    ``out/seed-<seed>`` each, ordinary run directories;
     it returns their results, in order (``hooks`` are called for each run). A run that
     diverges stops alone (its result's ``error``). Under torchrun the seeds are divided among
     the processes, each training its share with no communication.
@@ -319,7 +320,7 @@ def _train_seeds(cfg, out, seeds, force, progress, dataset, hooks) -> list[Train
         trainers = [Trainer(c, dataset, device) for c in configs]
         if not trainers:
             return []
-        step = seeds_step(trainers)
+        step = seeds_step(trainers)  # (its refusals before the run directories; None: sequential)
         with ExitStack() as stack:
             dirs = [
                 stack.enter_context(_create_run(root / f"seed-{c.train.seed}", c, force))
@@ -328,21 +329,51 @@ def _train_seeds(cfg, out, seeds, force, progress, dataset, hooks) -> list[Train
             return _fit_seeds(step, trainers, dirs, scorers, progress, dist, hooks, fresh=True)
 
 
-def seeds_step(trainers: list[Trainer]) -> Step | GraphStep:
-    """The step of several seeds' trainers: of their :class:`StackedTrainer` (of one alone)."""
-    return make_step(StackedTrainer(trainers) if len(trainers) > 1 else trainers[0])
+def seeds_step(trainers: list[Trainer]) -> Step | GraphStep | None:
+    """The step of several seeds' trainers: of their :class:`StackedTrainer` (of one alone);
+    None when they train one after another (:func:`stacks_seeds`)."""
+    if len(trainers) == 1:
+        return make_step(trainers[0])
+    return make_step(StackedTrainer(trainers)) if stacks_seeds(trainers[0]) else None
+
+
+def stacks_seeds(trainer: Trainer) -> bool:
+    """Whether several seeds of ``trainer``'s configuration train stacked (``train.seeds_mode``):
+    auto stacks them on a GPU and for the mlp architecture; convolutional models on a CPU
+    train one after another, where stacked they were measured slower (dcgan 0.90x, cdcgan
+    0.80x of the same runs one after another; benchmarks/RESULTS.md)."""
+    mode = trainer.cfg.train.seeds_mode
+    if mode == "auto":
+        return trainer.device.type == "cuda" or trainer.cfg.model.arch == "mlp"
+    return mode == "stacked"
 
 
 def _fit_seeds(step, trainers, dirs, scorers, progress, dist, hooks, fresh) -> list[TrainResult]:
     """:func:`fit_runs` of several seeds' trainers, each with its run directory, its scorer
-    and the built-in hooks, its console lines led by its seed (the progress bar: the first's)."""
+    and the built-in hooks, its console lines led by its seed: with their ``step`` (the
+    progress bar: the first's), or one after another when it is None (:func:`seeds_step`),
+    each with its own step, bar and clock."""
+    stacked = step is not None
     bar = _want_progress(progress) and dist.rank == 0
-    runs = []
-    for i, (trainer, run, scorer) in enumerate(zip(trainers, dirs, scorers, strict=True)):
-        label = f"seed {trainer.cfg.train.seed}: "
-        built_in = default_hooks(trainer, True, bar and i == 0, scorer, label)
-        runs.append((Loop(trainer, run, trainer.cfg.train.iters, fresh), [*built_in, *hooks]))
-    return fit_runs(step, runs)
+
+    def run(i: int) -> tuple[Loop, list[Hook]]:  # (a Loop starts its clock when made)
+        trainer, label = trainers[i], f"seed {trainers[i].cfg.train.seed}: "
+        built_in = default_hooks(trainer, True, bar and (i == 0 or not stacked), scorers[i], label)
+        return Loop(trainer, dirs[i], trainer.cfg.train.iters, fresh), [*built_in, *hooks]
+
+    if stacked:
+        return fit_runs(step, [run(i) for i in range(len(trainers))])
+    results: list[TrainResult] = []
+    for i, trainer in enumerate(trainers):
+        loop, run_hooks = run(i)
+        if any(r.interrupted for r in results):  # Ctrl-C stops the rest too, each saved
+            loop.request_stop("interrupted")
+        try:
+            results += fit_runs(make_step(trainer), [(loop, run_hooks)])
+        except DivergenceError as e:  # this seed stops alone; the others go on
+            at, seconds = trainer.step_count, loop.elapsed()
+            results.append(TrainResult(loop.root, at, False, loop.last_stats, seconds, error=e))
+    return results
 
 
 def resume(
@@ -364,7 +395,8 @@ def resume(
     may continue with another number of processes (the noise streams are then reseeded).
 
     ``run_dir`` may also be the folder of a ``seeds`` training (its ``seed-N`` runs): they
-    continue at once, stacked again, and their results are returned as a list.
+    continue as they trained, stacked again or one after another, and their results are
+    returned as a list.
     """
     sweep = seed_runs(run_dir)
     if sweep:
@@ -421,13 +453,13 @@ def _resume_seeds(sweep, iters, sets, progress, device, dataset, hooks) -> list[
         if not trainers:
             return []
         steps = {t.step_count for t in trainers}
-        if len(steps) > 1:
+        if len(steps) > 1 and stacks_seeds(trainers[0]):
             at = ", ".join(
                 f"{p.name} at {t.step_count}" for p, t in zip(mine, trainers, strict=True)
             )
             raise CheckpointError(
                 f"--resume {Path(sweep[0]).parent}: its runs are at different iterations ({at}); "
-                "continue them one by one"
+                "continue them one by one, or all with --set train.seeds_mode=sequential"
             )
         step = seeds_step(trainers)
         scorers = [make_scorer(t.cfg, dataset) for t in trainers]
