@@ -60,7 +60,8 @@ def test_a_code_in_parts_is_chosen_part_by_part():
     assert torch.equal(with_code(z, 8, np.int64(6), parts=3), with_code(z, 8, 6, parts=3))
     assert torch.equal(with_code(z, 8, ["any", None, "any"], parts=3), z)
     expected = r"expected an integer from 0 to 7 or 3 values \(one per part, each 0 to 1 or any\)"
-    for bad in ([1, 2, 0], [1, 0], [1, 0, 0, 0], 8, [True, 0, 0], "1,0,0", [1.0, 0, 0]):
+    bad_parts = ([1, 2, 0], [1, 0], [1, 0, 0, 0], [True, 0, 0], [1.0, 0, 0], [np.ones(2), 0, 0])
+    for bad in (*bad_parts, 8, "1,0,0"):
         with pytest.raises(ValueError, match=expected):
             with_code(z, 8, bad, parts=3)
     with pytest.raises(ValueError, match="expected an integer from 0 to 3$"):

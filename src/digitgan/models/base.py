@@ -123,7 +123,7 @@ def category_choice(category: Category, k: int, parts: int = 1) -> list[int | No
     if whole(category, k):
         return category_parts(torch.tensor(int(category)), k, parts).tolist()
     if parts > 1 and isinstance(category, list | tuple) and len(category) == parts:
-        values = [None if v is None or v == "any" else v for v in category]
+        values = [None if v is None or (isinstance(v, str) and v == "any") else v for v in category]
         if all(v is None or whole(v, base) for v in values):
             return [None if v is None else int(v) for v in values]
     either = f" or {parts} values (one per part, each 0 to {base - 1} or any)" if parts > 1 else ""
@@ -133,7 +133,7 @@ def category_choice(category: Category, k: int, parts: int = 1) -> list[int | No
 def category_text(category: Category) -> str:
     """``category`` as the command line writes it: ``7``, or part by part ``3,any,7``."""
     if isinstance(category, list | tuple):
-        return ",".join("any" if v is None or v == "any" else str(v) for v in category)
+        return ",".join("any" if v is None else str(v) for v in category)
     return str(category)
 
 
