@@ -64,7 +64,7 @@ def test_replay_batches_take_the_eager_order_across_epochs():
 def test_what_the_graph_records_gives_the_plain_steps_iterations(
     tiny, small_data, name, overrides, seeds
 ):
-    cfg = tiny(name, **overrides, train__seeds_mode="stacked")
+    cfg = tiny(name, **overrides)
     plain_trainers = _trainers(cfg, small_data, "cpu", seeds)
     graphed_trainers = _trainers(cfg, small_data, "cpu", seeds)
     plain = seeds_step(plain_trainers)

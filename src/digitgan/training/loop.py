@@ -320,7 +320,7 @@ def _train_seeds(cfg, out, seeds, force, progress, dataset, hooks) -> list[Train
         trainers = [Trainer(c, dataset, device) for c in configs]
         if not trainers:
             return []
-        step = seeds_step(trainers)  # (its refusals before the run directories; None: sequential)
+        step = _sweep_step(trainers)  # (its refusals before the run directories)
         with ExitStack() as stack:
             dirs = [
                 stack.enter_context(_create_run(root / f"seed-{c.train.seed}", c, force))
@@ -329,12 +329,15 @@ def _train_seeds(cfg, out, seeds, force, progress, dataset, hooks) -> list[Train
             return _fit_seeds(step, trainers, dirs, scorers, progress, dist, hooks, fresh=True)
 
 
-def seeds_step(trainers: list[Trainer]) -> Step | GraphStep | None:
-    """The step of several seeds' trainers: of their :class:`StackedTrainer` (of one alone);
-    None when they train one after another (:func:`stacks_seeds`)."""
-    if len(trainers) == 1:
-        return make_step(trainers[0])
-    return make_step(StackedTrainer(trainers)) if stacks_seeds(trainers[0]) else None
+def seeds_step(trainers: list[Trainer]) -> Step | GraphStep:
+    """The step of several seeds' trainers: of their :class:`StackedTrainer` (of one alone)."""
+    return make_step(StackedTrainer(trainers) if len(trainers) > 1 else trainers[0])
+
+
+def _sweep_step(trainers: list[Trainer]) -> Step | GraphStep | None:
+    """The step that trains a sweep's trainers at once (:func:`seeds_step`), or None when they
+    train one after another (:func:`stacks_seeds`)."""
+    return seeds_step(trainers) if len(trainers) == 1 or stacks_seeds(trainers[0]) else None
 
 
 def stacks_seeds(trainer: Trainer) -> bool:
@@ -351,7 +354,7 @@ def stacks_seeds(trainer: Trainer) -> bool:
 def _fit_seeds(step, trainers, dirs, scorers, progress, dist, hooks, fresh) -> list[TrainResult]:
     """:func:`fit_runs` of several seeds' trainers, each with its run directory, its scorer
     and the built-in hooks, its console lines led by its seed: with their ``step`` (the
-    progress bar: the first's), or one after another when it is None (:func:`seeds_step`),
+    progress bar: the first's), or one after another when it is None (:func:`_sweep_step`),
     each with its own step, bar and clock."""
     stacked = step is not None
     bar = _want_progress(progress) and dist.rank == 0
@@ -461,7 +464,7 @@ def _resume_seeds(sweep, iters, sets, progress, device, dataset, hooks) -> list[
                 f"--resume {Path(sweep[0]).parent}: its runs are at different iterations ({at}); "
                 "continue them one by one, or all with --set train.seeds_mode=sequential"
             )
-        step = seeds_step(trainers)
+        step = _sweep_step(trainers)
         scorers = [make_scorer(t.cfg, dataset) for t in trainers]
         for run, trainer in zip(opened, trainers, strict=True):
             _continue_run(run, trainer)
