@@ -290,8 +290,8 @@ class TrainConfig:
         "fp32; bf16: G and D forward passes under bfloat16 autocast, losses, weights, "
         "optimiser state and checkpoints in float32; auto: bf16 on a CPU that multiplies "
         "bfloat16 in hardware (AMX units or AVX-512 BF16: Intel Xeon 4th generation and later, "
-        "AMD EPYC from Zen 4), fp32 elsewhere and for several seeds at once (--seeds, which "
-        "refuses bf16); tf32 (CUDA only): fp32 with "
+        "AMD EPYC from Zen 4), fp32 elsewhere and for --seeds trained stacked "
+        "(train.seeds_mode), which refuse bf16; tf32 (CUDA only): fp32 with "
         "the matrix products on the tensor cores in TF32 (10-bit mantissa inputs, float32 "
         "sums), as PyTorch's convolutions on CUDA are by default",
         choices=("fp32", "bf16", "auto", "tf32"),

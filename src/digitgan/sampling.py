@@ -148,6 +148,13 @@ class Sampler:
             return z
         return with_code(z, self.categories, category, self.code_parts)
 
+    def _check_grid(self, n: int, rows: int = 1) -> None:
+        """A ConfigError unless ``n`` samples a row, ``rows`` rows, make a PNG grid: at least
+        one sample, and :data:`MAX_GRID_IMAGES` at most in all."""
+        self._check_count(n, "--n", MAX_GRID_IMAGES // rows)
+        if n == 0:
+            raise ConfigError("--n: a PNG grid needs at least one sample")
+
     def _check_category(self, category: Category | None) -> None:
         """A ConfigError unless ``category`` is None or one of the model's categories (of a
         code in parts, possibly part by part: :func:`~digitgan.models.base.category_choice`)."""
@@ -344,9 +351,7 @@ class Sampler:
         check_truncation(truncation)
         path = _output_path(path, (".png", ".npy"))
         if path.suffix == ".png":
-            self._check_count(n, "--n", MAX_GRID_IMAGES)
-            if n == 0:
-                raise ConfigError("--n: a PNG grid needs at least one sample")
+            self._check_grid(n)
         images = self.sample(n, seed, labels, truncation, category)
         if path.suffix == ".png":
             save_png(path, make_grid(images))
@@ -383,9 +388,7 @@ def save_runs_grid(
     rows = []
     for run in runs:
         gan = load(run, device=device)
-        gan._check_count(n, "--n", MAX_GRID_IMAGES // len(runs))
-        if n == 0:
-            raise ConfigError("--n: a PNG grid needs at least one sample")
+        gan._check_grid(n, len(runs))
         rows.append(gan.sample(n, seed, labels, truncation, category))
         if rows[-1].shape[1:] != rows[0].shape[1:]:
             raise ConfigError(

@@ -130,10 +130,13 @@ def plot_metrics(run_dir: str | Path | Sequence[str | Path], out: str | Path | N
         for i, (run, records) in enumerate(logs.items()):
             for k, style in zip(keys, styles, strict=False):
                 pts = [(r["step"], r[k]) for r in records if k in r]
-                if pts:
-                    look = {"color": f"C{i % 10}", "linestyle": style} if several else {}
-                    label = (run.name if k == keys[0] else None) if several else k
-                    ax.plot(*zip(*pts, strict=True), label=label, linewidth=1, **look)
+                if not pts:
+                    continue
+                look = {"label": k}  # several runs: a colour each, named once; a style per key
+                if several:
+                    look = {"color": f"C{i % 10}", "linestyle": style}
+                    look["label"] = run.name if k == keys[0] else None
+                ax.plot(*zip(*pts, strict=True), linewidth=1, **look)
         if several and len(keys) > 1:
             title += f" ({keys[0]} solid, {keys[1]} dashed)"
         ax.set_title(title, fontsize=10)

@@ -38,13 +38,13 @@ def shown_request(page) -> dict:
     body = {"n": int(data["n"]), "seed": int(data["seed"]), "scale": int(data["scale"])}
     if data["label"]:
         body["label"] = data["label"] if data["label"] == "all" else int(data["label"])
-    if data["category"]:  # a number, "all", or part by part, 3,any,7
-        parts = [None if v == "any" else int(v) for v in data["category"].split(",")]
-        body["category"] = (
-            data["category"]
-            if data["category"] == "all"
-            else (parts if len(parts) > 1 else parts[0])
-        )
+    category = data["category"]  # a number, "all", or part by part, 3,any,7
+    if category == "all":
+        body["category"] = category
+    elif "," in category:
+        body["category"] = [None if v == "any" else int(v) for v in category.split(",")]
+    elif category:
+        body["category"] = int(category)
     if float(data["truncation"]) != 1:
         body["truncation"] = float(data["truncation"])
     return body

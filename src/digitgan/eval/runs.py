@@ -94,16 +94,17 @@ def evaluate_runs(
         raise CheckpointError(
             f"{folder}: holds no runs (folders with checkpoints/{LATEST}{SUFFIX})"
         )
-    reports = {}
+    reports: dict[str, EvalReport] = {}
     for run in runs:
         if log:
             log(f"evaluating {run}")
-        reports[run.name] = report = evaluate(run, log=log, **options)
-        first = reports[runs[0].name]
+        report = evaluate(run, log=log, **options)
+        first = reports.get(runs[0].name, report)
         if report.dataset != first.dataset:
             raise ConfigError(
                 f"{run}: scored on {report.dataset}, {runs[0]} on {first.dataset}; the runs "
                 "of a folder are summarised on one dataset (evaluate these one by one, or "
                 "give --dataset)"
             )
+        reports[run.name] = report
     return RunsReport(str(folder), reports)
